@@ -1,0 +1,133 @@
+//! Map key and value types shared by the eBPF data path and the daemon.
+//!
+//! Every type is `#[repr(C)]`, `Pod`, has explicit padding and a pinned size. Fields that
+//! hold network-order data say so in their name (`_be`). A layout change gets a new map name.
+#![no_std]
+
+use core::mem::size_of;
+
+use bytemuck::{Pod, Zeroable};
+
+/// IP protocol numbers as they appear in the IPv4 header.
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+
+/// Pinned map names (at most 15 bytes, `ND_` prefix).
+pub const MAP_PORTS: &str = "ND_PORTS";
+pub const MAP_CT: &str = "ND_CT";
+pub const MAP_NETS: &str = "ND_NETS";
+pub const MAP_DROPS: &str = "ND_DROPS";
+
+/// Program names (the functions in netdriver-ebpf).
+pub const PROG_FROM_UPLINK: &str = "nd_from_uplink";
+pub const PROG_FROM_CONTAINER: &str = "nd_from_container";
+
+/// Capacity of the published-port map.
+pub const PORTS_MAX_ENTRIES: u32 = 65536;
+/// Capacity of the connection-tracking map (LRU).
+pub const CT_MAX_ENTRIES: u32 = 262_144;
+/// Capacity of the network-subnet LPM trie.
+pub const NETS_MAX_ENTRIES: u32 = 1024;
+
+/// Drop reasons, the index into `ND_DROPS` (a per-CPU array of counters).
+pub const DROP_UNPUBLISHED: u32 = 0;
+pub const DROP_REDIRECT_FAILED: u32 = 1;
+pub const DROP_CSUM: u32 = 2;
+pub const DROP_REASONS: u32 = 3;
+
+/// Key of `ND_PORTS`: a published host port. `host_addr_be == 0` means every host address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct PortKey {
+    pub host_addr_be: u32,
+    pub host_port: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+const _: () = assert!(size_of::<PortKey>() == 8);
+
+/// Value of `ND_PORTS`: where a published port goes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct PortTarget {
+    /// Container address, network order.
+    pub addr_be: u32,
+    /// Container port, host order.
+    pub port: u16,
+    pub _pad0: u16,
+    /// Index of the host-side veth of the container.
+    pub ifindex: u32,
+    /// MAC address of the container's interface.
+    pub mac: [u8; 6],
+    /// MAC address of the network's bridge (used as source MAC towards the container).
+    pub gw_mac: [u8; 6],
+}
+const _: () = assert!(size_of::<PortTarget>() == 24);
+
+/// Key of `ND_CT`: one translated flow, as seen from the container side
+/// (the container's address and port, the remote client's address and port).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct CtKey {
+    pub container_addr_be: u32,
+    pub remote_addr_be: u32,
+    pub container_port: u16,
+    pub remote_port: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(size_of::<CtKey>() == 16);
+
+/// Value of `ND_CT`: how to translate the container's replies back.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct CtEntry {
+    /// The address the client connected to, network order.
+    pub host_addr_be: u32,
+    /// The published host port, host order.
+    pub host_port: u16,
+    pub _pad0: u16,
+    /// The uplink the flow came in on; replies leave through it.
+    pub uplink_ifindex: u32,
+    /// MAC of the uplink (source MAC of replies).
+    pub uplink_mac: [u8; 6],
+    /// MAC the client's frames came from (destination MAC of replies).
+    pub peer_mac: [u8; 6],
+    /// `bpf_ktime_get_ns` when the flow was last seen.
+    pub last_seen_ns: u64,
+}
+const _: () = assert!(size_of::<CtEntry>() == 32);
+
+/// Key of `ND_NETS`, an LPM trie of container subnets (IPv4).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct NetKey {
+    /// Prefix length in bits (the LPM trie's leading field).
+    pub prefixlen: u32,
+    pub addr_be: u32,
+}
+const _: () = assert!(size_of::<NetKey>() == 8);
+
+/// Value of `ND_NETS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct NetInfo {
+    /// Index of the network's bridge.
+    pub bridge_ifindex: u32,
+    pub flags: u32,
+}
+const _: () = assert!(size_of::<NetInfo>() == 8);
+
+#[cfg(feature = "user")]
+mod user {
+    use super::{CtEntry, CtKey, NetInfo, NetKey, PortKey, PortTarget};
+
+    macro_rules! aya_pod {
+        ($($t:ty),* $(,)?) => { $(
+            // SAFETY: each type is `repr(C)`, `bytemuck::Pod` (checked by its derive): no
+            // padding, no invalid bit patterns.
+            unsafe impl aya::Pod for $t {}
+        )* };
+    }
+    aya_pod!(PortKey, PortTarget, CtKey, CtEntry, NetKey, NetInfo);
+}

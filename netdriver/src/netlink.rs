@@ -1,0 +1,1 @@
+//! Bridges, veth pairs, addresses and routes over rtnetlink.
