@@ -1,1 +1,29 @@
-fn main() {}
+//! Builds netdriver-ebpf for the BPF target with aya-build; `dataplane.rs` embeds the object.
+
+use anyhow::{Context as _, anyhow};
+use aya_build::{Package, Toolchain};
+
+fn main() -> anyhow::Result<()> {
+    let metadata = cargo_metadata::MetadataCommand::new()
+        .no_deps()
+        .exec()
+        .context("cargo metadata")?;
+    let ebpf = metadata
+        .packages
+        .into_iter()
+        .find(|package| package.name == "netdriver-ebpf")
+        .ok_or_else(|| anyhow!("netdriver-ebpf package not found"))?;
+    let root_dir = ebpf
+        .manifest_path
+        .parent()
+        .ok_or_else(|| anyhow!("netdriver-ebpf manifest has no parent directory"))?;
+    aya_build::build_ebpf(
+        [Package {
+            name: ebpf.name.as_str(),
+            root_dir: root_dir.as_str(),
+            ..Package::default()
+        }],
+        // The preinstalled nightly (see docs/toolchain.md); bpf-linker is built against its LLVM.
+        Toolchain::Nightly,
+    )
+}

@@ -3,6 +3,11 @@
 //! Every type is `#[repr(C)]`, `Pod`, has explicit padding and a pinned size. Fields that
 //! hold network-order data say so in their name (`_be`). A layout change gets a new map name.
 #![no_std]
+#![expect(
+    clippy::pub_underscore_fields,
+    reason = "padding is an explicit, public `_pad` field so both sides can build the types \
+              with struct literals"
+)]
 
 use core::mem::size_of;
 
@@ -33,7 +38,9 @@ pub const NETS_MAX_ENTRIES: u32 = 1024;
 pub const DROP_UNPUBLISHED: u32 = 0;
 pub const DROP_REDIRECT_FAILED: u32 = 1;
 pub const DROP_CSUM: u32 = 2;
-pub const DROP_REASONS: u32 = 3;
+/// `ND_CT` refused the entry of a new flow (its replies could not be translated back).
+pub const DROP_CT_FAILED: u32 = 3;
+pub const DROP_REASONS: u32 = 4;
 
 /// Key of `ND_PORTS`: a published host port. `host_addr_be == 0` means every host address.
 #[repr(C)]
@@ -98,17 +105,8 @@ pub struct CtEntry {
 }
 const _: () = assert!(size_of::<CtEntry>() == 32);
 
-/// Key of `ND_NETS`, an LPM trie of container subnets (IPv4).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
-pub struct NetKey {
-    /// Prefix length in bits (the LPM trie's leading field).
-    pub prefixlen: u32,
-    pub addr_be: u32,
-}
-const _: () = assert!(size_of::<NetKey>() == 8);
-
-/// Value of `ND_NETS`.
+/// Value of `ND_NETS`, an LPM trie of container subnets (IPv4). Its key is aya's
+/// `lpm_trie::Key<u32>`: the prefix length, then the address in network order.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct NetInfo {
@@ -120,7 +118,7 @@ const _: () = assert!(size_of::<NetInfo>() == 8);
 
 #[cfg(feature = "user")]
 mod user {
-    use super::{CtEntry, CtKey, NetInfo, NetKey, PortKey, PortTarget};
+    use super::{CtEntry, CtKey, NetInfo, PortKey, PortTarget};
 
     macro_rules! aya_pod {
         ($($t:ty),* $(,)?) => { $(
@@ -129,5 +127,5 @@ mod user {
             unsafe impl aya::Pod for $t {}
         )* };
     }
-    aya_pod!(PortKey, PortTarget, CtKey, CtEntry, NetKey, NetInfo);
+    aya_pod!(PortKey, PortTarget, CtKey, CtEntry, NetInfo);
 }

@@ -1,1 +1,49 @@
-#![no_std] #![no_main]
+//! Entry points of netdriver's tc programs. Each turns an error into the single drop path.
+#![no_std]
+#![no_main]
+#![expect(
+    clippy::inline_always,
+    reason = "everything is inlined into the entry points: no BPF-to-BPF calls for the \
+              verifier to follow with packet pointers and map values"
+)]
+
+mod container;
+mod maps;
+mod nat;
+mod parse;
+mod uplink;
+
+use aya_ebpf::{macros::classifier, programs::TcContext};
+
+/// tc ingress of an uplink: DNAT of published ports towards containers.
+#[classifier]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "#[classifier] passes the context by value"
+)]
+pub fn nd_from_uplink(ctx: TcContext) -> i32 {
+    uplink::from_uplink(&ctx).unwrap_or_else(maps::drop_packet)
+}
+
+/// tc ingress of a container's host-side veth: reverse translation of published-port replies.
+#[classifier]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "#[classifier] passes the context by value"
+)]
+pub fn nd_from_container(ctx: TcContext) -> i32 {
+    container::from_container(&ctx).unwrap_or_else(maps::drop_packet)
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects programs that could reach this; it only satisfies `no_std`.
+    loop {}
+}
+
+/// The kernel needs a GPL-compatible license string for some helpers; the daemon side keeps
+/// the workspace license.
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

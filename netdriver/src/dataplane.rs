@@ -1,1 +1,551 @@
 //! Loads the eBPF programs, pins their maps and keeps them up to date.
+//!
+//! Synchronous on purpose: the daemon holds a [`Dataplane`] behind a `std::sync::Mutex` and
+//! every call is a handful of `bpf(2)`/netlink syscalls.
+
+use std::{
+    collections::BTreeMap,
+    fmt, fs, io,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf, EbpfError, EbpfLoader,
+    maps::{HashMap, LpmTrie, MapData, MapError, PerCpuArray, lpm_trie::Key},
+    pin::PinError,
+    programs::{
+        Link as _, ProgramError, SchedClassifier, TcAttachType,
+        tc::{self, SchedClassifierLink},
+    },
+    sys::SyscallError,
+    util::KernelVersion,
+};
+use ipnet::Ipv4Net;
+use netdriver_common::{
+    CtEntry, CtKey, DROP_REASONS, MAP_CT, MAP_DROPS, MAP_NETS, MAP_PORTS, NetInfo,
+    PROG_FROM_CONTAINER, PROG_FROM_UPLINK, PortKey, PortTarget,
+};
+use nix::{
+    mount::{MsFlags, mount},
+    net::if_::if_nametoindex,
+    sys::statfs::{BPF_FS_MAGIC, statfs},
+};
+
+/// The object built from netdriver-ebpf by `build.rs`.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netdriver"));
+
+/// Every map of the object; all are pinned under the pin directory.
+const MAP_NAMES: [&str; 4] = [MAP_PORTS, MAP_CT, MAP_NETS, MAP_DROPS];
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("load the eBPF object: {source}")]
+    Object {
+        #[source]
+        source: Box<EbpfError>,
+    },
+    #[error("{object} is missing from the eBPF object")]
+    Missing { object: &'static str },
+    #[error("load program {program}: {source}\nverifier log:\n{verifier_log}")]
+    Verifier {
+        program: &'static str,
+        verifier_log: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{op} program {program} on {ifname}: {source}")]
+    Program {
+        op: &'static str,
+        program: &'static str,
+        ifname: String,
+        #[source]
+        source: Box<ProgramError>,
+    },
+    #[error("{op} map {map}: {source}")]
+    Map {
+        op: &'static str,
+        map: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error("pin map {map} at {}: {source}", path.display())]
+    Pin {
+        map: &'static str,
+        path: PathBuf,
+        #[source]
+        source: PinError,
+    },
+    #[error("interface {ifname}: {source}")]
+    Interface {
+        ifname: String,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("invalid {what}: {reason}")]
+    Invalid { what: &'static str, reason: String },
+    /// Best-effort teardown met several errors; all of them are kept.
+    #[error("{}", Joined(.0))]
+    Teardown(Vec<DataplaneError>),
+}
+
+/// Displays errors one per line.
+struct Joined<'a>(&'a [DataplaneError]);
+
+impl fmt::Display for Joined<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, err) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{err}")?;
+        }
+        Ok(())
+    }
+}
+
+fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> DataplaneError {
+    let path = path.to_owned();
+    move |source| DataplaneError::Io { op, path, source }
+}
+
+fn map_err(op: &'static str, map: &'static str) -> impl FnOnce(MapError) -> DataplaneError {
+    move |source| DataplaneError::Map { op, map, source }
+}
+
+/// Whether a map operation failed only because the key was not there.
+fn is_not_found(err: &MapError) -> bool {
+    match err {
+        MapError::KeyNotFound => true,
+        MapError::SyscallError(SyscallError { io_error, .. }) => {
+            io_error.raw_os_error() == Some(libc::ENOENT)
+        }
+        _ => false,
+    }
+}
+
+/// A tc attachment of one of our programs to an interface.
+struct Attachment {
+    ifindex: u32,
+    /// Dropping the link detaches the program.
+    link: SchedClassifierLink,
+}
+
+/// The loaded programs, their maps and their attachments.
+pub struct Dataplane {
+    ebpf: Ebpf,
+    pin_dir: PathBuf,
+    ports: HashMap<MapData, PortKey, PortTarget>,
+    ct: HashMap<MapData, CtKey, CtEntry>,
+    nets: LpmTrie<MapData, u32, NetInfo>,
+    drops: PerCpuArray<MapData, u64>,
+    uplinks: BTreeMap<String, Attachment>,
+    containers: BTreeMap<String, Attachment>,
+}
+
+impl fmt::Debug for Dataplane {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Dataplane")
+            .field("pin_dir", &self.pin_dir)
+            .field("uplinks", &self.uplinks.keys().collect::<Vec<_>>())
+            .field("containers", &self.containers.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Dataplane {
+    /// Mounts bpffs at the parent of `pin_dir` (or `pin_dir` itself) if it is not bpffs yet,
+    /// creates `pin_dir`, removes stale pins of our map names, loads the embedded object, pins
+    /// every `ND_*` map under `pin_dir`.
+    pub fn load(pin_dir: &Path) -> Result<Self, DataplaneError> {
+        ensure_bpffs(pin_dir)?;
+        for name in MAP_NAMES {
+            remove_pin(&pin_dir.join(name))?;
+        }
+        let mut ebpf =
+            EbpfLoader::new()
+                .load(EBPF_OBJECT)
+                .map_err(|source| DataplaneError::Object {
+                    source: Box::new(source),
+                })?;
+        for program in [PROG_FROM_UPLINK, PROG_FROM_CONTAINER] {
+            load_program(&mut ebpf, program)?;
+        }
+        Ok(Self {
+            ports: take_map(&mut ebpf, pin_dir, MAP_PORTS)?,
+            ct: take_map(&mut ebpf, pin_dir, MAP_CT)?,
+            nets: take_map(&mut ebpf, pin_dir, MAP_NETS)?,
+            drops: take_map(&mut ebpf, pin_dir, MAP_DROPS)?,
+            ebpf,
+            pin_dir: pin_dir.to_owned(),
+            uplinks: BTreeMap::new(),
+            containers: BTreeMap::new(),
+        })
+    }
+
+    /// Attaches `nd_from_uplink` to the tc ingress of `ifname`. Idempotent; re-attaches if
+    /// the interface was recreated under the same name.
+    pub fn attach_uplink(&mut self, ifname: &str) -> Result<(), DataplaneError> {
+        attach(&mut self.ebpf, &mut self.uplinks, PROG_FROM_UPLINK, ifname)
+    }
+
+    pub fn detach_uplink(&mut self, ifname: &str) -> Result<(), DataplaneError> {
+        detach(&mut self.uplinks, PROG_FROM_UPLINK, ifname)
+    }
+
+    /// The interfaces `nd_from_uplink` is attached to.
+    #[must_use]
+    pub fn uplinks(&self) -> Vec<String> {
+        self.uplinks.keys().cloned().collect()
+    }
+
+    /// Attaches `nd_from_container` to the tc ingress of a container's host-side veth.
+    pub fn attach_container(&mut self, ifname: &str) -> Result<(), DataplaneError> {
+        attach(
+            &mut self.ebpf,
+            &mut self.containers,
+            PROG_FROM_CONTAINER,
+            ifname,
+        )
+    }
+
+    /// Detaches `nd_from_container`; succeeds if the interface is already gone.
+    pub fn detach_container(&mut self, ifname: &str) -> Result<(), DataplaneError> {
+        detach(&mut self.containers, PROG_FROM_CONTAINER, ifname)
+    }
+
+    /// Publishes (or re-targets) a host port. Ports are in host order, addresses in network
+    /// order (`u32::from_ne_bytes(addr.octets())`).
+    pub fn publish(&mut self, key: PortKey, target: PortTarget) -> Result<(), DataplaneError> {
+        let key = validate_port_key(key)?;
+        let target = PortTarget { _pad0: 0, ..target };
+        self.ports
+            .insert(key, target, 0)
+            .map_err(map_err("insert into", MAP_PORTS))
+    }
+
+    /// Removes a published port; succeeds if it was not published.
+    pub fn unpublish(&mut self, key: &PortKey) -> Result<(), DataplaneError> {
+        let key = PortKey { _pad: 0, ..*key };
+        match self.ports.remove(&key) {
+            Err(err) if !is_not_found(&err) => Err(map_err("remove from", MAP_PORTS)(err)),
+            _ => Ok(()),
+        }
+    }
+
+    /// The published ports, as stored in `ND_PORTS`.
+    pub fn published(&self) -> Result<Vec<(PortKey, PortTarget)>, DataplaneError> {
+        self.ports
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(map_err("iterate", MAP_PORTS))
+    }
+
+    /// Declares a container subnet: outsiders may reach its addresses only through
+    /// published ports.
+    pub fn add_network(&mut self, subnet: Ipv4Net, info: NetInfo) -> Result<(), DataplaneError> {
+        self.nets
+            .insert(&net_key(subnet), info, 0)
+            .map_err(map_err("insert into", MAP_NETS))
+    }
+
+    /// Removes a container subnet; succeeds if it was not there.
+    pub fn remove_network(&mut self, subnet: Ipv4Net) -> Result<(), DataplaneError> {
+        match self.nets.remove(&net_key(subnet)) {
+            Err(err) if !is_not_found(&err) => Err(map_err("remove from", MAP_NETS)(err)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Deletes every `ND_CT` entry whose container address is `addr`. Returns how many.
+    pub fn flush_conntrack(&mut self, addr: Ipv4Addr) -> Result<usize, DataplaneError> {
+        self.flush_conntrack_matching(addr, None)
+    }
+
+    /// Deletes the `ND_CT` entries of one container port (host order) and protocol.
+    pub fn flush_conntrack_port(
+        &mut self,
+        addr: Ipv4Addr,
+        port: u16,
+        proto: u8,
+    ) -> Result<usize, DataplaneError> {
+        self.flush_conntrack_matching(addr, Some((port, proto)))
+    }
+
+    fn flush_conntrack_matching(
+        &mut self,
+        addr: Ipv4Addr,
+        port_proto: Option<(u16, u8)>,
+    ) -> Result<usize, DataplaneError> {
+        let addr_be = u32::from_ne_bytes(addr.octets());
+        let keys: Vec<CtKey> = self
+            .ct
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(map_err("iterate", MAP_CT))?;
+        let mut removed = 0;
+        for key in keys.iter().filter(|key| {
+            key.container_addr_be == addr_be
+                && port_proto.is_none_or(|pp| pp == (key.container_port, key.proto))
+        }) {
+            match self.ct.remove(key) {
+                Ok(()) => removed += 1,
+                // Evicted (LRU) since we listed it.
+                Err(err) if is_not_found(&err) => {}
+                Err(err) => return Err(map_err("remove from", MAP_CT)(err)),
+            }
+        }
+        Ok(removed)
+    }
+
+    /// The conntrack entries, as stored in `ND_CT`.
+    pub fn conntrack(&self) -> Result<Vec<(CtKey, CtEntry)>, DataplaneError> {
+        self.ct
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(map_err("iterate", MAP_CT))
+    }
+
+    /// Drop counters summed over CPUs, indexed by `DROP_*` reason.
+    pub fn drop_counters(&self) -> Result<Vec<u64>, DataplaneError> {
+        (0..DROP_REASONS)
+            .map(|reason| {
+                let per_cpu = self
+                    .drops
+                    .get(&reason, 0)
+                    .map_err(map_err("read", MAP_DROPS))?;
+                Ok(per_cpu.iter().copied().fold(0, u64::wrapping_add))
+            })
+            .collect()
+    }
+
+    /// Removes the pins (called on daemon shutdown; programs detach when the Dataplane is
+    /// dropped). Best effort: tries every pin and reports every error.
+    pub fn unpin(&mut self) -> Result<(), DataplaneError> {
+        let mut errors: Vec<_> = MAP_NAMES
+            .iter()
+            .filter_map(|name| remove_pin(&self.pin_dir.join(name)).err())
+            .collect();
+        // Only succeeds if nothing else lives there; a shared directory is left alone.
+        let _ = fs::remove_dir(&self.pin_dir);
+        match errors.len() {
+            0 => Ok(()),
+            1 => Err(errors.remove(0)),
+            _ => Err(DataplaneError::Teardown(errors)),
+        }
+    }
+
+    /// The directory the maps are pinned in.
+    #[must_use]
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+}
+
+fn validate_port_key(key: PortKey) -> Result<PortKey, DataplaneError> {
+    use netdriver_common::{PROTO_TCP, PROTO_UDP};
+    if key.proto != PROTO_TCP && key.proto != PROTO_UDP {
+        return Err(DataplaneError::Invalid {
+            what: "port key",
+            reason: format!("protocol {} is neither TCP nor UDP", key.proto),
+        });
+    }
+    Ok(PortKey { _pad: 0, ..key })
+}
+
+fn net_key(subnet: Ipv4Net) -> Key<u32> {
+    let subnet = subnet.trunc();
+    Key::new(
+        u32::from(subnet.prefix_len()),
+        u32::from_ne_bytes(subnet.network().octets()),
+    )
+}
+
+/// Makes sure `pin_dir` exists on a bpffs. Mounts bpffs on the parent when that is an empty
+/// directory (an unmounted `/sys/fs/bpf`), otherwise on `pin_dir` itself, so that no existing
+/// content is ever hidden.
+fn ensure_bpffs(pin_dir: &Path) -> Result<(), DataplaneError> {
+    if is_bpffs(pin_dir) {
+        return Ok(());
+    }
+    let parent = pin_dir.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(parent) = parent {
+        if !is_bpffs(parent) && is_empty_dir(parent) {
+            mount_bpffs(parent)?;
+        }
+        if is_bpffs(parent) {
+            return fs::create_dir_all(pin_dir).map_err(io_err("create", pin_dir));
+        }
+    }
+    fs::create_dir_all(pin_dir).map_err(io_err("create", pin_dir))?;
+    if !is_empty_dir(pin_dir) {
+        return Err(DataplaneError::Io {
+            op: "mount bpffs on (not empty, not bpffs)",
+            path: pin_dir.to_owned(),
+            source: io::Error::from(io::ErrorKind::DirectoryNotEmpty),
+        });
+    }
+    mount_bpffs(pin_dir)
+}
+
+fn is_bpffs(path: &Path) -> bool {
+    statfs(path).is_ok_and(|fs| fs.filesystem_type() == BPF_FS_MAGIC)
+}
+
+fn is_empty_dir(path: &Path) -> bool {
+    fs::read_dir(path).is_ok_and(|mut entries| entries.next().is_none())
+}
+
+fn mount_bpffs(path: &Path) -> Result<(), DataplaneError> {
+    tracing::info!(path = %path.display(), "mounting bpffs");
+    mount(
+        Some("bpf"),
+        path,
+        Some("bpf"),
+        MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(|errno| DataplaneError::Io {
+        op: "mount bpffs on",
+        path: path.to_owned(),
+        source: errno.into(),
+    })
+}
+
+fn remove_pin(path: &Path) -> Result<(), DataplaneError> {
+    match fs::remove_file(path) {
+        Err(err) if err.kind() != io::ErrorKind::NotFound => Err(io_err("remove pin", path)(err)),
+        _ => Ok(()),
+    }
+}
+
+fn classifier<'a>(
+    ebpf: &'a mut Ebpf,
+    program: &'static str,
+) -> Result<&'a mut SchedClassifier, DataplaneError> {
+    ebpf.program_mut(program)
+        .ok_or(DataplaneError::Missing { object: program })?
+        .try_into()
+        .map_err(|source| DataplaneError::Program {
+            op: "look up",
+            program,
+            ifname: String::new(),
+            source: Box::new(source),
+        })
+}
+
+fn load_program(ebpf: &mut Ebpf, program: &'static str) -> Result<(), DataplaneError> {
+    classifier(ebpf, program)?.load().map_err(|err| match err {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => DataplaneError::Verifier {
+            program,
+            verifier_log: verifier_log.to_string(),
+            source: io_error,
+        },
+        source => DataplaneError::Program {
+            op: "load",
+            program,
+            ifname: String::new(),
+            source: Box::new(source),
+        },
+    })
+}
+
+fn take_map<T>(ebpf: &mut Ebpf, pin_dir: &Path, name: &'static str) -> Result<T, DataplaneError>
+where
+    T: TryFrom<aya::maps::Map, Error = MapError>,
+{
+    let map = ebpf
+        .take_map(name)
+        .ok_or(DataplaneError::Missing { object: name })?;
+    let path = pin_dir.join(name);
+    map.pin(&path).map_err(|source| DataplaneError::Pin {
+        map: name,
+        path,
+        source,
+    })?;
+    T::try_from(map).map_err(map_err("open", name))
+}
+
+fn ifindex(ifname: &str) -> Result<u32, DataplaneError> {
+    if_nametoindex(ifname).map_err(|source| DataplaneError::Interface {
+        ifname: ifname.to_owned(),
+        source,
+    })
+}
+
+fn attach(
+    ebpf: &mut Ebpf,
+    attachments: &mut BTreeMap<String, Attachment>,
+    program: &'static str,
+    ifname: &str,
+) -> Result<(), DataplaneError> {
+    let ifindex = ifindex(ifname)?;
+    if let Some(old) = attachments.remove(ifname) {
+        if old.ifindex == ifindex {
+            attachments.insert(ifname.to_owned(), old);
+            return Ok(());
+        }
+        // Same name, new interface: the old link is defunct; dropping it closes it.
+    }
+    let prog_err = |op, source| DataplaneError::Program {
+        op,
+        program,
+        ifname: ifname.to_owned(),
+        source: Box::new(source),
+    };
+    // aya uses tcx links from Linux 6.6 on and netlink (which needs clsact) before that.
+    if KernelVersion::current().is_ok_and(|v| v < KernelVersion::new(6, 6, 0)) {
+        add_clsact(ifname).map_err(|e| prog_err("add clsact for", ProgramError::TcError(e)))?;
+    }
+    let prog = classifier(ebpf, program)?;
+    let link_id = prog
+        .attach(ifname, TcAttachType::Ingress)
+        .map_err(|e| prog_err("attach", e))?;
+    let link = prog.take_link(link_id).map_err(|e| prog_err("attach", e))?;
+    attachments.insert(ifname.to_owned(), Attachment { ifindex, link });
+    Ok(())
+}
+
+fn add_clsact(ifname: &str) -> Result<(), tc::TcError> {
+    match tc::qdisc_add_clsact(ifname) {
+        Err(tc::TcError::NetlinkError(err)) if err.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+        other => other,
+    }
+}
+
+fn detach(
+    attachments: &mut BTreeMap<String, Attachment>,
+    program: &'static str,
+    ifname: &str,
+) -> Result<(), DataplaneError> {
+    let Some(Attachment { link, .. }) = attachments.remove(ifname) else {
+        return Ok(());
+    };
+    match link.detach() {
+        // A netlink filter goes away with its interface.
+        Err(_) if if_nametoindex(ifname).is_err() => Ok(()),
+        Err(source) => Err(DataplaneError::Program {
+            op: "detach",
+            program,
+            ifname: ifname.to_owned(),
+            source: Box::new(source),
+        }),
+        Ok(()) => Ok(()),
+    }
+}
+
+// The daemon shares the dataplane between tokio tasks behind a `std::sync::Mutex`.
+const _: () = {
+    const fn assert_send<T: Send>() {}
+    assert_send::<Dataplane>();
+};

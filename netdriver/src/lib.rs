@@ -2,5 +2,14 @@
 //!
 //! The library holds all logic; `main.rs` only parses the command line.
 
+pub mod api;
+pub mod cli;
+pub mod client;
+pub mod daemon;
 pub mod dataplane;
+pub mod ipam;
+pub mod model;
 pub mod netlink;
+pub mod ports;
+pub mod service;
+pub mod store;

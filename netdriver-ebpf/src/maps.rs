@@ -1,0 +1,44 @@
+//! The maps shared with the daemon (types and names in `netdriver-common`).
+
+use aya_ebpf::{
+    bindings::TC_ACT_SHOT,
+    btf_maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
+    macros::btf_map,
+};
+use netdriver_common::{
+    CT_MAX_ENTRIES, CtEntry, CtKey, DROP_REASONS, NETS_MAX_ENTRIES, NetInfo, PORTS_MAX_ENTRIES,
+    PortKey, PortTarget,
+};
+
+/// Published ports.
+#[btf_map]
+pub static ND_PORTS: HashMap<PortKey, PortTarget, { PORTS_MAX_ENTRIES as usize }> = HashMap::new();
+
+/// Translated flows, keyed from the container side.
+#[btf_map]
+pub static ND_CT: LruHashMap<CtKey, CtEntry, { CT_MAX_ENTRIES as usize }> = LruHashMap::new();
+
+/// Container subnets; the key data is the IPv4 address in network order.
+#[btf_map]
+pub static ND_NETS: LpmTrie<u32, NetInfo, { NETS_MAX_ENTRIES as usize }> = LpmTrie::new();
+
+/// Drop counters, indexed by `DROP_*` reason.
+#[btf_map]
+pub static ND_DROPS: PerCpuArray<u64, { DROP_REASONS as usize }> = PerCpuArray::new();
+
+/// Counts a drop under `reason` and returns the verdict that drops the packet.
+#[inline(always)]
+pub fn drop_packet(reason: u32) -> i32 {
+    if let Some(counter) = ND_DROPS.get_ptr_mut(reason) {
+        // SAFETY: per-CPU slot of an array map, valid for the program's run; no other
+        // writer on this CPU while we run.
+        unsafe { *counter += 1 };
+    }
+    TC_ACT_SHOT
+}
+
+/// Whether `addr_be` is inside a container subnet.
+#[inline(always)]
+pub fn in_container_net(addr_be: u32) -> bool {
+    ND_NETS.get(&Key::new(32, addr_be)).is_some()
+}

@@ -1,0 +1,143 @@
+//! Header parsing. All packet reads go through [`ptr_at`].
+
+use core::mem::size_of;
+
+use aya_ebpf::programs::TcContext;
+use netdriver_common::{PROTO_TCP, PROTO_UDP};
+
+pub const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+/// Offset of the IPv4 checksum field in the frame.
+pub const IP_CSUM_OFF: usize = ETH_HLEN + 10;
+/// Offset of the IPv4 source address in the frame (the destination follows).
+pub const IP_SADDR_OFF: usize = ETH_HLEN + 12;
+pub const IP_DADDR_OFF: usize = ETH_HLEN + 16;
+/// Offsets of the checksum field inside the TCP and UDP headers.
+const TCP_CSUM_OFF: usize = 16;
+const UDP_CSUM_OFF: usize = 6;
+/// Fragment offset bits of the IPv4 `frag_off` field.
+const IP_OFFSET_MASK: u16 = 0x1fff;
+
+#[repr(C)]
+struct EthHdr {
+    dst: [u8; 6],
+    src: [u8; 6],
+    ether_type: [u8; 2],
+}
+
+/// IPv4 header without options. Multi-byte fields are byte arrays: the header is only
+/// 2-byte aligned in the frame.
+#[repr(C)]
+struct Ipv4Hdr {
+    version_ihl: u8,
+    tos: u8,
+    tot_len: [u8; 2],
+    id: [u8; 2],
+    frag_off: [u8; 2],
+    ttl: u8,
+    proto: u8,
+    check: [u8; 2],
+    saddr: [u8; 4],
+    daddr: [u8; 4],
+}
+
+/// The first four bytes of TCP and UDP headers.
+#[repr(C)]
+struct L4Ports {
+    src: [u8; 2],
+    dst: [u8; 2],
+}
+
+/// The one bounds-checked access to packet data: a pointer to a `T` at `offset` from the
+/// start of the frame, or `None` if the linear data is too short.
+#[inline(always)]
+fn ptr_at<T>(ctx: &TcContext, offset: usize) -> Option<*const T> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + offset + size_of::<T>() > end {
+        return None;
+    }
+    Some((start + offset) as *const T)
+}
+
+/// An IPv4 packet's addresses, as read before any rewrite.
+#[derive(Clone, Copy)]
+pub struct Ipv4 {
+    pub eth_dst: [u8; 6],
+    pub eth_src: [u8; 6],
+    pub saddr_be: u32,
+    pub daddr_be: u32,
+    pub proto: u8,
+    /// Zero for the first (or only) fragment.
+    pub frag_offset: u16,
+    /// Offset of the L4 header in the frame, from the IHL field.
+    pub l4_off: usize,
+}
+
+/// TCP or UDP ports (host order) of a first fragment.
+#[derive(Clone, Copy)]
+pub struct Ports {
+    pub src: u16,
+    pub dst: u16,
+}
+
+/// Parses Ethernet and IPv4; `None` for anything else (passed on untouched by the callers).
+#[inline(always)]
+pub fn ipv4(ctx: &TcContext) -> Option<Ipv4> {
+    let eth = ptr_at::<EthHdr>(ctx, 0)?;
+    // SAFETY: `ptr_at` checked that the header lies inside the packet.
+    let (eth_dst, eth_src, ether_type) = unsafe { ((*eth).dst, (*eth).src, (*eth).ether_type) };
+    if u16::from_be_bytes(ether_type) != ETH_P_IP {
+        return None;
+    }
+    let ip = ptr_at::<Ipv4Hdr>(ctx, ETH_HLEN)?;
+    // SAFETY: as above.
+    let (version_ihl, frag_off, proto, saddr, daddr) = unsafe {
+        (
+            (*ip).version_ihl,
+            (*ip).frag_off,
+            (*ip).proto,
+            (*ip).saddr,
+            (*ip).daddr,
+        )
+    };
+    let ihl = usize::from(version_ihl & 0x0f);
+    if version_ihl >> 4 != 4 || ihl < 5 {
+        return None;
+    }
+    Some(Ipv4 {
+        eth_dst,
+        eth_src,
+        saddr_be: u32::from_ne_bytes(saddr),
+        daddr_be: u32::from_ne_bytes(daddr),
+        proto,
+        frag_offset: u16::from_be_bytes(frag_off) & IP_OFFSET_MASK,
+        l4_off: ETH_HLEN + ihl * 4,
+    })
+}
+
+/// Reads the ports of a TCP or UDP first fragment.
+#[inline(always)]
+pub fn ports(ctx: &TcContext, ip: &Ipv4) -> Option<Ports> {
+    if ip.frag_offset != 0 || (ip.proto != PROTO_TCP && ip.proto != PROTO_UDP) {
+        return None;
+    }
+    let l4 = ptr_at::<L4Ports>(ctx, ip.l4_off)?;
+    // SAFETY: `ptr_at` checked that the ports lie inside the packet.
+    let (src, dst) = unsafe { ((*l4).src, (*l4).dst) };
+    Some(Ports {
+        src: u16::from_be_bytes(src),
+        dst: u16::from_be_bytes(dst),
+    })
+}
+
+/// Offset of the L4 checksum field in the frame.
+#[inline(always)]
+pub fn l4_csum_off(ip: &Ipv4) -> usize {
+    ip.l4_off
+        + if ip.proto == PROTO_TCP {
+            TCP_CSUM_OFF
+        } else {
+            UDP_CSUM_OFF
+        }
+}

@@ -1,0 +1,79 @@
+//! `netdriver daemon`: serves the API on a unix socket until SIGINT or SIGTERM.
+
+use std::{
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail};
+use tokio::{net::UnixListener, signal::unix::SignalKind};
+
+use crate::service::{Config, Service};
+
+/// How often new interfaces are looked for (uplinks that appear later).
+const UPLINK_POLL: Duration = Duration::from_secs(2);
+
+pub async fn run(socket: &Path, config: Config) -> Result<()> {
+    let listener = bind(socket)?;
+    let service = Arc::new(
+        Service::start(config)
+            .await
+            .context("starting the daemon")?,
+    );
+    tracing::info!(socket = %socket.display(), "netdriver daemon ready");
+    let poller = tokio::spawn(poll_uplinks(Arc::clone(&service)));
+    let served = axum::serve(listener, crate::api::router(Arc::clone(&service)))
+        .with_graceful_shutdown(shutdown_signal())
+        .await;
+    poller.abort();
+    let _ = std::fs::remove_file(socket);
+    service.shutdown().await.context("shutting down")?;
+    tracing::info!("netdriver daemon stopped");
+    served.context("serving the API")
+}
+
+/// Binds the socket with mode 0660 (root and the socket's group only).
+fn bind(socket: &Path) -> Result<UnixListener> {
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    if socket.exists() {
+        if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+            bail!("another daemon is serving {}", socket.display());
+        }
+        std::fs::remove_file(socket)
+            .with_context(|| format!("removing stale {}", socket.display()))?;
+    }
+    let listener =
+        UnixListener::bind(socket).with_context(|| format!("binding {}", socket.display()))?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("setting the mode of {}", socket.display()))?;
+    Ok(listener)
+}
+
+async fn poll_uplinks(service: Arc<Service>) {
+    let mut tick = tokio::time::interval(UPLINK_POLL);
+    loop {
+        tick.tick().await;
+        if let Err(e) = service.refresh_uplinks().await {
+            tracing::warn!("refreshing uplinks: {e}");
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+    tracing::info!("shutdown requested");
+}
+
+/// Default paths.
+#[must_use]
+pub fn default_socket() -> PathBuf {
+    PathBuf::from("/run/netdriver/netdriver.sock")
+}

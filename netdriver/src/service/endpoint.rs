@@ -1,0 +1,273 @@
+//! Creating and removing endpoints: veth pairs, container addresses and published ports.
+
+use std::{net::Ipv4Addr, path::Path};
+
+use netdriver_common::{PortKey, PortTarget};
+
+use super::{ServiceError, State, new_id, validate_ifname, validate_name};
+use crate::{
+    ipam::{self, format_mac},
+    model::{CreateEndpoint, Endpoint},
+    netlink::NetnsHandle,
+    ports::{self, HostSockets, PortBinding, PortRequest},
+};
+
+/// statfs(2) magic of nsfs, the filesystem of namespace files.
+const NSFS_MAGIC: i64 = 0x6e73_6673;
+
+impl State {
+    pub(super) async fn create_endpoint(
+        &mut self,
+        req: CreateEndpoint,
+    ) -> Result<Endpoint, ServiceError> {
+        let (ep, requests, wanted_ip) = self.validate_endpoint(req)?;
+        let ep = self.allocate_endpoint(ep, &requests, wanted_ip)?;
+        if let Err(e) = self.apply_endpoint(&ep).await {
+            self.teardown_endpoint(&ep).await;
+            self.release_endpoint(&ep);
+            return Err(e);
+        }
+        tracing::info!(endpoint = %ep.name, ip = %ep.ip, ports = ep.ports.len(), "endpoint created");
+        self.endpoints.insert(ep.name.clone(), ep.clone());
+        Ok(ep)
+    }
+
+    /// Checks the request without touching anything; returns the endpoint without its
+    /// address and ports, the parsed port requests and the wanted address.
+    fn validate_endpoint(
+        &self,
+        req: CreateEndpoint,
+    ) -> Result<(Endpoint, Vec<PortRequest>, Option<Ipv4Addr>), ServiceError> {
+        let net = &self.network_state(&req.network)?.net;
+        let id = new_id();
+        let name = req.name.unwrap_or_else(|| format!("ep-{}", &id[..12]));
+        validate_name("endpoint", &name)?;
+        if self.endpoints.contains_key(&name) {
+            return Err(ServiceError::Conflict(format!(
+                "endpoint {name:?} already exists"
+            )));
+        }
+        let ifname = req.ifname.unwrap_or_else(|| "eth0".into());
+        validate_ifname(&ifname)?;
+        check_netns(&req.netns)?;
+        let wanted_ip = req.ip.as_deref().map(parse_ip).transpose()?;
+        let mac = match req.mac.as_deref() {
+            Some(m) => Some(ipam::parse_mac(m).ok_or_else(|| {
+                ServiceError::Invalid(format!(
+                    "invalid MAC address {m:?}: expected a unicast aa:bb:cc:dd:ee:ff"
+                ))
+            })?),
+            None => None,
+        };
+        let mut requests = Vec::new();
+        for spec in &req.ports {
+            requests.extend(ports::parse(spec)?);
+        }
+        let ep = Endpoint {
+            host_ifname: format!("nd{}", &id[..10]),
+            id,
+            name,
+            network: net.name.clone(),
+            netns: req.netns,
+            ifname,
+            ip: Ipv4Addr::UNSPECIFIED,
+            prefix_len: net.subnet.prefix_len(),
+            gateway: net.gateway,
+            mac: mac.map(format_mac).unwrap_or_default(),
+            port_specs: req.ports,
+            ports: Vec::new(),
+        };
+        Ok((ep, requests, wanted_ip))
+    }
+
+    /// Reserves the address and host ports (in memory only); all or nothing.
+    fn allocate_endpoint(
+        &mut self,
+        mut ep: Endpoint,
+        requests: &[PortRequest],
+        wanted_ip: Option<Ipv4Addr>,
+    ) -> Result<Endpoint, ServiceError> {
+        let pool = &mut self.networks.get_mut(&ep.network).expect("validated").pool;
+        ep.ip = pool.allocate(wanted_ip)?;
+        if ep.mac.is_empty() {
+            ep.mac = format_mac(ipam::mac_from_ip(ep.ip));
+        }
+        let sockets = HostSockets::read();
+        let host_free = |proto, _ip, port| sockets.is_free(proto, port);
+        let ephemeral = crate::netlink::ip_local_port_range()?;
+        match self
+            .ports
+            .allocate(requests, &ep.name, ephemeral, &host_free)
+        {
+            Ok(bindings) => {
+                ep.ports = bindings;
+                Ok(ep)
+            }
+            Err(e) => {
+                pool.release(ep.ip);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Creates the veth pair, configures the container side and publishes the ports.
+    async fn apply_endpoint(&mut self, ep: &Endpoint) -> Result<(), ServiceError> {
+        let mtu = self.networks[&ep.network].net.mtu;
+        let peer = format!("np{}", &ep.id[..10]);
+        let (host, peer_link) = self.nl.create_veth(&ep.host_ifname, &peer, mtu).await?;
+        let bridge = self.bridge_link(&ep.network).await?;
+        self.nl.set_master(host.index, bridge.index).await?;
+        self.nl.set_up(host.index).await?;
+        self.nl.move_to_netns(peer_link.index, &ep.netns).await?;
+        let mac = ipam::parse_mac(&ep.mac).expect("stored MAC is valid");
+        NetnsHandle::open(&ep.netns)
+            .await?
+            .configure_container_link(
+                &peer,
+                &ep.ifname,
+                mac,
+                ep.ip,
+                ep.prefix_len,
+                ep.gateway,
+                mtu,
+            )
+            .await?;
+        // A previous holder of this address may have left flows behind.
+        self.dp.flush_conntrack(ep.ip)?;
+        self.program_endpoint(ep).await?;
+        self.store.put_endpoint(ep)?;
+        Ok(())
+    }
+
+    async fn bridge_link(&self, network: &str) -> Result<crate::netlink::LinkInfo, ServiceError> {
+        let name = &self.networks[network].net.bridge;
+        self.nl.link_by_name(name).await?.ok_or_else(|| {
+            ServiceError::Conflict(format!("bridge {name} of network {network} is missing"))
+        })
+    }
+
+    /// Attaches the data path to the endpoint's veth and publishes its ports.
+    pub(super) async fn program_endpoint(&mut self, ep: &Endpoint) -> Result<(), ServiceError> {
+        let host = self
+            .nl
+            .link_by_name(&ep.host_ifname)
+            .await?
+            .ok_or_else(|| {
+                ServiceError::Conflict(format!(
+                    "host interface {} of endpoint {} is missing",
+                    ep.host_ifname, ep.name
+                ))
+            })?;
+        let bridge = self.bridge_link(&ep.network).await?;
+        self.dp.attach_container(&ep.host_ifname)?;
+        let target = PortTarget {
+            addr_be: u32::from_ne_bytes(ep.ip.octets()),
+            port: 0,
+            _pad0: 0,
+            ifindex: host.index,
+            mac: ipam::parse_mac(&ep.mac).expect("stored MAC is valid"),
+            gw_mac: bridge.mac.unwrap_or_default(),
+        };
+        for b in &ep.ports {
+            self.dp.publish(
+                port_key(b),
+                PortTarget {
+                    port: b.container_port,
+                    ..target
+                },
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Undoes what `apply_endpoint` did, as far as it got; reports every error it meets.
+    async fn teardown_endpoint(&mut self, ep: &Endpoint) -> Vec<ServiceError> {
+        let mut errors = Vec::new();
+        for b in &ep.ports {
+            if let Err(e) = self.dp.unpublish(&port_key(b)) {
+                errors.push(e.into());
+            }
+        }
+        if let Err(e) = self.dp.flush_conntrack(ep.ip) {
+            errors.push(e.into());
+        }
+        if let Err(e) = self.dp.detach_container(&ep.host_ifname) {
+            errors.push(e.into());
+        }
+        match self.nl.link_by_name(&ep.host_ifname).await {
+            // Deleting one end of a veth pair deletes both, wherever the peer is.
+            Ok(Some(link)) => {
+                if let Err(e) = self.nl.delete_link(link.index).await {
+                    errors.push(e.into());
+                }
+            }
+            Ok(None) => {}
+            Err(e) => errors.push(e.into()),
+        }
+        for e in &errors {
+            tracing::warn!(endpoint = %ep.name, "teardown: {e}");
+        }
+        errors
+    }
+
+    fn release_endpoint(&mut self, ep: &Endpoint) {
+        if let Some(n) = self.networks.get_mut(&ep.network) {
+            n.pool.release(ep.ip);
+        }
+        self.ports.release(&ep.name);
+    }
+
+    pub(super) async fn remove_endpoint(&mut self, name: &str) -> Result<(), ServiceError> {
+        let ep = self
+            .endpoints
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ServiceError::NotFound(format!("no endpoint named {name:?}")))?;
+        self.store.delete_endpoint(name)?;
+        self.endpoints.remove(name);
+        let errors = self.teardown_endpoint(&ep).await;
+        self.release_endpoint(&ep);
+        tracing::info!(endpoint = %name, "endpoint removed");
+        match errors.into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+fn port_key(b: &PortBinding) -> PortKey {
+    PortKey {
+        host_addr_be: u32::from_ne_bytes(b.host_ip.octets()),
+        host_port: b.host_port,
+        proto: b.proto.number(),
+        _pad: 0,
+    }
+}
+
+fn parse_ip(s: &str) -> Result<Ipv4Addr, ServiceError> {
+    s.trim().parse().map_err(|_| {
+        ServiceError::Invalid(format!(
+            "invalid IP address {s:?}: expected an IPv4 address"
+        ))
+    })
+}
+
+/// The netns path must exist and be a namespace file (nsfs).
+fn check_netns(path: &Path) -> Result<(), ServiceError> {
+    let st = nix::sys::statfs::statfs(path).map_err(|e| {
+        ServiceError::Invalid(format!("netns path {}: {}", path.display(), e.desc()))
+    })?;
+    #[expect(
+        clippy::cast_possible_wrap,
+        clippy::unnecessary_cast,
+        reason = "f_type width differs by libc"
+    )]
+    let magic = st.filesystem_type().0 as i64;
+    if magic != NSFS_MAGIC {
+        return Err(ServiceError::Invalid(format!(
+            "netns path {} is not a network namespace file",
+            path.display()
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,313 @@
+//! The daemon's state and operations: what the API calls. Every change is validated first,
+//! then applied, and rolled back if a step fails, so a failed request leaves nothing behind.
+
+mod endpoint;
+mod error;
+mod network;
+mod uplinks;
+
+use std::{
+    collections::BTreeMap,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
+
+pub use error::ServiceError;
+use tokio::sync::Mutex;
+
+use crate::{
+    dataplane::Dataplane,
+    ipam::AddressPool,
+    model::{Endpoint, Network, NetworkInfo, PortRow, Status},
+    netlink::Netlink,
+    ports::PortAllocator,
+    store::Store,
+};
+
+/// What the daemon was started with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub state_dir: PathBuf,
+    pub bpffs: PathBuf,
+    /// Explicit uplinks; empty means every interface netdriver did not create.
+    pub uplinks: Vec<String>,
+    /// Where nameservers are read from when picking a default pool.
+    pub resolv_conf: PathBuf,
+}
+
+/// A network and what is in use inside it.
+struct NetState {
+    net: Network,
+    pool: AddressPool,
+}
+
+struct State {
+    config: Config,
+    store: Store,
+    nl: Netlink,
+    dp: Dataplane,
+    networks: BTreeMap<String, NetState>,
+    endpoints: BTreeMap<String, Endpoint>,
+    ports: PortAllocator,
+}
+
+/// The daemon's single entry point for every operation; requests are serialised.
+pub struct Service {
+    state: Mutex<State>,
+}
+
+impl Service {
+    /// Opens the store, loads the data path and brings the kernel in line with the store.
+    pub async fn start(config: Config) -> Result<Self, ServiceError> {
+        crate::netlink::enable_ipv4_forwarding()?;
+        let store = Store::open(&config.state_dir)?;
+        let dp = Dataplane::load(&config.bpffs)?;
+        let nl = Netlink::new()?;
+        let mut state = State {
+            config,
+            store,
+            nl,
+            dp,
+            networks: BTreeMap::new(),
+            endpoints: BTreeMap::new(),
+            ports: PortAllocator::default(),
+        };
+        state.restore().await?;
+        state.sync_uplinks().await?;
+        Ok(Self {
+            state: Mutex::new(state),
+        })
+    }
+
+    pub async fn create_network(
+        &self,
+        req: crate::model::CreateNetwork,
+    ) -> Result<Network, ServiceError> {
+        self.state.lock().await.create_network(req).await
+    }
+
+    pub async fn remove_network(&self, name: &str) -> Result<(), ServiceError> {
+        self.state.lock().await.remove_network(name).await
+    }
+
+    pub async fn networks(&self) -> Vec<NetworkInfo> {
+        let state = self.state.lock().await;
+        state
+            .networks
+            .values()
+            .map(|n| state.network_info(&n.net))
+            .collect()
+    }
+
+    pub async fn network(&self, name: &str) -> Result<NetworkInfo, ServiceError> {
+        let state = self.state.lock().await;
+        let n = state.network_state(name)?;
+        Ok(state.network_info(&n.net))
+    }
+
+    pub async fn create_endpoint(
+        &self,
+        req: crate::model::CreateEndpoint,
+    ) -> Result<Endpoint, ServiceError> {
+        self.state.lock().await.create_endpoint(req).await
+    }
+
+    pub async fn remove_endpoint(&self, name: &str) -> Result<(), ServiceError> {
+        self.state.lock().await.remove_endpoint(name).await
+    }
+
+    pub async fn endpoints(&self) -> Vec<Endpoint> {
+        self.state
+            .lock()
+            .await
+            .endpoints
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub async fn endpoint(&self, name: &str) -> Result<Endpoint, ServiceError> {
+        let state = self.state.lock().await;
+        state
+            .endpoints
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ServiceError::NotFound(format!("no endpoint named {name:?}")))
+    }
+
+    pub async fn ports(&self) -> Vec<PortRow> {
+        let state = self.state.lock().await;
+        let mut rows: Vec<PortRow> = state
+            .endpoints
+            .values()
+            .flat_map(|e| {
+                e.ports.iter().map(|b| PortRow {
+                    endpoint: e.name.clone(),
+                    network: e.network.clone(),
+                    container_ip: e.ip,
+                    binding: *b,
+                })
+            })
+            .collect();
+        rows.sort_by_key(|r| (r.binding.proto, r.binding.host_port, r.binding.host_ip));
+        rows
+    }
+
+    pub async fn status(&self) -> Result<Status, ServiceError> {
+        let state = self.state.lock().await;
+        Ok(Status {
+            uplinks: state.dp.uplinks(),
+            drops: state.dp.drop_counters()?,
+        })
+    }
+
+    /// Attaches to interfaces that appeared since the last look (and forgets vanished ones).
+    pub async fn refresh_uplinks(&self) -> Result<(), ServiceError> {
+        self.state.lock().await.sync_uplinks().await
+    }
+
+    /// Removes the pins; programs detach when the daemon exits.
+    pub async fn shutdown(&self) -> Result<(), ServiceError> {
+        let mut state = self.state.lock().await;
+        state.dp.unpin()?;
+        Ok(())
+    }
+}
+
+impl State {
+    /// Rebuilds memory from the store and re-programs the kernel (after a daemon restart, or
+    /// re-creating bridges after a reboot).
+    async fn restore(&mut self) -> Result<(), ServiceError> {
+        for net in self.store.networks()? {
+            self.ensure_bridge(&net).await?;
+            let pool = AddressPool::new(net.subnet, net.gateway);
+            self.networks
+                .insert(net.name.clone(), NetState { net, pool });
+        }
+        for ep in self.store.endpoints()? {
+            if let Some(n) = self.networks.get_mut(&ep.network) {
+                n.pool.reserve(ep.ip);
+            }
+            for b in &ep.ports {
+                self.ports.insert(b, &ep.name);
+            }
+            if let Err(e) = self.program_endpoint(&ep).await {
+                tracing::warn!(endpoint = %ep.name, "could not re-program endpoint: {e}");
+            }
+            self.endpoints.insert(ep.name.clone(), ep);
+        }
+        tracing::info!(
+            networks = self.networks.len(),
+            endpoints = self.endpoints.len(),
+            "state restored"
+        );
+        Ok(())
+    }
+
+    fn network_state(&self, name: &str) -> Result<&NetState, ServiceError> {
+        self.networks
+            .get(name)
+            .ok_or_else(|| ServiceError::NotFound(format!("no network named {name:?}")))
+    }
+
+    fn network_info(&self, net: &Network) -> NetworkInfo {
+        NetworkInfo {
+            network: net.clone(),
+            endpoints: self
+                .endpoints
+                .values()
+                .filter(|e| e.network == net.name)
+                .map(|e| e.name.clone())
+                .collect(),
+        }
+    }
+}
+
+/// A random 64-hex-digit id, like Docker's.
+fn new_id() -> String {
+    let mut bytes = [0u8; 32];
+    // getrandom(2) never returns short for 32 bytes.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    assert_eq!(n, 32, "getrandom failed");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Names of networks and endpoints: Docker's rule `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, at most 64.
+fn validate_name(kind: &str, name: &str) -> Result<(), ServiceError> {
+    let mut chars = name.chars();
+    let ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        && name.len() <= 64;
+    if ok {
+        Ok(())
+    } else {
+        Err(ServiceError::Invalid(format!(
+            "invalid {kind} name {name:?}: use letters, digits, '_', '.', '-' (starting with a letter or digit), at most 64"
+        )))
+    }
+}
+
+/// Interface names: 1-15 bytes, no '/', ':' or whitespace, not "." or "..".
+fn validate_ifname(name: &str) -> Result<(), ServiceError> {
+    let ok = !name.is_empty()
+        && name.len() <= 15
+        && name != "."
+        && name != ".."
+        && !name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control());
+    if ok {
+        Ok(())
+    } else {
+        Err(ServiceError::Invalid(format!(
+            "invalid interface name {name:?}: 1-15 characters, no '/', ':' or spaces"
+        )))
+    }
+}
+
+/// Nameserver addresses in a resolv.conf, as /32 networks.
+fn nameservers(path: &Path) -> Vec<ipnet::Ipv4Net> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|rest| rest.trim().parse::<Ipv4Addr>().ok())
+        .map(ipnet::Ipv4Net::from)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        validate_name("network", "web-1.a_b").unwrap();
+        for bad in ["", "-x", "a b", "a/b", &"x".repeat(65)] {
+            assert!(validate_name("network", bad).is_err(), "{bad}");
+        }
+        validate_ifname("eth0").unwrap();
+        for bad in ["", "a/b", "sixteen-chars-xx", "a b", ".."] {
+            assert!(validate_ifname(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ids_are_random_hex() {
+        let (a, b) = (new_id(), new_id());
+        assert_eq!(a.len(), 64);
+        assert_ne!(a, b);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn resolv_conf_parsing() {
+        let p = std::env::temp_dir().join(format!("nd-resolv-{}", std::process::id()));
+        std::fs::write(
+            &p,
+            "# x\nnameserver 172.18.0.53\nnameserver ::1\nsearch example\n",
+        )
+        .unwrap();
+        assert_eq!(nameservers(&p), vec!["172.18.0.53/32".parse().unwrap()]);
+        std::fs::remove_file(p).unwrap();
+    }
+}

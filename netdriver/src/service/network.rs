@@ -1,0 +1,214 @@
+//! Creating and removing bridge networks.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use ipnet::Ipv4Net;
+use netdriver_common::NetInfo;
+
+use super::{NetState, ServiceError, State, nameservers, new_id, validate_ifname, validate_name};
+use crate::{
+    ipam::{self, AddressPool, IpamError},
+    model::{CreateNetwork, Network},
+};
+
+const MTU_RANGE: std::ops::RangeInclusive<u32> = 68..=65535;
+
+impl State {
+    pub(super) async fn create_network(
+        &mut self,
+        req: CreateNetwork,
+    ) -> Result<Network, ServiceError> {
+        let net = self.validate_network(req).await?;
+        if let Err(e) = self.apply_network(&net).await {
+            self.undo_network(&net).await;
+            return Err(e);
+        }
+        tracing::info!(network = %net.name, subnet = %net.subnet, bridge = %net.bridge, "network created");
+        let pool = AddressPool::new(net.subnet, net.gateway);
+        self.networks.insert(
+            net.name.clone(),
+            NetState {
+                net: net.clone(),
+                pool,
+            },
+        );
+        Ok(net)
+    }
+
+    async fn validate_network(&self, req: CreateNetwork) -> Result<Network, ServiceError> {
+        validate_name("network", &req.name)?;
+        if self.networks.contains_key(&req.name) {
+            return Err(ServiceError::Conflict(format!(
+                "network {:?} already exists",
+                req.name
+            )));
+        }
+        if let Some(mtu) = req.mtu.filter(|m| !MTU_RANGE.contains(m)) {
+            return Err(ServiceError::Invalid(format!(
+                "invalid MTU {mtu}: must be 68-65535"
+            )));
+        }
+        let id = new_id();
+        let bridge = match req.bridge {
+            Some(b) => b,
+            None => format!("nd-{}", &id[..12]),
+        };
+        self.check_bridge_name(&bridge).await?;
+        let subnet = match &req.subnet {
+            Some(s) => self.check_subnet(ipam::parse_subnet(s)?)?,
+            None => self.pick_subnet().await?,
+        };
+        let gateway = match &req.gateway {
+            Some(g) => parse_gateway(g, subnet)?,
+            None => subnet
+                .hosts()
+                .next()
+                .ok_or(IpamError::TooSmall { subnet })?,
+        };
+        Ok(Network {
+            id,
+            name: req.name,
+            bridge,
+            subnet,
+            gateway,
+            mtu: req.mtu,
+        })
+    }
+
+    async fn check_bridge_name(&self, bridge: &str) -> Result<(), ServiceError> {
+        validate_ifname(bridge)?;
+        if let Some(n) = self.networks.values().find(|n| n.net.bridge == bridge) {
+            return Err(ServiceError::Conflict(format!(
+                "bridge {bridge} is already used by network {}",
+                n.net.name
+            )));
+        }
+        if self.nl.link_by_name(bridge).await?.is_some() {
+            return Err(ServiceError::Conflict(format!(
+                "interface {bridge} already exists"
+            )));
+        }
+        Ok(())
+    }
+
+    /// An explicit subnet may not overlap another network's (routes are the user's call).
+    fn check_subnet(&self, subnet: Ipv4Net) -> Result<Ipv4Net, ServiceError> {
+        match self
+            .networks
+            .values()
+            .find(|n| ipam::overlaps(&n.net.subnet, &subnet))
+        {
+            Some(n) => Err(IpamError::Overlap {
+                subnet,
+                other: n.net.subnet,
+                network: n.net.name.clone(),
+            }
+            .into()),
+            None => Ok(subnet),
+        }
+    }
+
+    /// The first default pool clear of routes, interface addresses, nameservers and networks.
+    async fn pick_subnet(&self) -> Result<Ipv4Net, ServiceError> {
+        let mut taken: Vec<Ipv4Net> = self
+            .nl
+            .ipv4_routes()
+            .await?
+            .into_iter()
+            .filter(|r| r.prefix_len() > 0)
+            .collect();
+        taken.extend(self.nl.ipv4_addresses().await?);
+        taken.extend(nameservers(&self.config.resolv_conf));
+        taken.extend(self.networks.values().map(|n| n.net.subnet));
+        Ok(ipam::pick_pool(&taken)?)
+    }
+
+    async fn apply_network(&mut self, net: &Network) -> Result<(), ServiceError> {
+        let bridge = self.nl.create_bridge(&net.bridge, net.mtu).await?;
+        self.nl
+            .add_address(
+                bridge.index,
+                IpAddr::V4(net.gateway),
+                net.subnet.prefix_len(),
+            )
+            .await?;
+        self.nl.set_up(bridge.index).await?;
+        self.dp.add_network(net.subnet, net_info(bridge.index))?;
+        self.store.put_network(net)?;
+        Ok(())
+    }
+
+    /// Best-effort undo of a half-created network.
+    async fn undo_network(&mut self, net: &Network) {
+        if let Err(e) = self.dp.remove_network(net.subnet) {
+            tracing::warn!(network = %net.name, "undo: {e}");
+        }
+        match self.nl.link_by_name(&net.bridge).await {
+            Ok(Some(link)) => {
+                if let Err(e) = self.nl.delete_link(link.index).await {
+                    tracing::warn!(network = %net.name, "undo: {e}");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(network = %net.name, "undo: {e}"),
+        }
+    }
+
+    /// Re-creates a network's bridge if it is missing (after a reboot) and registers the
+    /// subnet with the data path.
+    pub(super) async fn ensure_bridge(&mut self, net: &Network) -> Result<(), ServiceError> {
+        let index = match self.nl.link_by_name(&net.bridge).await? {
+            Some(link) => link.index,
+            None => {
+                tracing::info!(network = %net.name, bridge = %net.bridge, "re-creating missing bridge");
+                let link = self.nl.create_bridge(&net.bridge, net.mtu).await?;
+                self.nl
+                    .add_address(link.index, IpAddr::V4(net.gateway), net.subnet.prefix_len())
+                    .await?;
+                link.index
+            }
+        };
+        self.nl.set_up(index).await?;
+        self.dp.add_network(net.subnet, net_info(index))?;
+        Ok(())
+    }
+
+    pub(super) async fn remove_network(&mut self, name: &str) -> Result<(), ServiceError> {
+        let net = self.network_state(name)?.net.clone();
+        let eps: Vec<&str> = self
+            .endpoints
+            .values()
+            .filter(|e| e.network == name)
+            .map(|e| e.name.as_str())
+            .collect();
+        if !eps.is_empty() {
+            return Err(ServiceError::Conflict(format!(
+                "network {name:?} still has {} endpoint(s): {}; remove them first",
+                eps.len(),
+                eps.join(", ")
+            )));
+        }
+        self.store.delete_network(name)?;
+        self.networks.remove(name);
+        self.undo_network(&net).await;
+        tracing::info!(network = %name, "network removed");
+        Ok(())
+    }
+}
+
+fn net_info(bridge_ifindex: u32) -> NetInfo {
+    NetInfo {
+        bridge_ifindex,
+        flags: 0,
+    }
+}
+
+fn parse_gateway(s: &str, subnet: Ipv4Net) -> Result<Ipv4Addr, ServiceError> {
+    let addr: Ipv4Addr = s.trim().parse().map_err(|_| {
+        ServiceError::Invalid(format!("invalid gateway {s:?}: expected an IPv4 address"))
+    })?;
+    if !ipam::is_host_addr(&subnet, addr) {
+        return Err(IpamError::OutOfSubnet { addr, subnet }.into());
+    }
+    Ok(addr)
+}
