@@ -4,6 +4,8 @@ use anyhow::{Context as _, anyhow};
 use aya_build::{Package, Toolchain};
 
 fn main() -> anyhow::Result<()> {
+    println!("cargo:rerun-if-env-changed=NETDRIVER_EBPF_TOOLCHAIN");
+    let toolchain = std::env::var("NETDRIVER_EBPF_TOOLCHAIN").unwrap_or_else(|_| "nightly".into());
     let metadata = cargo_metadata::MetadataCommand::new()
         .no_deps()
         .exec()
@@ -23,7 +25,8 @@ fn main() -> anyhow::Result<()> {
             root_dir: root_dir.as_str(),
             ..Package::default()
         }],
-        // The preinstalled nightly (see docs/toolchain.md); bpf-linker is built against its LLVM.
-        Toolchain::Nightly,
+        // `cargo xtask` names the nightly it set up (bpf-linker is built against its LLVM);
+        // without it, the preinstalled `nightly` (see shared/docs/toolchain.md).
+        Toolchain::Custom(&toolchain),
     )
 }

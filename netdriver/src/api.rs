@@ -60,6 +60,10 @@ impl IntoResponse for ServiceError {
 }
 
 /// Malformed bodies get a JSON 400 rather than axum's plain-text rejection.
+#[expect(
+    clippy::result_large_err,
+    reason = "the error is the handler's response"
+)]
 fn body<T>(json: Result<Json<T>, JsonRejection>) -> Result<T, Response> {
     json.map(|Json(v)| v).map_err(|e| {
         let status = if e.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE {

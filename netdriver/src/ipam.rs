@@ -159,6 +159,7 @@ pub fn format_mac(mac: [u8; 6]) -> String {
 }
 
 /// Parses `aa:bb:cc:dd:ee:ff`; refuses multicast and all-zero addresses.
+#[must_use]
 pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
     let parts: Vec<&str> = s.split(':').collect();
     if parts.len() != 6 {

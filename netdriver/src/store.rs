@@ -1,6 +1,11 @@
 //! The embedded store (redb): networks and endpoints, as JSON, keyed by name. Allocations
 //! (addresses, host ports) are derived from the endpoints when the daemon starts.
 
+#![expect(
+    clippy::result_large_err,
+    reason = "redb's own error type; StoreError boxes it"
+)]
+
 use std::path::Path;
 
 use redb::{Database, ReadableTable, TableDefinition};

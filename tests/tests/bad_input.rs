@@ -25,6 +25,7 @@ fn snapshot(d: &Daemon, world: &World) -> (Value, Value, Value, String) {
 }
 
 #[test]
+#[expect(clippy::too_many_lines, reason = "one table of cases")]
 fn bad_cli_input_is_refused_and_changes_nothing() {
     let mut world = World::new();
     let daemon = world.daemon();
@@ -292,7 +293,9 @@ fn malformed_api_requests_get_json_errors() {
 fn default_pool_avoids_routes_and_nameservers() {
     let world = World::new();
     // 172.17.0.0/16 is routed here, and the nameserver lives in 172.18.0.0/16.
-    world.host.ip(&["link", "add", "dummy0", "type", "dummy"]);
+    world.host.ip(&[
+        "link", "add", "dummy0", "type", "veth", "peer", "name", "dummy1",
+    ]);
     world
         .host
         .ip(&["addr", "add", "172.17.5.1/24", "dev", "dummy0"]);

@@ -138,12 +138,11 @@ fn parse_range(s: &str, allow_zero: bool) -> Result<(u16, u16), String> {
             _ => Err(format!("port {n} out of range 1-65535")),
         }
     };
-    let (start, end) = match s.split_once('-') {
-        Some((a, b)) => (port(a)?, port(b)?),
-        None => {
-            let p = port(s)?;
-            (p, p)
-        }
+    let (start, end) = if let Some((a, b)) = s.split_once('-') {
+        (port(a)?, port(b)?)
+    } else {
+        let p = port(s)?;
+        (p, p)
     };
     if end < start {
         return Err(format!("range {s} ends before it starts"));

@@ -12,9 +12,6 @@ use crate::{
     ports::{self, HostSockets, PortBinding, PortRequest},
 };
 
-/// statfs(2) magic of nsfs, the filesystem of namespace files.
-const NSFS_MAGIC: i64 = 0x6e73_6673;
-
 impl State {
     pub(super) async fn create_endpoint(
         &mut self,
@@ -257,13 +254,7 @@ fn check_netns(path: &Path) -> Result<(), ServiceError> {
     let st = nix::sys::statfs::statfs(path).map_err(|e| {
         ServiceError::Invalid(format!("netns path {}: {}", path.display(), e.desc()))
     })?;
-    #[expect(
-        clippy::cast_possible_wrap,
-        clippy::unnecessary_cast,
-        reason = "f_type width differs by libc"
-    )]
-    let magic = st.filesystem_type().0 as i64;
-    if magic != NSFS_MAGIC {
+    if st.filesystem_type() != nix::sys::statfs::NSFS_MAGIC {
         return Err(ServiceError::Invalid(format!(
             "netns path {} is not a network namespace file",
             path.display()

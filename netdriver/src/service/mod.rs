@@ -8,6 +8,7 @@ mod uplinks;
 
 use std::{
     collections::BTreeMap,
+    fmt::Write as _,
     net::Ipv4Addr,
     path::{Path, PathBuf},
 };
@@ -229,7 +230,10 @@ fn new_id() -> String {
     // getrandom(2) never returns short for 32 bytes.
     let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
     assert_eq!(n, 32, "getrandom failed");
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
 }
 
 /// Names of networks and endpoints: Docker's rule `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, at most 64.

@@ -157,9 +157,10 @@ impl State {
     /// Re-creates a network's bridge if it is missing (after a reboot) and registers the
     /// subnet with the data path.
     pub(super) async fn ensure_bridge(&mut self, net: &Network) -> Result<(), ServiceError> {
-        let index = match self.nl.link_by_name(&net.bridge).await? {
-            Some(link) => link.index,
-            None => {
+        let index = if let Some(link) = self.nl.link_by_name(&net.bridge).await? {
+            link.index
+        } else {
+            {
                 tracing::info!(network = %net.name, bridge = %net.bridge, "re-creating missing bridge");
                 let link = self.nl.create_bridge(&net.bridge, net.mtu).await?;
                 self.nl

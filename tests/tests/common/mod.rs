@@ -41,7 +41,7 @@ fn unique_tag() -> String {
     )
 }
 
-/// The netdriver binary under test (`cargo xtask test` sets NETDRIVER_BIN).
+/// The netdriver binary under test (`cargo xtask test` sets `NETDRIVER_BIN`).
 pub fn netdriver_bin() -> PathBuf {
     let bin = std::env::var_os("NETDRIVER_BIN").map_or_else(
         || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/netdriver"),
