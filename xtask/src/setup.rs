@@ -148,12 +148,16 @@ fn nightly_is_verified(toolchain: &str) -> bool {
 /// bpf-linker must use the nightly's LLVM; it is built against the nightly's own libLLVM.
 fn ensure_bpf_linker(toolchain: &str, cargo_bin: &Path) -> Result<()> {
     let linker = cargo_bin.join("bpf-linker");
-    if Command::new(&linker)
+    // It finds libLLVM through the library path `rustup run` sets, as aya-build runs it.
+    let works = Command::new("rustup")
+        .args(["run", toolchain])
+        .arg(&linker)
         .arg("--version")
         .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .status()
-        .is_ok_and(|s| s.success())
-    {
+        .is_ok_and(|s| s.success());
+    if works {
         return Ok(());
     }
     eprintln!("xtask: building bpf-linker against {toolchain}'s libLLVM (takes a few minutes)");
@@ -196,6 +200,7 @@ fn ensure_bpf_linker(toolchain: &str, cargo_bin: &Path) -> Result<()> {
                 "install",
                 "bpf-linker",
                 "--locked",
+                "--force",
                 "--no-default-features",
                 "--features",
             ])
