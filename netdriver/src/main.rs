@@ -23,6 +23,7 @@ fn main() -> ExitCode {
 fn run_daemon(cli: &Cli, args: &netdriver::cli::DaemonArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
