@@ -271,3 +271,74 @@ mod tests {
         }
     }
 }
+
+/// Random `-p` strings (a dependency-free fuzzer): parsing never panics, and whatever it
+/// accepts is well formed.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+
+    /// xorshift64*: deterministic, so a failure replays.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+            items[usize::try_from(self.next() % items.len() as u64).unwrap()]
+        }
+    }
+
+    const PIECES: &[&str] = &[
+        "0",
+        "1",
+        "80",
+        "8080",
+        "65535",
+        "65536",
+        "99999999999",
+        "-",
+        ":",
+        "::",
+        "/",
+        "tcp",
+        "udp",
+        "UDP",
+        "sctp",
+        "[",
+        "]",
+        "[::1]",
+        "198.51.100.1",
+        "2001:db8::1",
+        "1.2.3",
+        " ",
+        "",
+        "\u{0}",
+        "é",
+        "-1",
+    ];
+
+    #[test]
+    fn random_specs_never_panic() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..200_000 {
+            let n = rng.next() % 8;
+            let spec: String = (0..n).map(|_| rng.pick(PIECES)).collect();
+            let Ok(reqs) = parse(&spec) else { continue };
+            assert!(!reqs.is_empty(), "{spec:?}");
+            for r in reqs {
+                assert!(r.container_port > 0, "{spec:?}");
+                assert!(
+                    r.host_port <= r.host_port_end || r.host_port_end == 0,
+                    "{spec:?}"
+                );
+                assert!(r.host_port != 0 || r.host_port_end == 0, "{spec:?}");
+            }
+        }
+    }
+}
