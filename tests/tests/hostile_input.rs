@@ -63,8 +63,7 @@ fn malformed_and_oversized_requests_change_nothing() {
         let (status, text) = daemon.http(&request(body));
         assert!(
             (400..500).contains(&status),
-            "{status} for {:.40}: {text}",
-            body
+            "{status} for {body:.40}: {text}"
         );
     }
     // A lying Content-Length and a connection that stops mid-request.
