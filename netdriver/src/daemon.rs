@@ -16,12 +16,14 @@ use crate::service::{Config, Service};
 const UPLINK_POLL: Duration = Duration::from_secs(2);
 
 pub async fn run(socket: &Path, config: Config) -> Result<()> {
-    let listener = bind(socket)?;
+    refuse_if_serving(socket)?;
     let service = Arc::new(
         Service::start(config)
             .await
             .context("starting the daemon")?,
     );
+    // The socket appears only once the state is restored: a client that can connect is served.
+    let listener = bind(socket)?;
     tracing::info!(socket = %socket.display(), "netdriver daemon ready");
     let poller = tokio::spawn(poll_uplinks(Arc::clone(&service)));
     let served = axum::serve(listener, crate::api::router(Arc::clone(&service)))
@@ -40,9 +42,7 @@ fn bind(socket: &Path) -> Result<UnixListener> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     if socket.exists() {
-        if std::os::unix::net::UnixStream::connect(socket).is_ok() {
-            bail!("another daemon is serving {}", socket.display());
-        }
+        refuse_if_serving(socket)?;
         std::fs::remove_file(socket)
             .with_context(|| format!("removing stale {}", socket.display()))?;
     }
@@ -51,6 +51,13 @@ fn bind(socket: &Path) -> Result<UnixListener> {
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660))
         .with_context(|| format!("setting the mode of {}", socket.display()))?;
     Ok(listener)
+}
+
+fn refuse_if_serving(socket: &Path) -> Result<()> {
+    if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+        bail!("another daemon is serving {}", socket.display());
+    }
+    Ok(())
 }
 
 async fn poll_uplinks(service: Arc<Service>) {

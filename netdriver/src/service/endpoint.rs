@@ -108,7 +108,7 @@ impl State {
     }
 
     /// Creates the veth pair, configures the container side and publishes the ports.
-    async fn apply_endpoint(&mut self, ep: &Endpoint) -> Result<(), ServiceError> {
+    pub(super) async fn apply_endpoint(&mut self, ep: &Endpoint) -> Result<(), ServiceError> {
         let mtu = self.networks[&ep.network].net.mtu;
         let peer = format!("np{}", &ep.id[..10]);
         let (host, peer_link) = self.nl.create_veth(&ep.host_ifname, &peer, mtu).await?;
@@ -178,7 +178,7 @@ impl State {
     }
 
     /// Undoes what `apply_endpoint` did, as far as it got; reports every error it meets.
-    async fn teardown_endpoint(&mut self, ep: &Endpoint) -> Vec<ServiceError> {
+    pub(super) async fn teardown_endpoint(&mut self, ep: &Endpoint) -> Vec<ServiceError> {
         let mut errors = Vec::new();
         for b in &ep.ports {
             if let Err(e) = self.dp.unpublish(&port_key(b)) {
@@ -207,7 +207,7 @@ impl State {
         errors
     }
 
-    fn release_endpoint(&mut self, ep: &Endpoint) {
+    pub(super) fn release_endpoint(&mut self, ep: &Endpoint) {
         if let Some(n) = self.networks.get_mut(&ep.network) {
             n.pool.release(ep.ip);
         }
@@ -250,7 +250,7 @@ fn parse_ip(s: &str) -> Result<Ipv4Addr, ServiceError> {
 }
 
 /// The netns path must exist and be a namespace file (nsfs).
-fn check_netns(path: &Path) -> Result<(), ServiceError> {
+pub(super) fn check_netns(path: &Path) -> Result<(), ServiceError> {
     let st = nix::sys::statfs::statfs(path).map_err(|e| {
         ServiceError::Invalid(format!("netns path {}: {}", path.display(), e.desc()))
     })?;

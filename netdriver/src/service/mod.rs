@@ -4,6 +4,7 @@
 mod endpoint;
 mod error;
 mod network;
+mod reconcile;
 mod uplinks;
 
 use std::{
@@ -192,11 +193,9 @@ impl State {
             for b in &ep.ports {
                 self.ports.insert(b, &ep.name);
             }
-            if let Err(e) = self.program_endpoint(&ep).await {
-                tracing::warn!(endpoint = %ep.name, "could not re-program endpoint: {e}");
-            }
             self.endpoints.insert(ep.name.clone(), ep);
         }
+        self.reconcile().await?;
         tracing::info!(
             networks = self.networks.len(),
             endpoints = self.endpoints.len(),

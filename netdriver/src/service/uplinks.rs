@@ -60,7 +60,7 @@ impl State {
 
 /// Veth ends netdriver names `nd` + 10 hex digits (host) or `np` + 10 (peer, before it moves):
 /// an endpoint being created is not in the endpoint table yet.
-fn is_our_veth_name(name: &str) -> bool {
+pub(super) fn is_our_veth_name(name: &str) -> bool {
     (name.starts_with("nd") || name.starts_with("np"))
         && name.len() == 12
         && name[2..].chars().all(|c| c.is_ascii_hexdigit())

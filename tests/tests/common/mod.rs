@@ -188,6 +188,12 @@ impl World {
         path
     }
 
+    /// Deletes a container namespace (the container went away).
+    pub fn remove_container(&mut self, role: &str) {
+        let name = format!("ndt{}c{role}", self.tag);
+        self.containers.retain(|c| c.name != name);
+    }
+
     pub fn container_ns(&self, role: &str) -> &Netns {
         let name = format!("ndt{}c{role}", self.tag);
         self.containers
@@ -289,6 +295,14 @@ impl Daemon {
             let _ = child.kill();
             let _ = child.wait();
             panic!("daemon ignored SIGTERM for 10s");
+        }
+    }
+
+    /// Kills the daemon with SIGKILL: no cleanup of any kind.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 

@@ -1,0 +1,49 @@
+//! Start-up reconciliation: the store says what should exist, the kernel says what does.
+//! Endpoints whose namespace is gone are removed and their address and ports released;
+//! endpoints whose veth pair vanished (deleted behind our back, or a reboot) are re-created;
+//! veths netdriver made but no endpoint owns (a crash mid-create or mid-remove) are deleted.
+
+use super::{ServiceError, State, endpoint::check_netns, uplinks::is_our_veth_name};
+
+impl State {
+    pub(super) async fn reconcile(&mut self) -> Result<(), ServiceError> {
+        let endpoints: Vec<_> = self.endpoints.values().cloned().collect();
+        for ep in endpoints {
+            if let Err(e) = check_netns(&ep.netns) {
+                tracing::warn!(endpoint = %ep.name, "namespace gone ({e}); removing the endpoint");
+                self.remove_endpoint(&ep.name).await?;
+                continue;
+            }
+            let result = if self.nl.link_by_name(&ep.host_ifname).await?.is_some() {
+                self.program_endpoint(&ep).await
+            } else {
+                tracing::warn!(endpoint = %ep.name, veth = %ep.host_ifname, "veth missing; re-creating it");
+                self.recreate_endpoint(&ep).await
+            };
+            if let Err(e) = result {
+                tracing::error!(endpoint = %ep.name, "cannot restore endpoint: {e}");
+            }
+        }
+        self.delete_orphan_veths().await
+    }
+
+    /// Re-creates the veth pair of a stored endpoint, the container side included.
+    async fn recreate_endpoint(&mut self, ep: &crate::model::Endpoint) -> Result<(), ServiceError> {
+        if let Err(e) = self.apply_endpoint(ep).await {
+            self.teardown_endpoint(ep).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    async fn delete_orphan_veths(&mut self) -> Result<(), ServiceError> {
+        for link in self.nl.links().await? {
+            let owned = self.endpoints.values().any(|e| e.host_ifname == link.name);
+            if is_our_veth_name(&link.name) && !owned {
+                tracing::warn!(veth = %link.name, "deleting a veth no endpoint owns");
+                self.nl.delete_link(link.index).await?;
+            }
+        }
+        Ok(())
+    }
+}
