@@ -26,7 +26,9 @@ pub struct Sizes {
 }
 
 pub const RANGE_BASE: u16 = docker::BULK_BASE_PORT;
-const EP_BASE_PORT: u16 = 40000;
+/// Below the ephemeral range (32768-60999): the host's own client sockets and docker-proxy's
+/// connections to containers hold ephemeral ports, and Docker's proxy could not bind them.
+const EP_BASE_PORT: u16 = 10000;
 
 /// Publishes the large range on a netdriver endpoint `runs` times (removing it in between)
 /// and leaves the last one in place for the scale scenarios. Memory: the daemon's `VmRSS`

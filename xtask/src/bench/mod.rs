@@ -104,9 +104,19 @@ pub fn run(args: &BenchArgs, netdriver: &Path, agent: &Path) -> Result<()> {
     };
     let mut results = scenarios(&worlds, agent, measure::BASE, &p);
     eprintln!("bench: endpoint create latency");
-    let latency = control::endpoint_latency(&worlds, &tag, &p.sizes)?;
+    // A failure here is reported, and the rest still runs.
+    let latency = control::endpoint_latency(&worlds, &tag, &p.sizes).unwrap_or_else(|e| {
+        eprintln!("bench: endpoint create latency failed: {e:#}");
+        json!({ "error": format!("{e:#}") })
+    });
     eprintln!("bench: publishing {} ports", p.sizes.range_ports);
-    let (range, _bulk_ns) = control::publish_range(&worlds, &tag, &p.sizes)?;
+    let (range, _bulk_ns) = match control::publish_range(&worlds, &tag, &p.sizes) {
+        Ok((range, ns)) => (range, Some(ns)),
+        Err(e) => {
+            eprintln!("bench: publishing the range failed: {e:#}");
+            (json!({ "error": format!("{e:#}") }), None)
+        }
+    };
     results.extend(scenarios(&worlds, agent, measure::SCALE, &p));
     let control = json!({ "publish_range": range, "endpoint_create": latency });
     output(args, &p, &results, &control)
@@ -205,6 +215,19 @@ fn output(args: &BenchArgs, p: &Params, results: &[ScenarioResult], control: &Va
 }
 
 fn control_table(c: &Value) -> String {
+    let mut failed = String::new();
+    for (what, v) in [
+        ("publishing the range", &c["publish_range"]),
+        ("endpoint create latency", &c["endpoint_create"]),
+    ] {
+        if let Some(e) = v["error"].as_str() {
+            let _ = writeln!(failed, "6. {what} FAILED: {e}\n");
+        }
+    }
+    failed + &control_rows(c)
+}
+
+fn control_rows(c: &Value) -> String {
     let r = &c["publish_range"];
     let nd = &r["netdriver"];
     let dk = &r["docker-iptables"];
