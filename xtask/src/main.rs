@@ -135,6 +135,8 @@ fn test(env: &setup::Env, root: &Path, args: &[String]) -> Result<()> {
             "netdriver",
             "-p",
             "netdriver-tests",
+            "-p",
+            "xtask",
         ])
         .env("NETDRIVER_BIN", &bin)
         // The bench smoke test runs `xtask bench --smoke` with this very binary.
