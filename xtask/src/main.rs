@@ -1,7 +1,8 @@
-//! `cargo xtask`: fresh-machine setup, build-and-run, and the test suite.
+//! `cargo xtask`: fresh-machine setup, build-and-run, the test suite and the benchmarks.
 //!
 //! Setup is idempotent: every step first checks whether its result is already there.
 
+mod bench;
 mod setup;
 
 use std::{
@@ -35,6 +36,12 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Set up, build, and measure netdriver against Docker's iptables path and a bare veth
+    /// pair (Markdown on stdout, JSON and SVG into results/).
+    Bench(bench::BenchArgs),
+    /// The bench's measuring agent, run inside the bench's namespaces.
+    #[command(hide = true, subcommand)]
+    BenchAgent(bench::agent::AgentCmd),
 }
 
 fn main() -> Result<()> {
@@ -52,10 +59,41 @@ fn main() -> Result<()> {
         }
         Cmd::Test { args } => {
             let env = setup::run()?;
+            // The bench smoke test needs iperf3 and docker-proxy.
+            setup::ensure_bench_packages()?;
             build(&env)?;
             test(&env, &root, &args)
         }
+        Cmd::Bench(args) => bench_cmd(&args, &root),
+        Cmd::BenchAgent(cmd) => bench::agent::run(&cmd),
     }
+}
+
+/// Without `--netdriver-bin`: set up (bench packages too), build netdriver and a release
+/// xtask for the agent (a debug agent would measure itself), then run.
+fn bench_cmd(args: &bench::BenchArgs, root: &Path) -> Result<()> {
+    let (netdriver, agent) = if let Some(bin) = &args.netdriver_bin {
+        (
+            bin.clone(),
+            args.agent_bin.clone().unwrap_or(std::env::current_exe()?),
+        )
+    } else {
+        let env = setup::run()?;
+        setup::ensure_bench_packages()?;
+        build(&env)?;
+        eprintln!("xtask: building the bench agent (release)");
+        let status = cargo(&env)
+            .args(["build", "--locked", "--release", "-p", "xtask"])
+            .status()?;
+        check(status.success(), "cargo build -p xtask")?;
+        (
+            root.join("target/release/netdriver"),
+            args.agent_bin
+                .clone()
+                .unwrap_or_else(|| root.join("target/release/xtask")),
+        )
+    };
+    bench::run(args, &netdriver, &agent)
 }
 
 fn workspace_root() -> PathBuf {
@@ -97,8 +135,12 @@ fn test(env: &setup::Env, root: &Path, args: &[String]) -> Result<()> {
             "netdriver",
             "-p",
             "netdriver-tests",
+            "-p",
+            "xtask",
         ])
         .env("NETDRIVER_BIN", &bin)
+        // The bench smoke test runs `xtask bench --smoke` with this very binary.
+        .env("XTASK_BIN", std::env::current_exe()?)
         .args(["--", "--include-ignored"])
         .args(args)
         .status()

@@ -23,6 +23,16 @@ const PACKAGES: &[(&str, &str)] = &[
     ("nft", "nftables"),
 ];
 
+/// What the bench needs besides the above (`cargo xtask bench` only).
+const BENCH_PACKAGES: &[(&str, &str)] = &[("iperf3", "iperf3"), ("ss", "iproute2")];
+
+/// Where the bench keeps `docker-proxy` when Debian's docker.io is not installed: the binary
+/// is taken out of the package, so installing it starts no dockerd and adds no
+/// dependencies.
+pub fn local_docker_proxy() -> PathBuf {
+    home().join(".local/share/netdriver/bin/docker-proxy")
+}
+
 /// What later cargo invocations need to know about the setup.
 pub struct Env {
     /// The toolchain the eBPF crate is built with (read by netdriver/build.rs).
@@ -71,7 +81,45 @@ fn have_command(name: &str) -> bool {
 }
 
 fn ensure_packages() -> Result<()> {
-    let missing: Vec<&str> = PACKAGES
+    install_missing(PACKAGES)
+}
+
+/// iperf3 and Docker's `docker-proxy` (Debian's docker.io, the one the bench compares with).
+pub fn ensure_bench_packages() -> Result<()> {
+    install_missing(BENCH_PACKAGES)?;
+    if have_command("docker-proxy") || local_docker_proxy().is_file() {
+        return Ok(());
+    }
+    eprintln!("xtask: extracting docker-proxy from Debian's docker.io package");
+    let dir = env::temp_dir().join(format!("netdriver-docker-io-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    run_cmd(Command::new("apt-get").arg("update"), "apt-get update")?;
+    run_cmd(
+        Command::new("apt-get")
+            .args(["download", "docker.io"])
+            .current_dir(&dir),
+        "apt-get download docker.io",
+    )?;
+    let deb = std::fs::read_dir(&dir)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .context("apt-get download left no .deb")?;
+    let root = dir.join("root");
+    run_cmd(
+        Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root),
+        "dpkg-deb -x",
+    )?;
+    let target = local_docker_proxy();
+    std::fs::create_dir_all(target.parent().expect("has a parent"))?;
+    std::fs::copy(root.join("usr/sbin/docker-proxy"), &target)
+        .context("the docker.io package has no usr/sbin/docker-proxy")?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn install_missing(packages: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&str> = packages
         .iter()
         .filter(|(cmd, _)| !have_command(cmd))
         .map(|(_, pkg)| *pkg)
