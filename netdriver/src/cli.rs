@@ -40,6 +40,9 @@ pub enum Command {
     Port(PortCmd),
     /// Show where the data path is attached and its drop counters.
     Status,
+    /// Remove everything netdriver made (programs, pins, bridges, veths, store entries)
+    /// while no daemon runs.
+    Cleanup(CleanupArgs),
 }
 
 #[derive(Debug, Args)]
@@ -57,6 +60,18 @@ pub struct DaemonArgs {
     /// File whose nameservers a default address pool must avoid.
     #[arg(long, default_value = "/etc/resolv.conf")]
     pub resolv_conf: PathBuf,
+    /// On SIGINT/SIGTERM, remove everything netdriver made instead of leaving the data
+    /// path running (the default, so traffic flows while the daemon is down).
+    #[arg(long)]
+    pub cleanup_on_exit: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CleanupArgs {
+    #[arg(long, default_value = "/var/lib/netdriver")]
+    pub state_dir: PathBuf,
+    #[arg(long, default_value = "/sys/fs/bpf/netdriver")]
+    pub bpffs: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -123,7 +138,7 @@ pub enum PortCmd {
 pub fn run_client(cli: &Cli) -> Result<()> {
     let s = &cli.socket;
     let out = match &cli.command {
-        Command::Daemon(_) => unreachable!("handled by main"),
+        Command::Daemon(_) | Command::Cleanup(_) => unreachable!("handled by main"),
         Command::Network(cmd) => network(cli, cmd)?,
         Command::Endpoint(cmd) => endpoint(cli, cmd)?,
         Command::Port(PortCmd::Ls) => {

@@ -15,7 +15,7 @@ use crate::service::{Config, Service};
 /// How often new interfaces are looked for (uplinks that appear later).
 const UPLINK_POLL: Duration = Duration::from_secs(2);
 
-pub async fn run(socket: &Path, config: Config) -> Result<()> {
+pub async fn run(socket: &Path, config: Config, cleanup_on_exit: bool) -> Result<()> {
     refuse_if_serving(socket)?;
     let service = Arc::new(
         Service::start(config)
@@ -31,7 +31,10 @@ pub async fn run(socket: &Path, config: Config) -> Result<()> {
         .await;
     poller.abort();
     let _ = std::fs::remove_file(socket);
-    service.shutdown().await.context("shutting down")?;
+    service
+        .shutdown(cleanup_on_exit)
+        .await
+        .context("shutting down")?;
     tracing::info!("netdriver daemon stopped");
     served.context("serving the API")
 }
@@ -53,7 +56,8 @@ fn bind(socket: &Path) -> Result<UnixListener> {
     Ok(listener)
 }
 
-fn refuse_if_serving(socket: &Path) -> Result<()> {
+/// Refuses when a daemon answers on `socket`.
+pub fn refuse_if_serving(socket: &Path) -> Result<()> {
     if std::os::unix::net::UnixStream::connect(socket).is_ok() {
         bail!("another daemon is serving {}", socket.display());
     }

@@ -9,6 +9,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Daemon(args) => run_daemon(&cli, args),
+        Command::Cleanup(args) => run_cleanup(&cli, args),
         _ => netdriver::cli::run_client(&cli),
     };
     match result {
@@ -38,5 +39,34 @@ fn run_daemon(cli: &Cli, args: &netdriver::cli::DaemonArgs) -> anyhow::Result<()
         .worker_threads(2)
         .enable_all()
         .build()?
-        .block_on(netdriver::daemon::run(&cli.socket, config))
+        .block_on(netdriver::daemon::run(
+            &cli.socket,
+            config,
+            args.cleanup_on_exit,
+        ))
+}
+
+fn run_cleanup(cli: &Cli, args: &netdriver::cli::CleanupArgs) -> anyhow::Result<()> {
+    netdriver::daemon::refuse_if_serving(&cli.socket)?;
+    let config = netdriver::service::Config {
+        state_dir: args.state_dir.clone(),
+        bpffs: args.bpffs.clone(),
+        uplinks: Vec::new(),
+        resolv_conf: std::path::PathBuf::new(),
+    };
+    let report = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(netdriver::service::cleanup_offline(&config))?;
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "removed {} endpoint(s), {} network(s), interfaces: {}",
+            report.endpoints,
+            report.networks,
+            report.interfaces.join(" ")
+        );
+    }
+    Ok(())
 }

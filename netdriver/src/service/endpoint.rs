@@ -6,6 +6,7 @@ use netdriver_common::{PortKey, PortTarget};
 
 use super::{ServiceError, State, new_id, validate_ifname, validate_name};
 use crate::{
+    fault,
     ipam::{self, format_mac},
     model::{CreateEndpoint, Endpoint},
     netlink::NetnsHandle,
@@ -112,10 +113,12 @@ impl State {
         let mtu = self.networks[&ep.network].net.mtu;
         let peer = format!("np{}", &ep.id[..10]);
         let (host, peer_link) = self.nl.create_veth(&ep.host_ifname, &peer, mtu).await?;
+        fault::point("endpoint-create:veth");
         let bridge = self.bridge_link(&ep.network).await?;
         self.nl.set_master(host.index, bridge.index).await?;
         self.nl.set_up(host.index).await?;
         self.nl.move_to_netns(peer_link.index, &ep.netns).await?;
+        fault::point("endpoint-create:moved");
         let mac = ipam::parse_mac(&ep.mac).expect("stored MAC is valid");
         NetnsHandle::open(&ep.netns)
             .await?
@@ -132,7 +135,9 @@ impl State {
         // A previous holder of this address may have left flows behind.
         self.dp.flush_conntrack(ep.ip)?;
         self.program_endpoint(ep).await?;
+        fault::point("endpoint-create:published");
         self.store.put_endpoint(ep)?;
+        fault::point("endpoint-create:stored");
         Ok(())
     }
 
@@ -185,6 +190,7 @@ impl State {
                 errors.push(e.into());
             }
         }
+        fault::point("endpoint-remove:unpublished");
         if let Err(e) = self.dp.flush_conntrack(ep.ip) {
             errors.push(e.into());
         }
@@ -221,6 +227,7 @@ impl State {
             .cloned()
             .ok_or_else(|| ServiceError::NotFound(format!("no endpoint named {name:?}")))?;
         self.store.delete_endpoint(name)?;
+        fault::point("endpoint-remove:unstored");
         self.endpoints.remove(name);
         let errors = self.teardown_endpoint(&ep).await;
         self.release_endpoint(&ep);
@@ -232,7 +239,7 @@ impl State {
     }
 }
 
-fn port_key(b: &PortBinding) -> PortKey {
+pub(super) fn port_key(b: &PortBinding) -> PortKey {
     PortKey {
         host_addr_be: u32::from_ne_bytes(b.host_ip.octets()),
         host_port: b.host_port,

@@ -1,6 +1,7 @@
 //! The daemon's state and operations: what the API calls. Every change is validated first,
 //! then applied, and rolled back if a step fails, so a failed request leaves nothing behind.
 
+mod cleanup;
 mod endpoint;
 mod error;
 mod network;
@@ -14,6 +15,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
+pub use cleanup::cleanup_offline;
 pub use error::ServiceError;
 use tokio::sync::Mutex;
 
@@ -76,6 +78,7 @@ impl Service {
         };
         state.restore().await?;
         state.sync_uplinks().await?;
+        state.dp.release_stale_links()?;
         Ok(Self {
             state: Mutex::new(state),
         })
@@ -168,10 +171,12 @@ impl Service {
         self.state.lock().await.sync_uplinks().await
     }
 
-    /// Removes the pins; programs detach when the daemon exits.
-    pub async fn shutdown(&self) -> Result<(), ServiceError> {
-        let mut state = self.state.lock().await;
-        state.dp.unpin()?;
+    /// Stops serving. Programs stay attached and maps pinned, so traffic keeps flowing
+    /// until the next start adopts them; with `cleanup`, everything netdriver made goes.
+    pub async fn shutdown(&self, cleanup: bool) -> Result<(), ServiceError> {
+        if cleanup {
+            self.state.lock().await.remove_everything().await?;
+        }
         Ok(())
     }
 }

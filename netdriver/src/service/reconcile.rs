@@ -3,7 +3,11 @@
 //! endpoints whose veth pair vanished (deleted behind our back, or a reboot) are re-created;
 //! veths netdriver made but no endpoint owns (a crash mid-create or mid-remove) are deleted.
 
-use super::{ServiceError, State, endpoint::check_netns, uplinks::is_our_veth_name};
+use super::{
+    ServiceError, State,
+    endpoint::{check_netns, port_key},
+    uplinks::is_our_veth_name,
+};
 
 impl State {
     pub(super) async fn reconcile(&mut self) -> Result<(), ServiceError> {
@@ -24,7 +28,25 @@ impl State {
                 tracing::error!(endpoint = %ep.name, "cannot restore endpoint: {e}");
             }
         }
-        self.delete_orphan_veths().await
+        self.delete_orphan_veths().await?;
+        self.delete_stray_ports()
+    }
+
+    /// Published ports no endpoint owns (a crash between forgetting an endpoint and
+    /// unpublishing its ports) are unpublished.
+    fn delete_stray_ports(&mut self) -> Result<(), ServiceError> {
+        let owned: Vec<_> = self
+            .endpoints
+            .values()
+            .flat_map(|e| e.ports.iter().map(port_key))
+            .collect();
+        for (key, _) in self.dp.published()? {
+            if !owned.contains(&key) {
+                tracing::warn!(port = key.host_port, "unpublishing a port no endpoint owns");
+                self.dp.unpublish(&key)?;
+            }
+        }
+        Ok(())
     }
 
     /// Re-creates the veth pair of a stored endpoint, the container side included.

@@ -216,6 +216,7 @@ pub struct Daemon {
     pub bpffs: PathBuf,
     host_ns: PathBuf,
     extra: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Daemon {
@@ -229,9 +230,39 @@ impl Daemon {
             dir,
             host_ns: world.host.path(),
             extra: extra.iter().map(ToString::to_string).collect(),
+            env: Vec::new(),
         };
         d.spawn();
         d
+    }
+
+    /// Sets an environment variable for the next start.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.push((key.into(), value.into()));
+    }
+
+    pub fn clear_env(&mut self) {
+        self.env.clear();
+    }
+
+    /// Starts the daemon, expecting it to crash at a crash point later.
+    pub fn restart_expecting_crash(&mut self) {
+        self.restart();
+    }
+
+    /// Waits for a daemon that hit its crash point to be gone.
+    pub fn wait_crashed(&mut self) {
+        let mut child = self.child.take().expect("daemon started");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if child.try_wait().unwrap().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("daemon did not crash:\n{}", self.log());
     }
 
     fn spawn(&mut self) {
@@ -253,6 +284,7 @@ impl Daemon {
             .arg("--resolv-conf")
             .arg(&resolv)
             .args(&self.extra)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -509,4 +541,75 @@ pub fn udp_request(ns: &Netns, addr: &str, wait: Duration) -> Result<String, Str
         let (n, _) = s.recv_from(&mut buf).map_err(|e| e.to_string())?;
         Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
     })
+}
+
+/// An echo server (TCP: every connection, every byte; UDP: every datagram) for flows that
+/// must survive daemon restarts. Stops on drop; serves at most 120 s.
+pub struct EchoServer {
+    stop: Arc<AtomicBool>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl EchoServer {
+    pub fn start(ns: &Netns, port: u16) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (flag, ready) = (Arc::clone(&stop), tx.clone());
+        let tcp = ns.spawn(move || {
+            let listener = TcpListener::bind(("0.0.0.0", port)).expect("bind echo");
+            listener.set_nonblocking(true).unwrap();
+            ready.send(()).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(120);
+            let mut conns = Vec::new();
+            while !flag.load(Ordering::SeqCst) && Instant::now() < deadline {
+                if let Ok((conn, _)) = listener.accept() {
+                    conn.set_nonblocking(false).unwrap();
+                    conn.set_read_timeout(Some(Duration::from_secs(10)))
+                        .unwrap();
+                    conns.push(std::thread::spawn(move || echo_tcp(conn)));
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            drop(conns);
+        });
+        let flag = Arc::clone(&stop);
+        let udp = ns.spawn(move || {
+            let sock = UdpSocket::bind(("0.0.0.0", port)).expect("bind udp echo");
+            sock.set_read_timeout(Some(Duration::from_millis(50)))
+                .unwrap();
+            tx.send(()).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(120);
+            let mut buf = [0u8; 1500];
+            while !flag.load(Ordering::SeqCst) && Instant::now() < deadline {
+                if let Ok((n, peer)) = sock.recv_from(&mut buf) {
+                    let _ = sock.send_to(&buf[..n], peer);
+                }
+            }
+        });
+        for _ in 0..2 {
+            rx.recv_timeout(TIMEOUT).expect("echo server started");
+        }
+        Self {
+            stop,
+            handles: vec![tcp, udp],
+        }
+    }
+}
+
+fn echo_tcp(mut conn: TcpStream) {
+    let mut buf = [0u8; 1500];
+    while let Ok(n) = conn.read(&mut buf) {
+        if n == 0 || conn.write_all(&buf[..n]).is_err() {
+            return;
+        }
+    }
+}
+
+impl Drop for EchoServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+    }
 }
