@@ -16,7 +16,17 @@ use crate::service::{Config, Service};
 const UPLINK_POLL: Duration = Duration::from_secs(2);
 
 pub async fn run(socket: &Path, config: Config) -> Result<()> {
+    run_with_plugin(socket, None, config).await
+}
+
+/// Like [`run`], also serving the Docker plugin protocol on `plugin_socket` when given.
+pub async fn run_with_plugin(
+    socket: &Path,
+    plugin_socket: Option<&Path>,
+    config: Config,
+) -> Result<()> {
     let listener = bind(socket)?;
+    let plugin_listener = plugin_socket.map(bind).transpose()?;
     let service = Arc::new(
         Service::start(config)
             .await
@@ -24,11 +34,19 @@ pub async fn run(socket: &Path, config: Config) -> Result<()> {
     );
     tracing::info!(socket = %socket.display(), "netdriver daemon ready");
     let poller = tokio::spawn(poll_uplinks(Arc::clone(&service)));
+    let plugin = plugin_listener.map(|l| {
+        tracing::info!(socket = %plugin_socket.unwrap_or(socket).display(), "docker plugin ready");
+        tokio::spawn(serve_plugin(l, Arc::clone(&service)))
+    });
     let served = axum::serve(listener, crate::api::router(Arc::clone(&service)))
         .with_graceful_shutdown(shutdown_signal())
         .await;
     poller.abort();
     let _ = std::fs::remove_file(socket);
+    if let (Some(task), Some(path)) = (plugin, plugin_socket) {
+        task.abort();
+        let _ = std::fs::remove_file(path);
+    }
     service.shutdown().await.context("shutting down")?;
     tracing::info!("netdriver daemon stopped");
     served.context("serving the API")
@@ -51,6 +69,12 @@ fn bind(socket: &Path) -> Result<UnixListener> {
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660))
         .with_context(|| format!("setting the mode of {}", socket.display()))?;
     Ok(listener)
+}
+
+async fn serve_plugin(listener: UnixListener, service: Arc<Service>) {
+    if let Err(e) = axum::serve(listener, crate::plugin::router(service)).await {
+        tracing::error!("serving the docker plugin: {e}");
+    }
 }
 
 async fn poll_uplinks(service: Arc<Service>) {

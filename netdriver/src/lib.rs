@@ -10,6 +10,7 @@ pub mod dataplane;
 pub mod ipam;
 pub mod model;
 pub mod netlink;
+pub mod plugin;
 pub mod ports;
 pub mod service;
 pub mod store;

@@ -37,5 +37,9 @@ fn run_daemon(cli: &Cli, args: &netdriver::cli::DaemonArgs) -> anyhow::Result<()
         .worker_threads(2)
         .enable_all()
         .build()?
-        .block_on(netdriver::daemon::run(&cli.socket, config))
+        .block_on(netdriver::daemon::run_with_plugin(
+            &cli.socket,
+            (!args.no_docker_plugin).then_some(args.docker_plugin_socket.as_path()),
+            config,
+        ))
 }

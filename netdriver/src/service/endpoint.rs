@@ -136,7 +136,10 @@ impl State {
         Ok(())
     }
 
-    async fn bridge_link(&self, network: &str) -> Result<crate::netlink::LinkInfo, ServiceError> {
+    pub(super) async fn bridge_link(
+        &self,
+        network: &str,
+    ) -> Result<crate::netlink::LinkInfo, ServiceError> {
         let name = &self.networks[network].net.bridge;
         self.nl.link_by_name(name).await?.ok_or_else(|| {
             ServiceError::Conflict(format!("bridge {name} of network {network} is missing"))
@@ -232,7 +235,7 @@ impl State {
     }
 }
 
-fn port_key(b: &PortBinding) -> PortKey {
+pub(super) fn port_key(b: &PortBinding) -> PortKey {
     PortKey {
         host_addr_be: u32::from_ne_bytes(b.host_ip.octets()),
         host_port: b.host_port,

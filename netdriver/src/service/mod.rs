@@ -1,6 +1,9 @@
 //! The daemon's state and operations: what the API calls. Every change is validated first,
 //! then applied, and rolled back if a step fails, so a failed request leaves nothing behind.
 
+mod docker;
+mod docker_endpoint;
+mod docker_ipam;
 mod endpoint;
 mod error;
 mod network;
@@ -13,6 +16,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
+pub use docker_ipam::{GLOBAL_SPACE, LOCAL_SPACE};
 pub use error::ServiceError;
 use tokio::sync::Mutex;
 
@@ -50,6 +54,8 @@ struct State {
     networks: BTreeMap<String, NetState>,
     endpoints: BTreeMap<String, Endpoint>,
     ports: PortAllocator,
+    /// The Docker plugin's records (networks, endpoints, IPAM pools by Docker id).
+    docker: docker::DockerState,
 }
 
 /// The daemon's single entry point for every operation; requests are serialised.
@@ -72,6 +78,7 @@ impl Service {
             networks: BTreeMap::new(),
             endpoints: BTreeMap::new(),
             ports: PortAllocator::default(),
+            docker: docker::DockerState::default(),
         };
         state.restore().await?;
         state.sync_uplinks().await?;
@@ -197,6 +204,7 @@ impl State {
             }
             self.endpoints.insert(ep.name.clone(), ep);
         }
+        self.restore_docker()?;
         tracing::info!(
             networks = self.networks.len(),
             endpoints = self.endpoints.len(),
