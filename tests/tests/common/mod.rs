@@ -23,6 +23,8 @@ use std::{
 
 use serde_json::Value;
 
+pub mod dockerd;
+
 pub const HOST_IP: &str = "198.51.100.1";
 pub const EXT_IP: &str = "198.51.100.2";
 /// How long a client waits for an answer that should come.
