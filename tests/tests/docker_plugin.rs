@@ -323,6 +323,42 @@ fn endpoint_without_address_gets_one() {
 }
 
 #[test]
+fn bridge_options_apply() {
+    let world = World::new();
+    let d = world.daemon();
+    let mut c = PluginConn::open(&d);
+    let generic = json!({
+        "com.docker.network.bridge.name": "ndbr-opts",
+        "com.docker.network.bridge.host_binding_ipv4": HOST_IP,
+        "com.docker.network.bridge.enable_icc": "true"
+    });
+    ok(
+        &mut c,
+        "NetworkDriver.CreateNetwork",
+        &json!({"NetworkID": NET_ID, "Options": {"com.docker.network.generic": generic},
+                "IPv4Data": [{"Pool": "10.20.0.0/24", "Gateway": "10.20.0.1/24"}]}),
+    );
+    assert_eq!(d.json(&["network", "ls"])[0]["bridge"], "ndbr-opts");
+    ok(
+        &mut c,
+        "NetworkDriver.CreateEndpoint",
+        &json!({"NetworkID": NET_ID, "EndpointID": EP_ID, "Interface": {"Address": "10.20.0.2/24"}}),
+    );
+    ok(
+        &mut c,
+        "NetworkDriver.Join",
+        &json!({"NetworkID": NET_ID, "EndpointID": EP_ID, "SandboxKey": "", "Options": {}}),
+    );
+    // A mapping without a host address binds the network's host_binding_ipv4.
+    ok(
+        &mut c,
+        "NetworkDriver.ProgramExternalConnectivity",
+        &json!({"NetworkID": NET_ID, "EndpointID": EP_ID, "Options": portmap(8080, 80)}),
+    );
+    assert_eq!(d.json(&["port", "ls"])[0]["host_ip"], HOST_IP);
+}
+
+#[test]
 #[expect(clippy::too_many_lines, reason = "one table of cases")]
 fn bad_calls_are_refused_and_change_nothing() {
     let mut world = World::new();
