@@ -155,6 +155,15 @@ fn docker_run_publish_stop_start_connect_rm() {
         "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 10.20.0.2 80",
     ]);
     assert!(fetched.ends_with("\r\n\r\nweb1"), "{fetched:?}");
+    // By name, through dockerd's embedded DNS (127.0.0.11) on the user-defined network.
+    let fetched = dk.ok(&[
+        "exec",
+        "web2",
+        "sh",
+        "-c",
+        "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 web1 80",
+    ]);
+    assert!(fetched.ends_with("\r\n\r\nweb1"), "{fetched:?}");
 
     // docker stop: the port and the veth go; docker start: a new endpoint, the port again.
     dk.ok(&["stop", "-t", "1", "web1"]);
