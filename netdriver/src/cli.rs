@@ -60,6 +60,13 @@ pub struct DaemonArgs {
     /// File whose nameservers a default address pool must avoid.
     #[arg(long, default_value = "/etc/resolv.conf")]
     pub resolv_conf: PathBuf,
+    /// Socket for Docker's remote network and IPAM driver protocol (dockerd looks for
+    /// plugin sockets in /run/docker/plugins; the file name is the driver name).
+    #[arg(long, default_value = "/run/docker/plugins/netdriver.sock")]
+    pub docker_plugin_socket: PathBuf,
+    /// Do not serve the Docker plugin protocol.
+    #[arg(long)]
+    pub no_docker_plugin: bool,
     /// On SIGINT/SIGTERM, remove everything netdriver made instead of leaving the data
     /// path running (the default, so traffic flows while the daemon is down).
     #[arg(long)]

@@ -15,24 +15,45 @@ use crate::service::{Config, Service};
 /// How often new interfaces are looked for (uplinks that appear later).
 const UPLINK_POLL: Duration = Duration::from_secs(2);
 
-pub async fn run(socket: &Path, config: Config, cleanup_on_exit: bool) -> Result<()> {
+/// Options of the daemon beyond the service's own configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Options<'a> {
+    /// Also serve Docker's plugin protocol on this socket.
+    pub plugin_socket: Option<&'a Path>,
+    /// Remove everything netdriver made when stopping.
+    pub cleanup_on_exit: bool,
+}
+
+pub async fn run(socket: &Path, config: Config, options: Options<'_>) -> Result<()> {
     refuse_if_serving(socket)?;
+    if let Some(path) = options.plugin_socket {
+        refuse_if_serving(path)?;
+    }
     let service = Arc::new(
         Service::start(config)
             .await
             .context("starting the daemon")?,
     );
-    // The socket appears only once the state is restored: a client that can connect is served.
+    // The sockets appear only once the state is restored: a client that can connect is served.
     let listener = bind(socket)?;
+    let plugin_listener = options.plugin_socket.map(bind).transpose()?;
     tracing::info!(socket = %socket.display(), "netdriver daemon ready");
     let poller = tokio::spawn(poll_uplinks(Arc::clone(&service)));
+    let plugin = plugin_listener.map(|l| {
+        tracing::info!(socket = %options.plugin_socket.unwrap_or(socket).display(), "docker plugin ready");
+        tokio::spawn(serve_plugin(l, Arc::clone(&service)))
+    });
     let served = axum::serve(listener, crate::api::router(Arc::clone(&service)))
         .with_graceful_shutdown(shutdown_signal())
         .await;
     poller.abort();
     let _ = std::fs::remove_file(socket);
+    if let (Some(task), Some(path)) = (plugin, options.plugin_socket) {
+        task.abort();
+        let _ = std::fs::remove_file(path);
+    }
     service
-        .shutdown(cleanup_on_exit)
+        .shutdown(options.cleanup_on_exit)
         .await
         .context("shutting down")?;
     tracing::info!("netdriver daemon stopped");
@@ -62,6 +83,12 @@ pub fn refuse_if_serving(socket: &Path) -> Result<()> {
         bail!("another daemon is serving {}", socket.display());
     }
     Ok(())
+}
+
+async fn serve_plugin(listener: UnixListener, service: Arc<Service>) {
+    if let Err(e) = axum::serve(listener, crate::plugin::router(service)).await {
+        tracing::error!("serving the docker plugin: {e}");
+    }
 }
 
 async fn poll_uplinks(service: Arc<Service>) {

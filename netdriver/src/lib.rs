@@ -11,6 +11,7 @@ pub mod fault;
 pub mod ipam;
 pub mod model;
 pub mod netlink;
+pub mod plugin;
 pub mod ports;
 pub mod service;
 pub mod store;

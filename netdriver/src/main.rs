@@ -42,7 +42,11 @@ fn run_daemon(cli: &Cli, args: &netdriver::cli::DaemonArgs) -> anyhow::Result<()
         .block_on(netdriver::daemon::run(
             &cli.socket,
             config,
-            args.cleanup_on_exit,
+            netdriver::daemon::Options {
+                plugin_socket: (!args.no_docker_plugin)
+                    .then_some(args.docker_plugin_socket.as_path()),
+                cleanup_on_exit: args.cleanup_on_exit,
+            },
         ))
 }
 

@@ -141,7 +141,10 @@ impl State {
         Ok(())
     }
 
-    async fn bridge_link(&self, network: &str) -> Result<crate::netlink::LinkInfo, ServiceError> {
+    pub(super) async fn bridge_link(
+        &self,
+        network: &str,
+    ) -> Result<crate::netlink::LinkInfo, ServiceError> {
         let name = &self.networks[network].net.bridge;
         self.nl.link_by_name(name).await?.ok_or_else(|| {
             ServiceError::Conflict(format!("bridge {name} of network {network} is missing"))

@@ -2,6 +2,9 @@
 //! then applied, and rolled back if a step fails, so a failed request leaves nothing behind.
 
 mod cleanup;
+mod docker;
+mod docker_endpoint;
+mod docker_ipam;
 mod endpoint;
 mod error;
 mod network;
@@ -16,6 +19,7 @@ use std::{
 };
 
 pub use cleanup::cleanup_offline;
+pub use docker_ipam::{GLOBAL_SPACE, LOCAL_SPACE};
 pub use error::ServiceError;
 use tokio::sync::Mutex;
 
@@ -53,6 +57,8 @@ struct State {
     networks: BTreeMap<String, NetState>,
     endpoints: BTreeMap<String, Endpoint>,
     ports: PortAllocator,
+    /// The Docker plugin's records (networks, endpoints, IPAM pools by Docker id).
+    docker: docker::DockerState,
 }
 
 /// The daemon's single entry point for every operation; requests are serialised.
@@ -75,6 +81,7 @@ impl Service {
             networks: BTreeMap::new(),
             endpoints: BTreeMap::new(),
             ports: PortAllocator::default(),
+            docker: docker::DockerState::default(),
         };
         state.restore().await?;
         state.sync_uplinks().await?;
@@ -200,6 +207,7 @@ impl State {
             }
             self.endpoints.insert(ep.name.clone(), ep);
         }
+        self.restore_docker()?;
         self.reconcile().await?;
         tracing::info!(
             networks = self.networks.len(),

@@ -13,6 +13,16 @@ impl State {
     pub(super) async fn reconcile(&mut self) -> Result<(), ServiceError> {
         let endpoints: Vec<_> = self.endpoints.values().cloned().collect();
         for ep in endpoints {
+            if self.is_docker_endpoint(&ep.name) {
+                // dockerd owns its sandboxes (often in its own mount namespace) and replays
+                // Join/Leave itself: re-program what is there, leave the rest to it.
+                if self.nl.link_by_name(&ep.host_ifname).await?.is_some() {
+                    if let Err(e) = self.program_endpoint(&ep).await {
+                        tracing::error!(endpoint = %ep.name, "cannot restore endpoint: {e}");
+                    }
+                }
+                continue;
+            }
             if let Err(e) = check_netns(&ep.netns) {
                 tracing::warn!(endpoint = %ep.name, "namespace gone ({e}); removing the endpoint");
                 self.remove_endpoint(&ep.name).await?;
@@ -58,9 +68,17 @@ impl State {
         Ok(())
     }
 
+    fn is_docker_endpoint(&self, name: &str) -> bool {
+        self.docker.endpoints.values().any(|r| r.name == name)
+    }
+
     async fn delete_orphan_veths(&mut self) -> Result<(), ServiceError> {
         for link in self.nl.links().await? {
-            let owned = self.endpoints.values().any(|e| e.host_ifname == link.name);
+            // Both ends share the suffix: `nd…` on the bridge, `np…` before it moves.
+            let owned = self
+                .endpoints
+                .values()
+                .any(|e| e.host_ifname.get(2..) == link.name.get(2..));
             if is_our_veth_name(&link.name) && !owned {
                 tracing::warn!(veth = %link.name, "deleting a veth no endpoint owns");
                 self.nl.delete_link(link.index).await?;

@@ -23,6 +23,8 @@ use std::{
 
 use serde_json::Value;
 
+pub mod dockerd;
+
 pub const HOST_IP: &str = "198.51.100.1";
 pub const EXT_IP: &str = "198.51.100.2";
 /// How long a client waits for an answer that should come.
@@ -213,6 +215,8 @@ pub struct Daemon {
     child: Option<Child>,
     pub dir: PathBuf,
     pub socket: PathBuf,
+    /// The Docker plugin socket (a per-test path: never the machine's /run/docker/plugins).
+    pub plugin_socket: PathBuf,
     pub bpffs: PathBuf,
     host_ns: PathBuf,
     extra: Vec<String>,
@@ -226,6 +230,7 @@ impl Daemon {
         let mut d = Self {
             child: None,
             socket: dir.join("nd.sock"),
+            plugin_socket: dir.join("plugins/netdriver.sock"),
             bpffs: PathBuf::from(format!("/sys/fs/bpf/ndt{}", world.tag)),
             dir,
             host_ns: world.host.path(),
@@ -283,6 +288,8 @@ impl Daemon {
             .arg(&self.bpffs)
             .arg("--resolv-conf")
             .arg(&resolv)
+            .arg("--docker-plugin-socket")
+            .arg(&self.plugin_socket)
             .args(&self.extra)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
@@ -407,6 +414,85 @@ impl Daemon {
             .map(|(_, b)| b.to_string())
             .unwrap_or_default();
         (status, body)
+    }
+}
+
+/// A keep-alive connection to the Docker plugin socket that sends requests exactly as dockerd
+/// does: POST, no Content-Type, an empty body for argument-less calls.
+pub struct PluginConn {
+    stream: UnixStream,
+    pending: Vec<u8>,
+}
+
+impl PluginConn {
+    pub fn open(d: &Daemon) -> Self {
+        let stream = UnixStream::connect(&d.plugin_socket)
+            .unwrap_or_else(|e| panic!("connect {}: {e}", d.plugin_socket.display()));
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        Self {
+            stream,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Sends raw bytes as the request body; returns (status, content type, body).
+    pub fn raw(&mut self, method: &str, call: &str, body: &[u8]) -> (u16, String, String) {
+        let head = format!(
+            "{method} /{call} HTTP/1.1\r\nHost: plugin.moby.localhost\r\nAccept: application/vnd.docker.plugins.v1.2+json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        self.stream.write_all(head.as_bytes()).unwrap();
+        self.stream.write_all(body).unwrap();
+        self.read_response()
+    }
+
+    /// A call with a JSON body (`Null` sends an empty body); returns (status, JSON answer).
+    pub fn call(&mut self, call: &str, body: &Value) -> (u16, Value) {
+        let bytes = if body.is_null() {
+            Vec::new()
+        } else {
+            format!("{body}\n").into_bytes()
+        };
+        let (status, _, text) = self.raw("POST", call, &bytes);
+        let value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{call}: answer is not JSON ({e}): {text:?}"));
+        (status, value)
+    }
+
+    fn read_response(&mut self) -> (u16, String, String) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(end) = self.pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.pending[..end]).into_owned();
+                let header = |name: &str| {
+                    head.lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+                        })
+                        .unwrap_or_default()
+                };
+                let len: usize = header("content-length").parse().expect("content-length");
+                if self.pending.len() >= end + 4 + len {
+                    let body = self.pending[end + 4..end + 4 + len].to_vec();
+                    self.pending.drain(..end + 4 + len);
+                    let status = head
+                        .split_whitespace()
+                        .nth(1)
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0);
+                    let body = String::from_utf8_lossy(&body).into_owned();
+                    return (status, header("content-type"), body);
+                }
+            }
+            assert!(Instant::now() < deadline, "no complete answer in 30s");
+            let mut buf = [0u8; 4096];
+            let n = self.stream.read(&mut buf).expect("read plugin answer");
+            assert!(n > 0, "plugin closed the connection");
+            self.pending.extend_from_slice(&buf[..n]);
+        }
     }
 }
 
