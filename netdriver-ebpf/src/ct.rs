@@ -67,8 +67,17 @@ pub fn remove(key: &CtKey) {
 }
 
 /// Applies an entry's actions to the packet: translation, then the redirect (or the kernel).
+/// A redirect is a router hop: the TTL is decremented, and a packet without a hop left goes
+/// to the kernel untranslated.
 #[inline(always)]
 pub fn apply(ctx: &TcContext, ip: &Ipv4, ports: Ports, entry: &CtEntry) -> Result<i32, u32> {
+    let redirects = entry.action & (CT_ACT_REDIRECT | CT_ACT_REDIRECT_NEIGH) != 0;
+    if redirects {
+        if !nat::has_hop_left(ip) {
+            return Ok(TC_ACT_OK);
+        }
+        nat::decrement_ttl(ctx, ip)?;
+    }
     if entry.action & CT_ACT_SNAT != 0 {
         nat::rewrite(
             ctx,

@@ -11,7 +11,7 @@ use aya_ebpf::{
 use netdriver_common::{DROP_CSUM, DROP_REDIRECT_FAILED, PROTO_ICMP, PROTO_UDP};
 
 use crate::parse::{
-    ICMP_ID_OFF, IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF, Ipv4, Ports, l4_csum_off,
+    ICMP_ID_OFF, IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF, IP_TTL_OFF, Ipv4, Ports, l4_csum_off,
 };
 
 /// Which end of the packet a translation rewrites.
@@ -78,6 +78,25 @@ pub fn rewrite(
             .map_err(|_| DROP_CSUM)?;
     }
     Ok(())
+}
+
+/// Whether the packet may take one more hop. Redirected packets skip the kernel's forwarding
+/// path, so its TTL handling is done here: a packet whose TTL would expire is left to the
+/// kernel (which answers with ICMP time exceeded).
+#[inline(always)]
+pub fn has_hop_left(ip: &Ipv4) -> bool {
+    ip.ttl > 1
+}
+
+/// Decrements the TTL (and fixes the IPv4 checksum), as a router hop does.
+#[inline(always)]
+pub fn decrement_ttl(ctx: &TcContext, ip: &Ipv4) -> Result<(), u32> {
+    let ttl = ip.ttl.saturating_sub(1);
+    let old = u16::from_ne_bytes([ip.ttl, ip.proto]);
+    let new = u16::from_ne_bytes([ttl, ip.proto]);
+    ctx.l3_csum_replace(IP_CSUM_OFF, u64::from(old), u64::from(new), 2)
+        .map_err(|_| DROP_CSUM)?;
+    ctx.store(IP_TTL_OFF, &ttl, 0).map_err(|_| DROP_CSUM)
 }
 
 /// Sets the Ethernet destination and source and redirects to the egress of `ifindex`.

@@ -12,6 +12,8 @@ pub const IP_CSUM_OFF: usize = ETH_HLEN + 10;
 /// Offset of the IPv4 source address in the frame (the destination follows).
 pub const IP_SADDR_OFF: usize = ETH_HLEN + 12;
 pub const IP_DADDR_OFF: usize = ETH_HLEN + 16;
+/// Offset of the IPv4 TTL (followed by the protocol: one 16-bit checksum word).
+pub const IP_TTL_OFF: usize = ETH_HLEN + 8;
 /// Offsets of the checksum field inside the TCP and UDP headers.
 const TCP_CSUM_OFF: usize = 16;
 const UDP_CSUM_OFF: usize = 6;
@@ -74,6 +76,7 @@ pub struct Ipv4 {
     pub saddr_be: u32,
     pub daddr_be: u32,
     pub proto: u8,
+    pub ttl: u8,
     /// Zero for the first (or only) fragment.
     pub frag_offset: u16,
     /// Offset of the L4 header in the frame, from the IHL field.
@@ -111,11 +114,12 @@ pub fn ipv4(ctx: &TcContext) -> Option<Ipv4> {
     }
     let ip = ptr_at::<Ipv4Hdr>(ctx, ETH_HLEN)?;
     // SAFETY: as above.
-    let (version_ihl, frag_off, proto, saddr, daddr) = unsafe {
+    let (version_ihl, frag_off, proto, ttl, saddr, daddr) = unsafe {
         (
             (*ip).version_ihl,
             (*ip).frag_off,
             (*ip).proto,
+            (*ip).ttl,
             (*ip).saddr,
             (*ip).daddr,
         )
@@ -130,6 +134,7 @@ pub fn ipv4(ctx: &TcContext) -> Option<Ipv4> {
         saddr_be: u32::from_ne_bytes(saddr),
         daddr_be: u32::from_ne_bytes(daddr),
         proto,
+        ttl,
         frag_offset: u16::from_be_bytes(frag_off) & IP_OFFSET_MASK,
         l4_off: ETH_HLEN + ihl * 4,
     })

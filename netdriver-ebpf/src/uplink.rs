@@ -64,7 +64,11 @@ fn published(ip: &Ipv4, ports: Ports) -> Option<PortTarget> {
 
 #[inline(always)]
 fn dnat(ctx: &TcContext, ip: &Ipv4, ports: Ports, target: &PortTarget) -> Result<i32, u32> {
+    if !nat::has_hop_left(ip) {
+        return Ok(TC_ACT_OK);
+    }
     track(ctx, ip, ports, target)?;
+    nat::decrement_ttl(ctx, ip)?;
     nat::rewrite(ctx, ip, ports, End::Dst, target.addr_be, target.port)?;
     nat::redirect(ctx, target.mac, target.gw_mac, target.ifindex)
 }

@@ -93,6 +93,14 @@ fn containers_reach_outside_with_the_host_address() {
     let answer = udp_request(c, &format!("{OUTSIDE_IP}:53"), TIMEOUT).expect("UDP out");
     assert_eq!(answer, format!("dns saw {HOST_IP}"));
     assert!(ping(c, OUTSIDE_IP), "ICMP echo out and back");
+    // Redirects are router hops: the reply's TTL went down by one on the way in, and a
+    // packet with no hop left gets the kernel's "time exceeded" from the gateway.
+    let out = c.exec("ping", &["-c", "1", "-W", "2", OUTSIDE_IP]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("ttl=63"), "{text}");
+    let out = c.exec("ping", &["-c", "1", "-W", "2", "-t", "1", OUTSIDE_IP]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Time to live exceeded"), "{text}");
     // A neighbour on the uplink's own link, too.
     let _near = TcpServer::start(&world.ext, &format!("{EXT_IP}:81"), "near");
     let answer = tcp_request(c, &format!("{EXT_IP}:81"), TIMEOUT).expect("TCP to the link");

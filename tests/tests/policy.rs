@@ -404,3 +404,43 @@ fn contradictory_network_options_are_refused_and_change_nothing() {
     assert_eq!(net["mtu"], 1400);
     assert_eq!(net["host_binding_ipv4"], HOST_IP);
 }
+
+#[test]
+fn policy_survives_a_daemon_restart() {
+    let mut world = World::new();
+    world.route_outside();
+    let mut daemon = world.daemon();
+    daemon.json(&[
+        "network",
+        "create",
+        "app",
+        "--subnet",
+        "10.82.0.0/24",
+        "--icc",
+        "false",
+    ]);
+    let db = endpoint(&mut world, &daemon, "app", "db", &["--expose", "5432"]);
+    let web = endpoint(&mut world, &daemon, "app", "web", &["--link", "db"]);
+    daemon.restart();
+    let net = daemon.json(&["network", "inspect", "app"]);
+    assert_eq!(
+        (net["icc"].as_bool(), net["masquerade"].as_bool()),
+        (Some(false), Some(true))
+    );
+    assert_eq!(
+        daemon.json(&["endpoint", "inspect", "web"])["links"][0],
+        "db"
+    );
+    assert!(connects(&world, "web", "db", &db, 5432), "link restored");
+    assert!(!connects(&world, "db", "web", &web, 80), "ICC off restored");
+    let _out = TcpServer::start(&world.ext, &format!("{OUTSIDE_IP}:80"), "outside");
+    assert_eq!(
+        tcp_request(
+            world.container_ns("web"),
+            &format!("{OUTSIDE_IP}:80"),
+            TIMEOUT
+        )
+        .unwrap(),
+        format!("outside saw {HOST_IP} said hello")
+    );
+}
