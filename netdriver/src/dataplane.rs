@@ -4,6 +4,8 @@
 //! every call is a handful of `bpf(2)`/netlink syscalls.
 
 mod ct;
+#[cfg(test)]
+mod tests;
 
 pub use ct::{CtTimeouts, SweepReport, monotonic_ns};
 
