@@ -355,3 +355,96 @@ fn a_restarted_udp_endpoint_gets_the_traffic() {
         "stale entries: {ct:?}"
     );
 }
+
+/// TCP state drives expiry: with 1-second SYN and closing timeouts, a closed connection's
+/// entries are swept while an idle established one stays and keeps working.
+#[test]
+fn closed_tcp_flows_go_established_ones_stay() {
+    use std::{
+        io::{Read, Write},
+        net::{TcpListener, TcpStream},
+    };
+
+    let mut world = World::new();
+    world.route_outside();
+    let daemon = Daemon::start(
+        &world,
+        &[
+            "--ct-timeout-tcp-syn",
+            "1",
+            "--ct-timeout-tcp-close",
+            "1",
+            "--ct-sweep-interval",
+            "1",
+        ],
+    );
+    container(&mut world, &daemon, "out", "10.89.0.0/24", &[], "c");
+    // An echo server that keeps its connections open (bounded: 30 s).
+    let listener = world
+        .ext
+        .run(|| TcpListener::bind(format!("{OUTSIDE_IP}:7")).unwrap());
+    let server = std::thread::spawn(move || {
+        listener
+            .set_nonblocking(true)
+            .expect("nonblocking listener");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut accepted = 0;
+        while Instant::now() < deadline && accepted < 2 {
+            let Ok((mut conn, _)) = listener.accept() else {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            };
+            accepted += 1;
+            std::thread::spawn(move || {
+                conn.set_nonblocking(false).unwrap();
+                conn.set_read_timeout(Some(Duration::from_secs(30)))
+                    .unwrap();
+                let mut buf = [0u8; 64];
+                while let Ok(n) = conn.read(&mut buf) {
+                    if n == 0 || conn.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let c = world.container_ns("c");
+    let connect = || {
+        let mut s = c.run(|| {
+            TcpStream::connect_timeout(&format!("{OUTSIDE_IP}:7").parse().unwrap(), TIMEOUT)
+                .expect("connect out")
+        });
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut buf = [0u8; 4];
+        s.write_all(b"ping").unwrap();
+        s.read_exact(&mut buf).expect("echo");
+        s
+    };
+    let mut kept = connect();
+    let closed = connect();
+    let port_of = |s: &TcpStream| s.local_addr().unwrap().port();
+    let (kept_port, closed_port) = (port_of(&kept), port_of(&closed));
+    drop(closed);
+    let tcp_ports = || -> Vec<u64> {
+        map_dump(&daemon, "ND_CT")
+            .iter()
+            .filter(|e| e["key"]["proto"] == 6 && e["key"]["dir"] == 0)
+            .map(|e| e["key"]["sport"].as_u64().unwrap())
+            .collect()
+    };
+    wait_for(
+        "the closed flow to be swept",
+        Duration::from_secs(10),
+        || !tcp_ports().contains(&u64::from(closed_port)),
+    );
+    // Idle for longer than the SYN and closing timeouts: established is what keeps it.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(tcp_ports().contains(&u64::from(kept_port)));
+    let mut buf = [0u8; 5];
+    kept.write_all(b"again").unwrap();
+    kept.read_exact(&mut buf)
+        .expect("the established flow still works");
+    assert_eq!(&buf, b"again");
+    drop(kept);
+    server.join().unwrap();
+}

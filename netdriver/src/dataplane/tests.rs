@@ -63,12 +63,11 @@ impl Dataplane {
             .try_into()
             .expect("a classifier");
         let mut out = vec![0u8; frame.len() + 256];
-        let result = prog
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                ..TestRunOptions::default()
-            })?;
+        let result = prog.test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ..TestRunOptions::default()
+        })?;
         out.truncate(result.data_size_out as usize);
         Ok((result.return_value, out))
     }
@@ -348,10 +347,7 @@ fn malformed_frames_pass_untouched() {
         let good = tcp(C1, 40000, C2, 80, 2);
         // Truncated L4 headers. (BPF_PROG_TEST_RUN itself refuses IPv4 frames shorter than an
         // IPv4 header, so those cannot be fed from here.)
-        let mut cases: Vec<Vec<u8>> = vec![
-            good[..34].to_vec(),
-            good[..36].to_vec(),
-        ];
+        let mut cases: Vec<Vec<u8>> = vec![good[..34].to_vec(), good[..36].to_vec()];
         let mut bad_ihl = good.clone();
         bad_ihl[14] = 0x44;
         cases.push(bad_ihl);
