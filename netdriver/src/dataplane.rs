@@ -7,8 +7,6 @@ mod ct;
 #[cfg(test)]
 mod tests;
 
-pub use ct::{CtTimeouts, SweepReport, monotonic_ns};
-
 use std::{
     collections::BTreeMap,
     fmt, fs, io,
@@ -27,6 +25,7 @@ use aya::{
     sys::SyscallError,
     util::KernelVersion,
 };
+pub use ct::{CtTimeouts, SweepReport, monotonic_ns};
 use ipnet::Ipv4Net;
 use netdriver_common::{
     CT_MAX_ENTRIES, CtEntry, CtKey, DROP_REASONS, GLOBAL_NAT_PORT_MAX, GLOBAL_NAT_PORT_MIN,
