@@ -269,6 +269,26 @@ pub fn nat_port_candidate(min: u16, max: u16, seed: u32, attempt: u32) -> u16 {
     port
 }
 
+/// A 16-bit Internet checksum after a 32-bit field it covers changed from `old` to `new`
+/// (RFC 1624: `HC' = ~(~HC + ~m + m')`). All three are used as they lie in memory (read
+/// with `from_ne_bytes`); the one's-complement sum does not care about byte order.
+#[must_use]
+pub fn csum_replace4(csum: u16, old: u32, new: u32) -> u16 {
+    let halves = |v: u32| [v & 0xffff, v >> 16];
+    let mut sum = u32::from(!csum);
+    for h in halves(old) {
+        sum += !h & 0xffff;
+    }
+    for h in halves(new) {
+        sum += h;
+    }
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    #[expect(clippy::cast_possible_truncation, reason = "folded to 16 bits above")]
+    let folded = sum as u16;
+    !folded
+}
+
 /// `NetInfo::flags`: containers of the network may talk to each other.
 pub const NET_F_ICC: u32 = 1;
 /// Outbound traffic leaves with the host's address (or `snat_addr_be`).
@@ -361,6 +381,41 @@ mod tests {
             ..CtEntry::default()
         };
         assert_eq!(out.partner(&published), None);
+    }
+
+    /// The checksum of `data` computed from scratch, stored as it would lie in memory.
+    fn checksum(data: &[u8]) -> u16 {
+        let mut sum: u32 = data
+            .chunks(2)
+            .map(|c| u32::from(u16::from_ne_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+            .sum();
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        !u16::try_from(sum).unwrap()
+    }
+
+    #[test]
+    fn incremental_checksum_matches_a_full_one() {
+        let mut hdr = [
+            0x45, 0, 0, 0x54, 0x12, 0x34, 0x40, 0, 64, 17, 0, 0, 198, 51, 100, 1, 203, 0, 113, 10,
+        ];
+        let c = checksum(&hdr);
+        hdr[10..12].copy_from_slice(&c.to_ne_bytes());
+        for new in [
+            [10, 89, 0, 2],
+            [255, 255, 255, 255],
+            [0, 0, 0, 0],
+            [10, 0, 0, 1],
+        ] {
+            let mut h = hdr;
+            let old = u32::from_ne_bytes(h[12..16].try_into().unwrap());
+            let csum = u16::from_ne_bytes([h[10], h[11]]);
+            let updated = csum_replace4(csum, old, u32::from_ne_bytes(new));
+            h[12..16].copy_from_slice(&new);
+            h[10..12].copy_from_slice(&[0, 0]);
+            assert_eq!(updated, checksum(&h), "{new:?}");
+        }
     }
 
     #[test]

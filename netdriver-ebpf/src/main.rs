@@ -10,6 +10,7 @@
 mod container;
 mod ct;
 mod egress;
+mod icmp_err;
 mod maps;
 mod nat;
 mod parse;

@@ -8,7 +8,7 @@ use netdriver_common::{
 };
 
 use crate::{
-    ct,
+    ct, icmp_err,
     maps::{ND_CT, ND_PORTS, in_container_net},
     nat::{self, End},
     parse::{self, Ipv4, Ports},
@@ -31,6 +31,8 @@ pub fn from_uplink(ctx: &TcContext) -> Result<i32, u32> {
         if let Some(entry) = ct::lookup(&ct::key(&ip, ports, CT_DIR_IN), ports.tcp_flags) {
             return ct::apply(ctx, &ip, ports, &entry);
         }
+    } else if let Some(verdict) = icmp_err::from_uplink(ctx, &ip)? {
+        return Ok(verdict);
     }
     // Outsiders reach containers only through published ports.
     if in_container_net(ip.daddr_be) {

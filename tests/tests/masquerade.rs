@@ -448,3 +448,23 @@ fn closed_tcp_flows_go_established_ones_stay() {
     drop(kept);
     server.join().unwrap();
 }
+
+/// ICMP errors about a masqueraded flow reach the container: a connected UDP socket learns
+/// that nothing listens on the other side (the same path carries PMTU's "frag needed").
+#[test]
+fn icmp_errors_reach_the_container() {
+    let mut world = World::new();
+    world.route_outside();
+    let daemon = world.daemon();
+    container(&mut world, &daemon, "out", "10.89.0.0/24", &[], "c");
+    let sock = udp_socket(world.container_ns("c"), TIMEOUT);
+    sock.connect(format!("{OUTSIDE_IP}:9")).unwrap();
+    sock.send(b"anyone?").unwrap();
+    let mut buf = [0u8; 16];
+    let err = sock.recv(&mut buf).expect_err("nothing listens on port 9");
+    assert_eq!(
+        err.kind(),
+        std::io::ErrorKind::ConnectionRefused,
+        "the port-unreachable error came back translated: {err}"
+    );
+}

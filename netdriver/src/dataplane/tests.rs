@@ -374,3 +374,87 @@ fn malformed_frames_pass_untouched() {
         assert!(dp.conntrack().unwrap().is_empty());
     });
 }
+
+/// An ICMP error from `REMOTE` to `HOST` quoting a packet `HOST:sport -> REMOTE:dport`.
+fn icmp_error(kind: u8, code: u8, proto: u8, sport: u16, dport: u16) -> Vec<u8> {
+    let mut quoted = vec![0x45, 0, 0, 48, 0, 1, 0x40, 0, 63, proto, 0, 0];
+    quoted.extend_from_slice(&HOST);
+    quoted.extend_from_slice(&REMOTE);
+    let c = !sum(&quoted, 0);
+    quoted[10..12].copy_from_slice(&c.to_be_bytes());
+    quoted.extend_from_slice(&sport.to_be_bytes());
+    quoted.extend_from_slice(&dport.to_be_bytes());
+    quoted.extend_from_slice(&[0, 20, 0xab, 0xcd]);
+    let mut l4 = vec![kind, code, 0, 0, 0, 0, 0x05, 0xdc];
+    l4.extend_from_slice(&quoted);
+    frame(REMOTE, HOST, PROTO_ICMP, l4)
+}
+
+/// Checks an ICMP error after translation: addressed to `to`, quoting `to:port`.
+fn assert_icmp_error_for(out: &[u8], to: [u8; 4], port: u16) {
+    assert_eq!(&out[30..34], &to, "outer destination");
+    assert_eq!(&out[54..58], &to, "quoted source");
+    assert_eq!(&out[62..64], &port.to_be_bytes(), "quoted source port");
+    assert_eq!(sum(&out[14..34], 0), 0xffff, "outer IPv4 checksum");
+    assert_eq!(sum(&out[42..62], 0), 0xffff, "quoted IPv4 checksum");
+    assert_eq!(sum(&out[34..], 0), 0xffff, "ICMP checksum");
+    assert_eq!(out[22], 63, "TTL");
+}
+
+#[test]
+#[ignore = "needs root and BPF; run by cargo xtask test"]
+fn icmp_errors_about_translated_flows_reach_the_container() {
+    with_dataplane(|dp| {
+        net(dp, "10.1.0.0/24", 10, NET_F_ICC | NET_F_MASQUERADE);
+        let key = CtKey {
+            saddr_be: be(REMOTE),
+            daddr_be: be(HOST),
+            sport: 53,
+            dport: 61000,
+            proto: PROTO_UDP,
+            dir: netdriver_common::CT_DIR_IN,
+            _pad: [0; 2],
+        };
+        let entry = CtEntry {
+            xlate_addr_be: be(C1),
+            xlate_port: 40000,
+            action: netdriver_common::CT_ACT_DNAT | netdriver_common::CT_ACT_REDIRECT,
+            ifindex: 1,
+            dmac: [2, 0x42, 10, 1, 0, 2],
+            owner_addr_be: be(C1),
+            kind: CT_KIND_MASQ,
+            ..CtEntry::default()
+        };
+        dp.ct.insert(key, entry, 0).unwrap();
+        // Port unreachable about a masqueraded UDP flow.
+        let (verdict, out) = dp.run(PROG_FROM_UPLINK, &icmp_error(3, 3, PROTO_UDP, 61000, 53));
+        assert_eq!(verdict, TC_ACT_REDIRECT);
+        assert_icmp_error_for(&out, C1, 40000);
+        assert_eq!(&out[0..6], &[2, 0x42, 10, 1, 0, 2]);
+        // "Fragmentation needed" about a published port's reply.
+        dp.publish(
+            PortKey {
+                host_addr_be: 0,
+                host_port: 8080,
+                proto: PROTO_TCP,
+                _pad: 0,
+            },
+            PortTarget {
+                addr_be: be(C1),
+                port: 80,
+                _pad0: 0,
+                ifindex: 1,
+                mac: [2, 0x42, 10, 1, 0, 2],
+                gw_mac: [2, 0, 0, 0, 0, 9],
+            },
+        )
+        .unwrap();
+        let (verdict, out) = dp.run(PROG_FROM_UPLINK, &icmp_error(3, 4, PROTO_TCP, 8080, 5555));
+        assert_eq!(verdict, TC_ACT_REDIRECT);
+        assert_icmp_error_for(&out, C1, 80);
+        // About nothing netdriver translated: the host's business, untouched.
+        let unrelated = icmp_error(3, 3, PROTO_UDP, 33333, 53);
+        let (verdict, out) = dp.run(PROG_FROM_UPLINK, &unrelated);
+        assert_eq!((verdict, out), (TC_ACT_OK, unrelated));
+    });
+}
