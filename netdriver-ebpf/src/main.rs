@@ -8,14 +8,19 @@
 )]
 
 mod container;
+mod ct;
+mod egress;
+mod icmp_err;
 mod maps;
 mod nat;
 mod parse;
+mod policy;
 mod uplink;
 
 use aya_ebpf::{macros::classifier, programs::TcContext};
 
-/// tc ingress of an uplink: DNAT of published ports towards containers.
+/// tc ingress of an uplink: DNAT of published ports and replies of tracked outbound flows
+/// towards containers.
 #[classifier]
 #[expect(
     clippy::needless_pass_by_value,
@@ -25,7 +30,8 @@ pub fn nd_from_uplink(ctx: TcContext) -> i32 {
     uplink::from_uplink(&ctx).unwrap_or_else(maps::drop_packet)
 }
 
-/// tc ingress of a container's host-side veth: reverse translation of published-port replies.
+/// tc ingress of a container's host-side veth: tracked flows, policy (ICC, links, isolation,
+/// internal networks) and the way out (masquerade or forwarding).
 #[classifier]
 #[expect(
     clippy::needless_pass_by_value,

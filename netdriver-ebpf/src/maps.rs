@@ -1,30 +1,57 @@
-//! The maps shared with the daemon (types and names in `netdriver-common`).
+//! The maps shared with the daemon (types and names in `netdriver-common`), and the load-time
+//! globals the loader sets.
 
 use aya_ebpf::{
     bindings::TC_ACT_SHOT,
-    btf_maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
+    btf_maps::{HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
     macros::btf_map,
 };
 use netdriver_common::{
-    CT_MAX_ENTRIES, CtEntry, CtKey, DROP_REASONS, NETS_MAX_ENTRIES, NetInfo, PORTS_MAX_ENTRIES,
-    PortKey, PortTarget,
+    CT_MAX_ENTRIES, CtEntry, CtKey, DROP_REASONS, LINKS_MAX_ENTRIES, LinkKey, NAT_PORT_MAX_DEFAULT,
+    NAT_PORT_MIN_DEFAULT, NETS_MAX_ENTRIES, NetInfo, PORTS_MAX_ENTRIES, PortKey, PortTarget,
 };
 
 /// Published ports.
 #[btf_map]
 pub static ND_PORTS: HashMap<PortKey, PortTarget, { PORTS_MAX_ENTRIES as usize }> = HashMap::new();
 
-/// Translated flows, keyed from the container side.
+/// Connection tracking and NAT state: one entry per direction of a flow. A plain hash, not an
+/// LRU: an LRU evicts live flows silently when it is full, while a hash refuses the new flow
+/// (`DROP_CT_FAILED`) and keeps the existing ones. The daemon sweeps expired entries and sets
+/// the capacity at load time (`--ct-max-entries`).
 #[btf_map]
-pub static ND_CT: LruHashMap<CtKey, CtEntry, { CT_MAX_ENTRIES as usize }> = LruHashMap::new();
+pub static ND_CT: HashMap<CtKey, CtEntry, { CT_MAX_ENTRIES as usize }> = HashMap::new();
 
 /// Container subnets; the key data is the IPv4 address in network order.
 #[btf_map]
 pub static ND_NETS: LpmTrie<u32, NetInfo, { NETS_MAX_ENTRIES as usize }> = LpmTrie::new();
 
+/// Legacy links (parent → child's exposed port), consulted when ICC is off.
+#[btf_map]
+pub static ND_LINKS: HashMap<LinkKey, u32, { LINKS_MAX_ENTRIES as usize }> = HashMap::new();
+
 /// Drop counters, indexed by `DROP_*` reason.
 #[btf_map]
 pub static ND_DROPS: PerCpuArray<u64, { DROP_REASONS as usize }> = PerCpuArray::new();
+
+/// Masquerade source-port range (inclusive), set by the loader.
+#[unsafe(no_mangle)]
+static ND_NAT_PORT_MIN: u16 = NAT_PORT_MIN_DEFAULT;
+#[unsafe(no_mangle)]
+static ND_NAT_PORT_MAX: u16 = NAT_PORT_MAX_DEFAULT;
+
+/// The masquerade port range.
+#[inline(always)]
+pub fn nat_port_range() -> (u16, u16) {
+    // SAFETY: read-only globals; volatile so the compiler does not fold the defaults in
+    // (the loader rewrites them).
+    unsafe {
+        (
+            core::ptr::read_volatile(&raw const ND_NAT_PORT_MIN),
+            core::ptr::read_volatile(&raw const ND_NAT_PORT_MAX),
+        )
+    }
+}
 
 /// Counts a drop under `reason` and returns the verdict that drops the packet.
 #[inline(always)]
@@ -37,8 +64,30 @@ pub fn drop_packet(reason: u32) -> i32 {
     TC_ACT_SHOT
 }
 
+/// The container network `addr_be` belongs to.
+#[inline(always)]
+pub fn net_of(addr_be: u32) -> Option<NetInfo> {
+    ND_NETS.get(&Key::new(32, addr_be)).copied()
+}
+
 /// Whether `addr_be` is inside a container subnet.
 #[inline(always)]
 pub fn in_container_net(addr_be: u32) -> bool {
     ND_NETS.get(&Key::new(32, addr_be)).is_some()
+}
+
+/// Whether `port`/`proto` is published on `addr_be` (or on every host address).
+#[inline(always)]
+pub fn is_published(addr_be: u32, port: u16, proto: u8) -> bool {
+    let mut key = PortKey {
+        host_addr_be: addr_be,
+        host_port: port,
+        proto,
+        _pad: 0,
+    };
+    if ND_PORTS.get_ptr(key).is_some() {
+        return true;
+    }
+    key.host_addr_be = 0;
+    ND_PORTS.get_ptr(key).is_some()
 }

@@ -43,10 +43,12 @@ pub async fn run(socket: &Path, config: Config, options: Options<'_>) -> Result<
         tracing::info!(socket = %options.plugin_socket.unwrap_or(socket).display(), "docker plugin ready");
         tokio::spawn(serve_plugin(l, Arc::clone(&service)))
     });
+    let sweeper = tokio::spawn(sweep_conntrack(Arc::clone(&service)));
     let served = axum::serve(listener, crate::api::router(Arc::clone(&service)))
         .with_graceful_shutdown(shutdown_signal())
         .await;
     poller.abort();
+    sweeper.abort();
     let _ = std::fs::remove_file(socket);
     if let (Some(task), Some(path)) = (plugin, options.plugin_socket) {
         task.abort();
@@ -97,6 +99,18 @@ async fn poll_uplinks(service: Arc<Service>) {
         tick.tick().await;
         if let Err(e) = service.refresh_uplinks().await {
             tracing::warn!("refreshing uplinks: {e}");
+        }
+    }
+}
+
+/// Removes expired conntrack entries and reports refused flows.
+async fn sweep_conntrack(service: Arc<Service>) {
+    let mut tick = tokio::time::interval(service.sweep_interval().await);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = service.sweep_conntrack().await {
+            tracing::warn!("sweeping conntrack: {e}");
         }
     }
 }

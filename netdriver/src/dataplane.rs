@@ -3,6 +3,10 @@
 //! Synchronous on purpose: the daemon holds a [`Dataplane`] behind a `std::sync::Mutex` and
 //! every call is a handful of `bpf(2)`/netlink syscalls.
 
+mod ct;
+#[cfg(test)]
+mod tests;
+
 use std::{
     collections::BTreeMap,
     fmt, fs, io,
@@ -22,10 +26,12 @@ use aya::{
     sys::SyscallError,
     util::KernelVersion,
 };
+pub use ct::{CtTimeouts, SweepReport, monotonic_ns};
 use ipnet::Ipv4Net;
 use netdriver_common::{
-    CtEntry, CtKey, DROP_REASONS, MAP_CT, MAP_DROPS, MAP_NETS, MAP_PORTS, NetInfo,
-    PROG_FROM_CONTAINER, PROG_FROM_UPLINK, PortKey, PortTarget,
+    CT_MAX_ENTRIES, CtEntry, CtKey, DROP_REASONS, GLOBAL_NAT_PORT_MAX, GLOBAL_NAT_PORT_MIN,
+    LinkKey, MAP_CT, MAP_DROPS, MAP_LINKS, MAP_NETS, MAP_PORTS, NAT_PORT_MAX_DEFAULT,
+    NAT_PORT_MIN_DEFAULT, NetInfo, PROG_FROM_CONTAINER, PROG_FROM_UPLINK, PortKey, PortTarget,
 };
 use nix::{
     mount::{MsFlags, mount},
@@ -37,7 +43,25 @@ use nix::{
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netdriver"));
 
 /// Every map of the object; all are pinned under the pin directory.
-const MAP_NAMES: [&str; 4] = [MAP_PORTS, MAP_CT, MAP_NETS, MAP_DROPS];
+const MAP_NAMES: [&str; 5] = [MAP_PORTS, MAP_CT, MAP_NETS, MAP_DROPS, MAP_LINKS];
+
+/// Load-time sizes and knobs of the data path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tuning {
+    /// Capacity of `ND_CT` (each flow takes one or two entries).
+    pub ct_max_entries: u32,
+    /// Source ports (and ICMP echo identifiers) masquerade may use, inclusive.
+    pub nat_ports: (u16, u16),
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self {
+            ct_max_entries: CT_MAX_ENTRIES,
+            nat_ports: (NAT_PORT_MIN_DEFAULT, NAT_PORT_MAX_DEFAULT),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
@@ -156,6 +180,7 @@ pub struct Dataplane {
     ports: HashMap<MapData, PortKey, PortTarget>,
     ct: HashMap<MapData, CtKey, CtEntry>,
     nets: LpmTrie<MapData, u32, NetInfo>,
+    links: HashMap<MapData, LinkKey, u32>,
     drops: PerCpuArray<MapData, u64>,
     uplinks: BTreeMap<String, Attachment>,
     containers: BTreeMap<String, Attachment>,
@@ -177,15 +202,30 @@ impl Dataplane {
     /// `pin_dir` — or adopts the maps already pinned there by a previous run, so flows survive
     /// a restart. A pinned map whose layout differs from this build's is replaced (and said so).
     pub fn load(pin_dir: &Path) -> Result<Self, DataplaneError> {
+        Self::load_with(pin_dir, Tuning::default())
+    }
+
+    /// [`Dataplane::load`] with explicit sizes and knobs.
+    pub fn load_with(pin_dir: &Path, tuning: Tuning) -> Result<Self, DataplaneError> {
+        let (nat_min, nat_max) = tuning.nat_ports;
+        if tuning.ct_max_entries == 0 || nat_min == 0 || nat_min > nat_max {
+            return Err(DataplaneError::Invalid {
+                what: "tuning",
+                reason: format!("{tuning:?}: need ct_max_entries > 0 and 0 < min <= max"),
+            });
+        }
         ensure_bpffs(pin_dir)?;
         fs::create_dir_all(pin_dir.join(LINK_DIR)).map_err(io_err("create", pin_dir))?;
-        migrate_pins(pin_dir)?;
+        migrate_pins(pin_dir, &tuning)?;
         let paths: Vec<(&str, PathBuf)> = MAP_NAMES.iter().map(|n| (*n, pin_dir.join(n))).collect();
         let mut loader = EbpfLoader::new();
         for (name, path) in &paths {
             loader.map_pin_path(name, path.as_path());
         }
         let mut ebpf = loader
+            .map_max_entries(MAP_CT, tuning.ct_max_entries)
+            .override_global(GLOBAL_NAT_PORT_MIN, &nat_min, true)
+            .override_global(GLOBAL_NAT_PORT_MAX, &nat_max, true)
             .load(EBPF_OBJECT)
             .map_err(|source| DataplaneError::Object {
                 source: Box::new(source),
@@ -197,6 +237,7 @@ impl Dataplane {
             ports: take_map(&mut ebpf, pin_dir, MAP_PORTS)?,
             ct: take_map(&mut ebpf, pin_dir, MAP_CT)?,
             nets: take_map(&mut ebpf, pin_dir, MAP_NETS)?,
+            links: take_map(&mut ebpf, pin_dir, MAP_LINKS)?,
             drops: take_map(&mut ebpf, pin_dir, MAP_DROPS)?,
             ebpf,
             pin_dir: pin_dir.to_owned(),
@@ -286,53 +327,34 @@ impl Dataplane {
         }
     }
 
-    /// Deletes every `ND_CT` entry whose container address is `addr`. Returns how many.
-    pub fn flush_conntrack(&mut self, addr: Ipv4Addr) -> Result<usize, DataplaneError> {
-        self.flush_conntrack_matching(addr, None)
+    /// Lets `key.parent_addr_be` open connections to `key.port` of `key.child_addr_be`.
+    pub fn add_link(&mut self, key: LinkKey) -> Result<(), DataplaneError> {
+        let key = LinkKey { _pad: 0, ..key };
+        self.links
+            .insert(key, 1, 0)
+            .map_err(map_err("insert into", MAP_LINKS))
     }
 
-    /// Deletes the `ND_CT` entries of one container port (host order) and protocol.
-    pub fn flush_conntrack_port(
-        &mut self,
-        addr: Ipv4Addr,
-        port: u16,
-        proto: u8,
-    ) -> Result<usize, DataplaneError> {
-        self.flush_conntrack_matching(addr, Some((port, proto)))
-    }
-
-    fn flush_conntrack_matching(
-        &mut self,
-        addr: Ipv4Addr,
-        port_proto: Option<(u16, u8)>,
-    ) -> Result<usize, DataplaneError> {
+    /// Removes every link entry that names `addr` as parent or child.
+    pub fn remove_links_of(&mut self, addr: Ipv4Addr) -> Result<usize, DataplaneError> {
         let addr_be = u32::from_ne_bytes(addr.octets());
-        let keys: Vec<CtKey> = self
-            .ct
+        let keys: Vec<LinkKey> = self
+            .links
             .keys()
             .collect::<Result<_, _>>()
-            .map_err(map_err("iterate", MAP_CT))?;
+            .map_err(map_err("iterate", MAP_LINKS))?;
         let mut removed = 0;
-        for key in keys.iter().filter(|key| {
-            key.container_addr_be == addr_be
-                && port_proto.is_none_or(|pp| pp == (key.container_port, key.proto))
-        }) {
-            match self.ct.remove(key) {
+        for key in keys
+            .iter()
+            .filter(|k| k.parent_addr_be == addr_be || k.child_addr_be == addr_be)
+        {
+            match self.links.remove(key) {
                 Ok(()) => removed += 1,
-                // Evicted (LRU) since we listed it.
                 Err(err) if is_not_found(&err) => {}
-                Err(err) => return Err(map_err("remove from", MAP_CT)(err)),
+                Err(err) => return Err(map_err("remove from", MAP_LINKS)(err)),
             }
         }
         Ok(removed)
-    }
-
-    /// The conntrack entries, as stored in `ND_CT`.
-    pub fn conntrack(&self) -> Result<Vec<(CtKey, CtEntry)>, DataplaneError> {
-        self.ct
-            .iter()
-            .collect::<Result<_, _>>()
-            .map_err(map_err("iterate", MAP_CT))
     }
 
     /// Drop counters summed over CPUs, indexed by `DROP_*` reason.
@@ -546,7 +568,7 @@ where
 /// Removes pinned maps this build cannot adopt: `ND_*` pins of names it no longer has, and
 /// pins whose key, value or size differ from this build's definition (a layout change). Their
 /// content is re-derived from the store (ports, networks) or lost (flows), and the log says so.
-fn migrate_pins(pin_dir: &Path) -> Result<(), DataplaneError> {
+fn migrate_pins(pin_dir: &Path, tuning: &Tuning) -> Result<(), DataplaneError> {
     let object = aya_obj::Object::parse(EBPF_OBJECT).map_err(|e| DataplaneError::Invalid {
         what: "embedded eBPF object",
         reason: e.to_string(),
@@ -560,7 +582,14 @@ fn migrate_pins(pin_dir: &Path) -> Result<(), DataplaneError> {
         let path = entry.path();
         let reason = match object.maps.get(&name) {
             None => Some("no longer used by this version".to_string()),
-            Some(def) => layout_change(&path, def),
+            Some(def) => {
+                let max_entries = if name == MAP_CT {
+                    tuning.ct_max_entries
+                } else {
+                    def.max_entries()
+                };
+                layout_change(&path, def, max_entries)
+            }
         };
         if let Some(reason) = reason {
             tracing::warn!(map = %name, "replacing pinned map: {reason}");
@@ -571,13 +600,13 @@ fn migrate_pins(pin_dir: &Path) -> Result<(), DataplaneError> {
 }
 
 /// Why the map pinned at `path` does not fit `def`, if it does not.
-fn layout_change(path: &Path, def: &aya_obj::Map) -> Option<String> {
+fn layout_change(path: &Path, def: &aya_obj::Map, max_entries: u32) -> Option<String> {
     let info = match aya::maps::MapInfo::from_pin(path) {
         Ok(info) => info,
         Err(e) => return Some(format!("unreadable pin ({e})")),
     };
     let pinned = (info.key_size(), info.value_size(), info.max_entries());
-    let wanted = (def.key_size(), def.value_size(), def.max_entries());
+    let wanted = (def.key_size(), def.value_size(), max_entries);
     (pinned != wanted).then(|| {
         format!(
             "layout changed (key/value/max entries {}/{}/{} -> {}/{}/{})",

@@ -34,6 +34,7 @@ fn run_daemon(cli: &Cli, args: &netdriver::cli::DaemonArgs) -> anyhow::Result<()
         bpffs: args.bpffs.clone(),
         uplinks: args.uplinks.clone(),
         resolv_conf: args.resolv_conf.clone(),
+        conntrack: args.conntrack(),
     };
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -57,6 +58,7 @@ fn run_cleanup(cli: &Cli, args: &netdriver::cli::CleanupArgs) -> anyhow::Result<
         bpffs: args.bpffs.clone(),
         uplinks: Vec::new(),
         resolv_conf: std::path::PathBuf::new(),
+        conntrack: netdriver::service::ConntrackConfig::default(),
     };
     let report = tokio::runtime::Builder::new_current_thread()
         .enable_all()

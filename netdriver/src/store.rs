@@ -218,14 +218,13 @@ mod tests {
     #[test]
     fn survives_reopen() {
         let dir = std::env::temp_dir().join(format!("nd-store-test-{}", std::process::id()));
-        let net = Network {
-            id: "abc".into(),
-            name: "web".into(),
-            bridge: "nd-abc".into(),
-            subnet: "10.20.0.0/24".parse().unwrap(),
-            gateway: "10.20.0.1".parse().unwrap(),
-            mtu: Some(1400),
-        };
+        // A record in the original layout: the fields added since take their defaults.
+        let net: Network = serde_json::from_str(
+            r#"{"id": "abc", "name": "web", "bridge": "nd-abc", "subnet": "10.20.0.0/24",
+                "gateway": "10.20.0.1", "mtu": 1400}"#,
+        )
+        .unwrap();
+        assert!(net.icc && net.masquerade && !net.internal);
         {
             let s = Store::open(&dir).unwrap();
             s.put_network(&net).unwrap();

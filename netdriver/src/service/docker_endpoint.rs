@@ -98,6 +98,10 @@ impl State {
             mac: mac.map(format_mac).unwrap_or_default(),
             port_specs: Vec::new(),
             ports: Vec::new(),
+            // Links and --expose are the CLI's; dockerd uses legacy links only on its
+            // default bridge.
+            expose: Vec::new(),
+            links: Vec::new(),
         };
         let record = DockerEndpoint {
             endpoint_id: req.endpoint_id.clone(),
@@ -271,7 +275,7 @@ impl State {
             }
             if let Err(e) = self
                 .dp
-                .flush_conntrack_port(ep.ip, b.container_port, b.proto.number())
+                .flush_conntrack_host_port(b.host_port, b.proto.number())
             {
                 errors.push(e.into());
             }

@@ -61,6 +61,22 @@ impl State {
         for spec in &req.ports {
             requests.extend(ports::parse(spec)?);
         }
+        if net.internal && !requests.is_empty() {
+            return Err(ServiceError::Invalid(format!(
+                "network {:?} is internal: no port can be published on it",
+                net.name
+            )));
+        }
+        // Docker's host_binding_ipv4: the host address of bindings that name none.
+        if let Some(ip) = net.host_binding_ipv4 {
+            for r in requests.iter_mut().filter(|r| r.host_ip.is_none()) {
+                r.host_ip = Some(ip.into());
+            }
+        }
+        let mut expose = Vec::new();
+        for spec in &req.expose {
+            expose.extend(super::links::parse_expose(spec)?);
+        }
         let ep = Endpoint {
             host_ifname: format!("nd{}", &id[..10]),
             id,
@@ -74,7 +90,10 @@ impl State {
             mac: mac.map(format_mac).unwrap_or_default(),
             port_specs: req.ports,
             ports: Vec::new(),
+            expose,
+            links: req.links,
         };
+        self.check_links(&ep)?;
         Ok((ep, requests, wanted_ip))
     }
 
@@ -132,8 +151,9 @@ impl State {
                 mtu,
             )
             .await?;
-        // A previous holder of this address may have left flows behind.
-        self.dp.flush_conntrack(ep.ip)?;
+        // A previous holder of this address or of these host ports may have left flows
+        // behind (moby#53384: UDP flows of a restarted container).
+        self.flush_flows(ep)?;
         self.program_endpoint(ep).await?;
         fault::point("endpoint-create:published");
         self.store.put_endpoint(ep)?;
@@ -182,20 +202,41 @@ impl State {
                 },
             )?;
         }
+        self.publish_routed(ep, target)?;
+        self.program_links(ep)?;
+        Ok(())
+    }
+
+    /// Forgets every tracked flow of the endpoint's address and of its host ports.
+    fn flush_flows(&mut self, ep: &Endpoint) -> Result<(), ServiceError> {
+        self.dp.flush_conntrack(ep.ip)?;
+        for b in &ep.ports {
+            self.dp
+                .flush_conntrack_host_port(b.host_port, b.proto.number())?;
+        }
         Ok(())
     }
 
     /// Undoes what `apply_endpoint` did, as far as it got; reports every error it meets.
     pub(super) async fn teardown_endpoint(&mut self, ep: &Endpoint) -> Vec<ServiceError> {
         let mut errors = Vec::new();
-        for b in &ep.ports {
-            if let Err(e) = self.dp.unpublish(&port_key(b)) {
+        let keys: Vec<PortKey> = ep
+            .ports
+            .iter()
+            .map(port_key)
+            .chain(self.routed_ports(ep))
+            .collect();
+        for key in &keys {
+            if let Err(e) = self.dp.unpublish(key) {
                 errors.push(e.into());
             }
         }
         fault::point("endpoint-remove:unpublished");
-        if let Err(e) = self.dp.flush_conntrack(ep.ip) {
+        if let Err(e) = self.dp.remove_links_of(ep.ip) {
             errors.push(e.into());
+        }
+        if let Err(e) = self.flush_flows(ep) {
+            errors.push(e);
         }
         if let Err(e) = self.dp.detach_container(&ep.host_ifname) {
             errors.push(e.into());

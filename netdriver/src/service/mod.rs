@@ -2,12 +2,15 @@
 //! then applied, and rolled back if a step fails, so a failed request leaves nothing behind.
 
 mod cleanup;
+mod conntrack;
 mod docker;
 mod docker_endpoint;
 mod docker_ipam;
 mod endpoint;
 mod error;
+mod links;
 mod network;
+mod options;
 mod reconcile;
 mod uplinks;
 
@@ -19,6 +22,7 @@ use std::{
 };
 
 pub use cleanup::cleanup_offline;
+pub use conntrack::ConntrackConfig;
 pub use docker_ipam::{GLOBAL_SPACE, LOCAL_SPACE};
 pub use error::ServiceError;
 use tokio::sync::Mutex;
@@ -41,6 +45,8 @@ pub struct Config {
     pub uplinks: Vec<String>,
     /// Where nameservers are read from when picking a default pool.
     pub resolv_conf: PathBuf,
+    /// Conntrack/NAT table size, masquerade ports, timeouts.
+    pub conntrack: ConntrackConfig,
 }
 
 /// A network and what is in use inside it.
@@ -59,6 +65,10 @@ struct State {
     ports: PortAllocator,
     /// The Docker plugin's records (networks, endpoints, IPAM pools by Docker id).
     docker: docker::DockerState,
+    /// `ND_CT` entries after the last sweep.
+    ct_entries: usize,
+    /// Refused-flow counters at the last sweep (conntrack full, NAT ports exhausted).
+    refusals: [u64; 2],
 }
 
 /// The daemon's single entry point for every operation; requests are serialised.
@@ -71,7 +81,7 @@ impl Service {
     pub async fn start(config: Config) -> Result<Self, ServiceError> {
         crate::netlink::enable_ipv4_forwarding()?;
         let store = Store::open(&config.state_dir)?;
-        let dp = Dataplane::load(&config.bpffs)?;
+        let dp = Dataplane::load_with(&config.bpffs, config.conntrack.tuning)?;
         let nl = Netlink::new()?;
         let mut state = State {
             config,
@@ -82,6 +92,8 @@ impl Service {
             endpoints: BTreeMap::new(),
             ports: PortAllocator::default(),
             docker: docker::DockerState::default(),
+            ct_entries: 0,
+            refusals: [0; 2],
         };
         state.restore().await?;
         state.sync_uplinks().await?;
@@ -170,7 +182,22 @@ impl Service {
         Ok(Status {
             uplinks: state.dp.uplinks(),
             drops: state.dp.drop_counters()?,
+            drop_reasons: netdriver_common::DROP_NAMES
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            conntrack_entries: state.ct_entries,
         })
+    }
+
+    /// Deletes expired conntrack entries (the daemon calls this periodically).
+    pub async fn sweep_conntrack(&self) -> Result<(), ServiceError> {
+        self.state.lock().await.sweep_conntrack()
+    }
+
+    /// How often the daemon should call [`Service::sweep_conntrack`].
+    pub async fn sweep_interval(&self) -> std::time::Duration {
+        self.state.lock().await.config.conntrack.sweep_interval()
     }
 
     /// Attaches to interfaces that appeared since the last look (and forgets vanished ones).

@@ -27,6 +27,9 @@ pub mod dockerd;
 
 pub const HOST_IP: &str = "198.51.100.1";
 pub const EXT_IP: &str = "198.51.100.2";
+/// A server "on the internet": an address of the external namespace behind a route
+/// (see [`World::route_outside`]).
+pub const OUTSIDE_IP: &str = "203.0.113.10";
 /// How long a client waits for an answer that should come.
 pub const TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a client waits to conclude that no answer comes.
@@ -208,6 +211,73 @@ impl World {
     pub fn daemon(&self) -> Daemon {
         Daemon::start(self, &[])
     }
+
+    /// Gives the external namespace [`OUTSIDE_IP`] and the host a route to 203.0.113.0/24
+    /// through it: a destination beyond the uplink that stays inside the test.
+    pub fn route_outside(&self) {
+        self.ext
+            .ip(&["addr", "add", &format!("{OUTSIDE_IP}/32"), "dev", "lo"]);
+        self.host
+            .ip(&["route", "add", "203.0.113.0/24", "via", EXT_IP]);
+    }
+}
+
+/// A UDP socket created in `ns` (it stays in that namespace whichever thread uses it), with
+/// the answer timeout `wait`.
+pub fn udp_socket(ns: &Netns, wait: Duration) -> UdpSocket {
+    let s = ns.run(|| UdpSocket::bind("0.0.0.0:0").expect("bind udp client"));
+    s.set_read_timeout(Some(wait)).unwrap();
+    s
+}
+
+/// Sends one datagram on `sock` and waits for one answer.
+pub fn udp_ask(sock: &UdpSocket, addr: &str) -> Result<String, String> {
+    let addr: SocketAddr = addr.parse().unwrap();
+    sock.send_to(b"hello", addr).map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 128];
+    let (n, _) = sock.recv_from(&mut buf).map_err(|e| e.to_string())?;
+    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+/// A UDP server answering every datagram with the full peer address (`"IP:PORT"`).
+pub fn udp_peer_server(ns: &Netns, addr: &str) -> UdpServer {
+    UdpServer::start_with(ns, addr, |peer| peer.to_string())
+}
+
+/// One ICMP echo from `ns` to `addr`; whether the reply came.
+pub fn ping(ns: &Netns, addr: &str) -> bool {
+    ns.exec("ping", &["-c", "1", "-W", "2", "-q", addr])
+        .status
+        .success()
+}
+
+/// The entries of a pinned map, as `bpftool -j` prints them with BTF (named fields).
+pub fn map_dump(daemon: &Daemon, map: &str) -> Vec<Value> {
+    let path = daemon.bpffs.join(map);
+    let out = run(
+        "bpftool",
+        &["-j", "map", "dump", "pinned", path.to_str().unwrap()],
+    );
+    serde_json::from_str::<Vec<Value>>(&out)
+        .unwrap_or_else(|e| panic!("bpftool output: {e}: {out}"))
+        .into_iter()
+        .map(|e| e.get("formatted").cloned().unwrap_or(e))
+        .collect()
+}
+
+/// No iptables rule and no nftables NAT anywhere in the host namespace.
+pub fn assert_no_firewall_rules(world: &World) {
+    let rules = String::from_utf8_lossy(&world.host.exec("iptables-save", &[]).stdout).into_owned();
+    assert!(
+        !rules.lines().any(|l| l.starts_with("-A")),
+        "unexpected iptables rules:\n{rules}"
+    );
+    let nft =
+        String::from_utf8_lossy(&world.host.exec("nft", &["list", "ruleset"]).stdout).into_owned();
+    assert!(
+        !nft.contains("masquerade") && !nft.contains("snat") && !nft.contains("dnat"),
+        "unexpected nftables rules:\n{nft}"
+    );
 }
 
 /// The real `netdriver daemon` in the host namespace; SIGTERM and cleanup on drop.
@@ -569,6 +639,15 @@ pub struct UdpServer {
 
 impl UdpServer {
     pub fn start(ns: &Netns, addr: &str, tag: &'static str) -> Self {
+        Self::start_with(ns, addr, move |peer| format!("{tag} saw {}", peer.ip()))
+    }
+
+    /// A server whose answer to each datagram is `answer(peer)`.
+    pub fn start_with(
+        ns: &Netns,
+        addr: &str,
+        answer: impl Fn(SocketAddr) -> String + Send + 'static,
+    ) -> Self {
         let addr: SocketAddr = addr.parse().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
@@ -582,7 +661,7 @@ impl UdpServer {
             let mut buf = [0u8; 64];
             while !flag.load(Ordering::SeqCst) && Instant::now() < deadline {
                 if let Ok((_, peer)) = sock.recv_from(&mut buf) {
-                    let _ = sock.send_to(format!("{tag} saw {}", peer.ip()).as_bytes(), peer);
+                    let _ = sock.send_to(answer(peer).as_bytes(), peer);
                 }
             }
         });
