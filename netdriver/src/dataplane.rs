@@ -216,7 +216,7 @@ impl Dataplane {
         }
         ensure_bpffs(pin_dir)?;
         fs::create_dir_all(pin_dir.join(LINK_DIR)).map_err(io_err("create", pin_dir))?;
-        migrate_pins(pin_dir, &tuning)?;
+        migrate_pins(pin_dir, tuning)?;
         let paths: Vec<(&str, PathBuf)> = MAP_NAMES.iter().map(|n| (*n, pin_dir.join(n))).collect();
         let mut loader = EbpfLoader::new();
         for (name, path) in &paths {
@@ -568,7 +568,7 @@ where
 /// Removes pinned maps this build cannot adopt: `ND_*` pins of names it no longer has, and
 /// pins whose key, value or size differ from this build's definition (a layout change). Their
 /// content is re-derived from the store (ports, networks) or lost (flows), and the log says so.
-fn migrate_pins(pin_dir: &Path, tuning: &Tuning) -> Result<(), DataplaneError> {
+fn migrate_pins(pin_dir: &Path, tuning: Tuning) -> Result<(), DataplaneError> {
     let object = aya_obj::Object::parse(EBPF_OBJECT).map_err(|e| DataplaneError::Invalid {
         what: "embedded eBPF object",
         reason: e.to_string(),
