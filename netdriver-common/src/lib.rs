@@ -28,11 +28,14 @@ pub const MAP_LINKS: &str = "ND_LINKS";
 /// Program names (the functions in netdriver-ebpf).
 pub const PROG_FROM_UPLINK: &str = "nd_from_uplink";
 pub const PROG_FROM_CONTAINER: &str = "nd_from_container";
+pub const PROG_XDP_UPLINK: &str = "nd_xdp_uplink";
 
 /// Load-time globals of the eBPF object (set by the loader): the source ports (and ICMP echo
 /// identifiers) masquerade may use, inclusive, host order.
 pub const GLOBAL_NAT_PORT_MIN: &str = "ND_NAT_PORT_MIN";
 pub const GLOBAL_NAT_PORT_MAX: &str = "ND_NAT_PORT_MAX";
+/// Load-time global (u8): 1 lets redirects into containers use `bpf_redirect_peer`.
+pub const GLOBAL_REDIRECT_PEER: &str = "ND_REDIRECT_PEER";
 /// Default masquerade port range: above Linux's default `ip_local_port_range` (32768-60999),
 /// so masqueraded flows never take a port the host's own connections or ephemeral published
 /// ports use.
@@ -159,6 +162,12 @@ pub const CT_ST_ESTABLISHED: u8 = 1;
 /// A FIN or RST was seen in this direction.
 pub const CT_ST_CLOSING: u8 = 2;
 
+/// The data path rewrites an entry's `last_seen_ns` only when the flow's state changes or the
+/// stored time is older than this: one shared cache-line write per second per flow instead of
+/// one per packet (two CPUs writing the same entry bounce its line). The sweeper adds this
+/// much slack to every idle timeout, so no active flow is ever seen as idle.
+pub const CT_REFRESH_NS: u64 = 1_000_000_000;
+
 /// TCP header flag bits (byte 13 of the header).
 pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
@@ -282,6 +291,17 @@ pub fn csum_replace4(csum: u16, old: u32, new: u32) -> u16 {
     for h in halves(new) {
         sum += h;
     }
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    #[expect(clippy::cast_possible_truncation, reason = "folded to 16 bits above")]
+    let folded = sum as u16;
+    !folded
+}
+
+/// [`csum_replace4`] for a 16-bit field.
+#[must_use]
+pub fn csum_replace2(csum: u16, old: u16, new: u16) -> u16 {
+    let mut sum = u32::from(!csum) + u32::from(!old) + u32::from(new);
     sum = (sum & 0xffff) + (sum >> 16);
     sum = (sum & 0xffff) + (sum >> 16);
     #[expect(clippy::cast_possible_truncation, reason = "folded to 16 bits above")]
@@ -415,6 +435,19 @@ mod tests {
             h[12..16].copy_from_slice(&new);
             h[10..12].copy_from_slice(&[0, 0]);
             assert_eq!(updated, checksum(&h), "{new:?}");
+        }
+        // A 16-bit field: the TTL/protocol word, as a router's TTL decrement changes it.
+        for ttl in [64u8, 1, 255] {
+            let mut h = hdr;
+            h[8] = ttl;
+            h[10..12].copy_from_slice(&[0, 0]);
+            let csum = checksum(&h);
+            let old = u16::from_ne_bytes([h[8], h[9]]);
+            let new = u16::from_ne_bytes([ttl - 1, h[9]]);
+            let updated = csum_replace2(csum, old, new);
+            h[8] = ttl - 1;
+            h[10..12].copy_from_slice(&[0, 0]);
+            assert_eq!(updated, checksum(&h), "ttl {ttl}");
         }
     }
 

@@ -4,7 +4,7 @@
 use aya_ebpf::{bindings::TC_ACT_OK, programs::TcContext};
 use netdriver_common::CT_DIR_OUT;
 
-use crate::{ct, parse, policy};
+use crate::{ct, nat::Hop, parse, policy};
 
 #[inline(always)]
 pub fn from_container(ctx: &TcContext) -> Result<i32, u32> {
@@ -15,7 +15,7 @@ pub fn from_container(ctx: &TcContext) -> Result<i32, u32> {
     if let Some(ports) = ports
         && let Some(entry) = ct::lookup(&ct::key(&ip, ports, CT_DIR_OUT), ports.tcp_flags)
     {
-        return ct::apply(ctx, &ip, ports, &entry);
+        return ct::apply(ctx, &ip, ports, &entry, Hop::Egress);
     }
     policy::new_flow(ctx, &ip, ports)
 }

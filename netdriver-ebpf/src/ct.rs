@@ -1,15 +1,16 @@
 //! Connection tracking: looking flows up, refreshing them, and applying their entry.
 
-use aya_ebpf::{bindings::TC_ACT_OK, helpers::bpf_ktime_get_ns, programs::TcContext};
+use aya_ebpf::helpers::bpf_ktime_get_ns;
 use netdriver_common::{
-    CT_ACT_DNAT, CT_ACT_REDIRECT, CT_ACT_REDIRECT_NEIGH, CT_ACT_SNAT, CtEntry, CtKey,
-    DROP_CT_FAILED, ct_next_state,
+    CT_ACT_DNAT, CT_ACT_REDIRECT, CT_ACT_REDIRECT_NEIGH, CT_ACT_SNAT, CT_REFRESH_NS, CtEntry,
+    CtKey, DROP_CT_FAILED, ct_next_state,
 };
 
 use crate::{
     maps::ND_CT,
-    nat::{self, End},
+    nat::{self, End, Hop},
     parse::{Ipv4, Ports},
+    pkt::Packet,
 };
 
 /// The key of `ip`/`ports` as seen at the hook `dir` (`CT_DIR_*`).
@@ -40,12 +41,21 @@ pub fn lookup(key: &CtKey, tcp_flags: u8) -> Option<CtEntry> {
     // SAFETY: the entry stays valid for this program run (hash elements are freed after an
     // RCU grace period); concurrent writers store the same kind of values.
     unsafe {
-        (*entry).last_seen_ns = now();
         let state = ct_next_state((*entry).state, key.proto, tcp_flags);
-        if state != (*entry).state {
-            (*entry).state = state;
-        }
+        touch(&mut *entry, state);
         Some(*entry)
+    }
+}
+
+/// Records a packet of `entry`'s flow that leaves it in `state`. Writes only when the state
+/// changes or the stored time is `CT_REFRESH_NS` old: the entry's cache line is shared by
+/// both directions' CPUs, and a write per packet makes it bounce between them.
+#[inline(always)]
+pub fn touch(entry: &mut CtEntry, state: u8) {
+    let now = now();
+    if state != entry.state || now.wrapping_sub(entry.last_seen_ns) > CT_REFRESH_NS {
+        entry.state = state;
+        entry.last_seen_ns = now;
     }
 }
 
@@ -68,13 +78,19 @@ pub fn remove(key: &CtKey) {
 
 /// Applies an entry's actions to the packet: translation, then the redirect (or the kernel).
 /// A redirect is a router hop: the TTL is decremented, and a packet without a hop left goes
-/// to the kernel untranslated.
+/// to the kernel untranslated. `hop` is how a `CT_ACT_REDIRECT` reaches its interface.
 #[inline(always)]
-pub fn apply(ctx: &TcContext, ip: &Ipv4, ports: Ports, entry: &CtEntry) -> Result<i32, u32> {
+pub fn apply<P: Packet>(
+    ctx: &P,
+    ip: &Ipv4,
+    ports: Ports,
+    entry: &CtEntry,
+    hop: Hop,
+) -> Result<i32, u32> {
     let redirects = entry.action & (CT_ACT_REDIRECT | CT_ACT_REDIRECT_NEIGH) != 0;
     if redirects {
         if !nat::has_hop_left(ip) {
-            return Ok(TC_ACT_OK);
+            return Ok(P::PASS);
         }
         nat::decrement_ttl(ctx, ip)?;
     }
@@ -99,10 +115,10 @@ pub fn apply(ctx: &TcContext, ip: &Ipv4, ports: Ports, entry: &CtEntry) -> Resul
         )?;
     }
     if entry.action & CT_ACT_REDIRECT != 0 {
-        nat::redirect(ctx, entry.dmac, entry.smac, entry.ifindex)
+        nat::redirect(ctx, entry.dmac, entry.smac, entry.ifindex, hop)
     } else if entry.action & CT_ACT_REDIRECT_NEIGH != 0 {
-        nat::redirect_neigh(entry.ifindex)
+        nat::redirect_neigh(ctx, entry.ifindex)
     } else {
-        Ok(TC_ACT_OK)
+        Ok(P::PASS)
     }
 }

@@ -21,6 +21,7 @@ use netdriver_common::{
 use crate::{
     ct,
     maps::{is_published, nat_port_range},
+    nat::Hop,
     parse::{Ipv4, Ports},
 };
 
@@ -101,7 +102,7 @@ pub fn outbound(
         ct::remove(&in_key);
         return Err(DROP_CT_FAILED);
     }
-    ct::apply(ctx, ip, ports, &out)
+    ct::apply(ctx, ip, ports, &out, Hop::Egress)
 }
 
 /// Claims a masquerade port for the flow `out_key` on `snat`: stores the reply entry `back`

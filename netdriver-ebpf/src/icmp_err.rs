@@ -8,7 +8,6 @@
 //! checksum, the quoted IPv4 checksum and the ICMP checksum (which covers the quote) fixed.
 //! The quoted L4 checksum is left as is (only 8 bytes of it are guaranteed to be quoted).
 
-use aya_ebpf::{bindings::TC_ACT_OK, programs::TcContext};
 use netdriver_common::{
     CT_ACT_DNAT, CT_DIR_IN, CT_KIND_FORWARD, CT_KIND_MASQ, CtKey, DROP_CSUM, PROTO_ICMP, PROTO_TCP,
     PROTO_UDP, PortKey, csum_replace4,
@@ -18,6 +17,7 @@ use crate::{
     maps::{ND_CT, ND_PORTS},
     nat,
     parse::{ICMP_ID_OFF, IP_CSUM_OFF, IP_DADDR_OFF, Ipv4},
+    pkt::Packet,
 };
 
 const ICMP_DEST_UNREACH: u8 = 3;
@@ -52,7 +52,7 @@ struct Quote {
 
 /// Translates an ICMP error about a tracked or published flow; `None` if it is not one.
 #[inline(always)]
-pub fn from_uplink(ctx: &TcContext, ip: &Ipv4) -> Result<Option<i32>, u32> {
+pub fn from_uplink<P: Packet>(ctx: &P, ip: &Ipv4) -> Result<Option<i32>, u32> {
     if ip.proto != PROTO_ICMP || ip.frag_offset != 0 {
         return Ok(None);
     }
@@ -67,18 +67,18 @@ pub fn from_uplink(ctx: &TcContext, ip: &Ipv4) -> Result<Option<i32>, u32> {
         return Ok(None);
     };
     if !nat::has_hop_left(ip) {
-        return Ok(Some(TC_ACT_OK));
+        return Ok(Some(P::PASS));
     }
     nat::decrement_ttl(ctx, ip)?;
     if back.addr_be != q.saddr_be || back.port != q.sport {
         rewrite(ctx, ip, &q, &back)?;
     }
-    nat::redirect(ctx, back.dmac, back.smac, back.ifindex).map(Some)
+    nat::redirect(ctx, back.dmac, back.smac, back.ifindex, nat::Hop::Peer).map(Some)
 }
 
 #[inline(always)]
-fn quote(ctx: &TcContext, ip: &Ipv4) -> Option<Quote> {
-    let icmp: [u8; 2] = ctx.load(ip.l4_off).ok()?;
+fn quote<P: Packet>(ctx: &P, ip: &Ipv4) -> Option<Quote> {
+    let icmp: [u8; 2] = ctx.load(ip.l4_off)?;
     if !matches!(
         icmp[0],
         ICMP_DEST_UNREACH | ICMP_TIME_EXCEEDED | ICMP_PARAMETER_PROB
@@ -86,13 +86,13 @@ fn quote(ctx: &TcContext, ip: &Ipv4) -> Option<Quote> {
         return None;
     }
     let off = ip.l4_off + ICMP_ERR_HLEN;
-    let hdr: [u8; 20] = ctx.load(off).ok()?;
+    let hdr: [u8; 20] = ctx.load(off)?;
     let ihl = usize::from(hdr[0] & 0x0f);
     if hdr[0] >> 4 != 4 || ihl < 5 {
         return None;
     }
     let l4 = off + ihl * 4;
-    let head: [u8; 8] = ctx.load(l4).ok()?;
+    let head: [u8; 8] = ctx.load(l4)?;
     let proto = hdr[9];
     let (sport, dport, port_off) = match proto {
         PROTO_TCP | PROTO_UDP => (
@@ -181,9 +181,9 @@ fn published(q: &Quote) -> Option<Back> {
 
 /// Rewrites the outer destination and the quoted source (address, checksum, port).
 #[inline(always)]
-fn rewrite(ctx: &TcContext, ip: &Ipv4, q: &Quote, back: &Back) -> Result<(), u32> {
+fn rewrite<P: Packet>(ctx: &P, ip: &Ipv4, q: &Quote, back: &Back) -> Result<(), u32> {
     let csum_off = ip.l4_off + 2;
-    let fail = |_| DROP_CSUM;
+    let fail = |()| DROP_CSUM;
     ctx.l3_csum_replace(
         IP_CSUM_OFF,
         u64::from(ip.daddr_be),
@@ -191,16 +191,16 @@ fn rewrite(ctx: &TcContext, ip: &Ipv4, q: &Quote, back: &Back) -> Result<(), u32
         4,
     )
     .map_err(fail)?;
-    ctx.store(IP_DADDR_OFF, &back.addr_be, 0).map_err(fail)?;
+    ctx.store(IP_DADDR_OFF, &back.addr_be).map_err(fail)?;
     let quote_csum = csum_replace4(q.csum, q.saddr_be, back.addr_be);
     ctx.l4_csum_replace(csum_off, u64::from(q.saddr_be), u64::from(back.addr_be), 4)
         .map_err(fail)?;
     ctx.l4_csum_replace(csum_off, u64::from(q.csum), u64::from(quote_csum), 2)
         .map_err(fail)?;
-    ctx.store(q.off + 12, &back.addr_be, 0).map_err(fail)?;
-    ctx.store(q.off + 10, &quote_csum, 0).map_err(fail)?;
+    ctx.store(q.off + 12, &back.addr_be).map_err(fail)?;
+    ctx.store(q.off + 10, &quote_csum).map_err(fail)?;
     let (old_port, new_port) = (q.sport.to_be(), back.port.to_be());
     ctx.l4_csum_replace(csum_off, u64::from(old_port), u64::from(new_port), 2)
         .map_err(fail)?;
-    ctx.store(q.port_off, &new_port, 0).map_err(fail)
+    ctx.store(q.port_off, &new_port).map_err(fail)
 }

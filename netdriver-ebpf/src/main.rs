@@ -1,4 +1,5 @@
-//! Entry points of netdriver's tc programs. Each turns an error into the single drop path.
+//! Entry points of netdriver's tc and XDP programs. Each turns an error into the single drop
+//! path.
 #![no_std]
 #![no_main]
 #![expect(
@@ -14,10 +15,14 @@ mod icmp_err;
 mod maps;
 mod nat;
 mod parse;
+mod pkt;
 mod policy;
 mod uplink;
 
-use aya_ebpf::{macros::classifier, programs::TcContext};
+use aya_ebpf::{
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
 
 /// tc ingress of an uplink: DNAT of published ports and replies of tracked outbound flows
 /// towards containers.
@@ -28,6 +33,21 @@ use aya_ebpf::{macros::classifier, programs::TcContext};
 )]
 pub fn nd_from_uplink(ctx: TcContext) -> i32 {
     uplink::from_uplink(&ctx).unwrap_or_else(maps::drop_packet)
+}
+
+/// XDP on an uplink (`--uplink-mode xdp`): the same code as `nd_from_uplink`, run before the
+/// kernel builds a socket buffer. What it passes on (not IPv4, TTL expiring, not for a
+/// container) meets `nd_from_uplink` on tc ingress next, which passes it to the kernel.
+#[xdp]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "#[xdp] passes the context by value"
+)]
+pub fn nd_xdp_uplink(ctx: XdpContext) -> u32 {
+    match uplink::from_uplink(&ctx) {
+        Ok(verdict) => verdict.cast_unsigned(),
+        Err(reason) => maps::drop_frame(reason),
+    }
 }
 
 /// tc ingress of a container's host-side veth: tracked flows, policy (ICC, links, isolation,

@@ -2,7 +2,7 @@
 //! globals the loader sets.
 
 use aya_ebpf::{
-    bindings::TC_ACT_SHOT,
+    bindings::{TC_ACT_SHOT, xdp_action::XDP_DROP},
     btf_maps::{HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
     macros::btf_map,
 };
@@ -40,6 +40,18 @@ static ND_NAT_PORT_MIN: u16 = NAT_PORT_MIN_DEFAULT;
 #[unsafe(no_mangle)]
 static ND_NAT_PORT_MAX: u16 = NAT_PORT_MAX_DEFAULT;
 
+/// Whether redirects into containers may use `bpf_redirect_peer` (1) or must take the
+/// veth's egress (0), set by the loader (`--no-redirect-peer`).
+#[unsafe(no_mangle)]
+static ND_REDIRECT_PEER: u8 = 1;
+
+/// See [`ND_REDIRECT_PEER`].
+#[inline(always)]
+pub fn redirect_peer_allowed() -> bool {
+    // SAFETY: a read-only global, read volatile for the same reason as the port range.
+    unsafe { core::ptr::read_volatile(&raw const ND_REDIRECT_PEER) != 0 }
+}
+
 /// The masquerade port range.
 #[inline(always)]
 pub fn nat_port_range() -> (u16, u16) {
@@ -53,15 +65,27 @@ pub fn nat_port_range() -> (u16, u16) {
     }
 }
 
-/// Counts a drop under `reason` and returns the verdict that drops the packet.
+/// Counts a drop under `reason` and returns tc's verdict that drops the packet.
 #[inline(always)]
 pub fn drop_packet(reason: u32) -> i32 {
+    count_drop(reason);
+    TC_ACT_SHOT
+}
+
+/// Counts a drop under `reason` and returns XDP's verdict that drops the packet.
+#[inline(always)]
+pub fn drop_frame(reason: u32) -> u32 {
+    count_drop(reason);
+    XDP_DROP
+}
+
+#[inline(always)]
+fn count_drop(reason: u32) {
     if let Some(counter) = ND_DROPS.get_ptr_mut(reason) {
         // SAFETY: per-CPU slot of an array map, valid for the program's run; no other
         // writer on this CPU while we run.
         unsafe { *counter += 1 };
     }
-    TC_ACT_SHOT
 }
 
 /// The container network `addr_be` belongs to.

@@ -1,17 +1,17 @@
 //! Address and port rewriting with incremental checksum updates, and the final redirects.
 //!
-//! Writes go through `bpf_skb_store_bytes` and the checksum helpers, so no packet pointer is
-//! held across a helper that can move packet data.
+//! Writes go through [`Packet`]: on tc `bpf_skb_store_bytes` and the checksum helpers, so no
+//! packet pointer is held across a helper that can move packet data.
 
-use aya_ebpf::{
-    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, TC_ACT_REDIRECT},
-    helpers::{bpf_redirect, bpf_redirect_neigh},
-    programs::TcContext,
-};
+use aya_ebpf::bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR};
 use netdriver_common::{DROP_CSUM, DROP_REDIRECT_FAILED, PROTO_ICMP, PROTO_UDP};
 
-use crate::parse::{
-    ICMP_ID_OFF, IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF, IP_TTL_OFF, Ipv4, Ports, l4_csum_off,
+pub use crate::pkt::Hop;
+use crate::{
+    parse::{
+        ICMP_ID_OFF, IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF, IP_TTL_OFF, Ipv4, Ports, l4_csum_off,
+    },
+    pkt::Packet,
 };
 
 /// Which end of the packet a translation rewrites.
@@ -25,8 +25,8 @@ pub enum End {
 /// the IPv4 and L4 checksums. For ICMP echo the "port" is the identifier. Parts that do not
 /// change are left alone.
 #[inline(always)]
-pub fn rewrite(
-    ctx: &TcContext,
+pub fn rewrite<P: Packet>(
+    ctx: &P,
     ip: &Ipv4,
     ports: Ports,
     end: End,
@@ -59,11 +59,11 @@ pub fn rewrite(
                 u64::from(addr_be),
                 u64::from(BPF_F_PSEUDO_HDR) | mangled | 4,
             )
-            .map_err(|_| DROP_CSUM)?;
+            .map_err(|()| DROP_CSUM)?;
         }
         ctx.l3_csum_replace(IP_CSUM_OFF, u64::from(old_addr), u64::from(addr_be), 4)
-            .map_err(|_| DROP_CSUM)?;
-        ctx.store(addr_off, &addr_be, 0).map_err(|_| DROP_CSUM)?;
+            .map_err(|()| DROP_CSUM)?;
+        ctx.store(addr_off, &addr_be).map_err(|()| DROP_CSUM)?;
     }
     if old_port != port {
         let (old_port_be, new_port_be) = (old_port.to_be(), port.to_be());
@@ -73,9 +73,8 @@ pub fn rewrite(
             u64::from(new_port_be),
             mangled | 2,
         )
-        .map_err(|_| DROP_CSUM)?;
-        ctx.store(port_off, &new_port_be, 0)
-            .map_err(|_| DROP_CSUM)?;
+        .map_err(|()| DROP_CSUM)?;
+        ctx.store(port_off, &new_port_be).map_err(|()| DROP_CSUM)?;
     }
     Ok(())
 }
@@ -90,40 +89,36 @@ pub fn has_hop_left(ip: &Ipv4) -> bool {
 
 /// Decrements the TTL (and fixes the IPv4 checksum), as a router hop does.
 #[inline(always)]
-pub fn decrement_ttl(ctx: &TcContext, ip: &Ipv4) -> Result<(), u32> {
+pub fn decrement_ttl<P: Packet>(ctx: &P, ip: &Ipv4) -> Result<(), u32> {
     let ttl = ip.ttl.saturating_sub(1);
     let old = u16::from_ne_bytes([ip.ttl, ip.proto]);
     let new = u16::from_ne_bytes([ttl, ip.proto]);
     ctx.l3_csum_replace(IP_CSUM_OFF, u64::from(old), u64::from(new), 2)
-        .map_err(|_| DROP_CSUM)?;
-    ctx.store(IP_TTL_OFF, &ttl, 0).map_err(|_| DROP_CSUM)
+        .map_err(|()| DROP_CSUM)?;
+    ctx.store(IP_TTL_OFF, &ttl).map_err(|()| DROP_CSUM)
 }
 
-/// Sets the Ethernet destination and source and redirects to the egress of `ifindex`.
+/// Sets the Ethernet destination and source and redirects to `ifindex` by `hop`.
 #[inline(always)]
-pub fn redirect(ctx: &TcContext, dst: [u8; 6], src: [u8; 6], ifindex: u32) -> Result<i32, u32> {
+pub fn redirect<P: Packet>(
+    ctx: &P,
+    dst: [u8; 6],
+    src: [u8; 6],
+    ifindex: u32,
+    hop: Hop,
+) -> Result<i32, u32> {
     let mut macs = [0u8; 12];
     macs[..6].copy_from_slice(&dst);
     macs[6..].copy_from_slice(&src);
-    ctx.store(0, &macs, 0).map_err(|_| DROP_REDIRECT_FAILED)?;
-    // SAFETY: a plain helper call; it only records the target in per-CPU state.
-    let verdict = unsafe { bpf_redirect(ifindex, 0) };
-    if verdict == i64::from(TC_ACT_REDIRECT) {
-        Ok(TC_ACT_REDIRECT)
-    } else {
-        Err(DROP_REDIRECT_FAILED)
-    }
+    ctx.store(0, &macs).map_err(|()| DROP_REDIRECT_FAILED)?;
+    ctx.redirect(ifindex, hop)
+        .map_err(|()| DROP_REDIRECT_FAILED)
 }
 
 /// Redirects to the egress of `ifindex` with the L2 header from the kernel's neighbour table
 /// (resolving the next hop if needed): the route's work without the netfilter hooks.
 #[inline(always)]
-pub fn redirect_neigh(ifindex: u32) -> Result<i32, u32> {
-    // SAFETY: no parameters (the kernel looks the next hop up itself).
-    let verdict = unsafe { bpf_redirect_neigh(ifindex, core::ptr::null_mut(), 0, 0) };
-    if verdict == i64::from(TC_ACT_REDIRECT) {
-        Ok(TC_ACT_REDIRECT)
-    } else {
-        Err(DROP_REDIRECT_FAILED)
-    }
+pub fn redirect_neigh<P: Packet>(ctx: &P, ifindex: u32) -> Result<i32, u32> {
+    ctx.redirect_neigh(ifindex)
+        .map_err(|()| DROP_REDIRECT_FAILED)
 }

@@ -2,8 +2,9 @@
 
 use core::mem::size_of;
 
-use aya_ebpf::programs::TcContext;
 use netdriver_common::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
+
+use crate::pkt::Packet;
 
 pub const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
@@ -59,7 +60,7 @@ struct L4Ports {
 /// The one bounds-checked access to packet data: a pointer to a `T` at `offset` from the
 /// start of the frame, or `None` if the linear data is too short.
 #[inline(always)]
-fn ptr_at<T>(ctx: &TcContext, offset: usize) -> Option<*const T> {
+fn ptr_at<T, P: Packet>(ctx: &P, offset: usize) -> Option<*const T> {
     let start = ctx.data();
     let end = ctx.data_end();
     if start + offset + size_of::<T>() > end {
@@ -105,14 +106,14 @@ pub struct Ports {
 
 /// Parses Ethernet and IPv4; `None` for anything else (passed on untouched by the callers).
 #[inline(always)]
-pub fn ipv4(ctx: &TcContext) -> Option<Ipv4> {
-    let eth = ptr_at::<EthHdr>(ctx, 0)?;
+pub fn ipv4<P: Packet>(ctx: &P) -> Option<Ipv4> {
+    let eth = ptr_at::<EthHdr, P>(ctx, 0)?;
     // SAFETY: `ptr_at` checked that the header lies inside the packet.
     let (eth_dst, eth_src, ether_type) = unsafe { ((*eth).dst, (*eth).src, (*eth).ether_type) };
     if u16::from_be_bytes(ether_type) != ETH_P_IP {
         return None;
     }
-    let ip = ptr_at::<Ipv4Hdr>(ctx, ETH_HLEN)?;
+    let ip = ptr_at::<Ipv4Hdr, P>(ctx, ETH_HLEN)?;
     // SAFETY: as above.
     let (version_ihl, frag_off, proto, ttl, saddr, daddr) = unsafe {
         (
@@ -142,7 +143,7 @@ pub fn ipv4(ctx: &TcContext) -> Option<Ipv4> {
 
 /// Reads the ports of a TCP or UDP first fragment, or the identifier of an ICMP echo.
 #[inline(always)]
-pub fn ports(ctx: &TcContext, ip: &Ipv4) -> Option<Ports> {
+pub fn ports<P: Packet>(ctx: &P, ip: &Ipv4) -> Option<Ports> {
     if ip.frag_offset != 0 {
         return None;
     }
@@ -152,11 +153,11 @@ pub fn ports(ctx: &TcContext, ip: &Ipv4) -> Option<Ports> {
     if ip.proto != PROTO_TCP && ip.proto != PROTO_UDP {
         return None;
     }
-    let l4 = ptr_at::<L4Ports>(ctx, ip.l4_off)?;
+    let l4 = ptr_at::<L4Ports, P>(ctx, ip.l4_off)?;
     // SAFETY: `ptr_at` checked that the ports lie inside the packet.
     let (src, dst) = unsafe { ((*l4).src, (*l4).dst) };
     let tcp_flags = if ip.proto == PROTO_TCP {
-        let flags = ptr_at::<u8>(ctx, ip.l4_off + TCP_FLAGS_OFF)?;
+        let flags = ptr_at::<u8, P>(ctx, ip.l4_off + TCP_FLAGS_OFF)?;
         // SAFETY: as above.
         unsafe { *flags }
     } else {
@@ -170,8 +171,8 @@ pub fn ports(ctx: &TcContext, ip: &Ipv4) -> Option<Ports> {
 }
 
 #[inline(always)]
-fn icmp_echo(ctx: &TcContext, ip: &Ipv4) -> Option<Ports> {
-    let icmp = ptr_at::<IcmpEcho>(ctx, ip.l4_off)?;
+fn icmp_echo<P: Packet>(ctx: &P, ip: &Ipv4) -> Option<Ports> {
+    let icmp = ptr_at::<IcmpEcho, P>(ctx, ip.l4_off)?;
     // SAFETY: `ptr_at` checked that the echo header lies inside the packet.
     let (kind, id) = unsafe { ((*icmp).kind, u16::from_be_bytes((*icmp).id)) };
     match kind {

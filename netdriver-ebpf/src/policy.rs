@@ -81,7 +81,7 @@ fn allow_link_replies(ip: &Ipv4, ports: Ports) -> Result<(), u32> {
     let now = ct::now();
     if let Some(old) = ND_CT.get_ptr_mut(key) {
         // SAFETY: valid for this program run; only the timestamp is written.
-        unsafe { (*old).last_seen_ns = now };
+        unsafe { ct::touch(&mut *old, (*old).state) };
         return Ok(());
     }
     let entry = CtEntry {

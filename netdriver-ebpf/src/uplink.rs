@@ -1,7 +1,6 @@
 //! `nd_from_uplink`: published ports to containers (DNAT), replies of tracked outbound flows
 //! back to their container, nothing else to containers.
 
-use aya_ebpf::{bindings::TC_ACT_OK, programs::TcContext};
 use netdriver_common::{
     CT_ACT_REDIRECT, CT_ACT_SNAT, CT_DIR_IN, CT_DIR_OUT, CT_KIND_PUBLISHED, CT_ST_NEW, CtEntry,
     DROP_UNPUBLISHED, PortKey, PortTarget, ct_next_state,
@@ -10,18 +9,19 @@ use netdriver_common::{
 use crate::{
     ct, icmp_err,
     maps::{ND_CT, ND_PORTS, in_container_net},
-    nat::{self, End},
+    nat::{self, End, Hop},
     parse::{self, Ipv4, Ports},
+    pkt::Packet,
 };
 
 #[inline(always)]
-pub fn from_uplink(ctx: &TcContext) -> Result<i32, u32> {
+pub fn from_uplink<P: Packet>(ctx: &P) -> Result<i32, u32> {
     let Some(ip) = parse::ipv4(ctx) else {
-        return Ok(TC_ACT_OK);
+        return Ok(P::PASS);
     };
     // Later fragments carry no ports; they pass untouched (only the first one is translated).
     if ip.frag_offset != 0 {
-        return Ok(TC_ACT_OK);
+        return Ok(P::PASS);
     }
     if let Some(ports) = parse::ports(ctx, &ip) {
         // Published ports first: a binding always wins over older state (no stale flows).
@@ -29,7 +29,7 @@ pub fn from_uplink(ctx: &TcContext) -> Result<i32, u32> {
             return dnat(ctx, &ip, ports, &target);
         }
         if let Some(entry) = ct::lookup(&ct::key(&ip, ports, CT_DIR_IN), ports.tcp_flags) {
-            return ct::apply(ctx, &ip, ports, &entry);
+            return ct::apply(ctx, &ip, ports, &entry, Hop::Peer);
         }
     } else if let Some(verdict) = icmp_err::from_uplink(ctx, &ip)? {
         return Ok(verdict);
@@ -38,7 +38,7 @@ pub fn from_uplink(ctx: &TcContext) -> Result<i32, u32> {
     if in_container_net(ip.daddr_be) {
         return Err(DROP_UNPUBLISHED);
     }
-    Ok(TC_ACT_OK)
+    Ok(P::PASS)
 }
 
 /// Looks the destination up as a published port: the exact address (a host address, or a
@@ -65,19 +65,19 @@ fn published(ip: &Ipv4, ports: Ports) -> Option<PortTarget> {
 }
 
 #[inline(always)]
-fn dnat(ctx: &TcContext, ip: &Ipv4, ports: Ports, target: &PortTarget) -> Result<i32, u32> {
+fn dnat<P: Packet>(ctx: &P, ip: &Ipv4, ports: Ports, target: &PortTarget) -> Result<i32, u32> {
     if !nat::has_hop_left(ip) {
-        return Ok(TC_ACT_OK);
+        return Ok(P::PASS);
     }
     track(ctx, ip, ports, target)?;
     nat::decrement_ttl(ctx, ip)?;
     nat::rewrite(ctx, ip, ports, End::Dst, target.addr_be, target.port)?;
-    nat::redirect(ctx, target.mac, target.gw_mac, target.ifindex)
+    nat::redirect(ctx, target.mac, target.gw_mac, target.ifindex, Hop::Peer)
 }
 
 /// Records (or refreshes) the reply direction so that `nd_from_container` can translate it.
 #[inline(always)]
-fn track(ctx: &TcContext, ip: &Ipv4, ports: Ports, target: &PortTarget) -> Result<(), u32> {
+fn track<P: Packet>(ctx: &P, ip: &Ipv4, ports: Ports, target: &PortTarget) -> Result<(), u32> {
     let key = netdriver_common::CtKey {
         saddr_be: target.addr_be,
         daddr_be: ip.saddr_be,
@@ -93,8 +93,7 @@ fn track(ctx: &TcContext, ip: &Ipv4, ports: Ports, target: &PortTarget) -> Resul
         xlate_port: ports.dst,
         action: CT_ACT_SNAT | CT_ACT_REDIRECT,
         state: ct_next_state(CT_ST_NEW, ip.proto, ports.tcp_flags),
-        // SAFETY: `skb` is the context pointer the kernel passed in.
-        ifindex: unsafe { (*ctx.skb.skb).ifindex },
+        ifindex: ctx.ifindex(),
         smac: ip.eth_dst,
         dmac: ip.eth_src,
         owner_addr_be: target.addr_be,
@@ -107,7 +106,7 @@ fn track(ctx: &TcContext, ip: &Ipv4, ports: Ports, target: &PortTarget) -> Resul
         // values.
         unsafe {
             if same_route(&*old, &entry) {
-                (*old).last_seen_ns = now;
+                ct::touch(&mut *old, (*old).state);
                 return Ok(());
             }
         }

@@ -78,6 +78,17 @@ pub struct DaemonArgs {
     /// Source ports masquerade may use, MIN-MAX (keep it clear of the local port range).
     #[arg(long, default_value = "61000-65535", value_parser = parse_port_range)]
     pub nat_port_range: (u16, u16),
+    /// Deliver published-port traffic and replies to containers with `bpf_redirect` to the
+    /// host end of their veth (one more softirq pass) instead of `bpf_redirect_peer`
+    /// straight into the container's end. For comparison and for kernels before 5.10.
+    #[arg(long)]
+    pub no_redirect_peer: bool,
+    /// Where published-port DNAT runs on the uplinks: `tc` (tc ingress) or `xdp` (native
+    /// XDP in front of tc, which keeps handling what XDP passes on). XDP needs a driver with
+    /// native XDP and frames with complete checksums (a NIC's, not a local veth peer's);
+    /// containers' veths get GRO on so that they accept redirected frames. See the README.
+    #[arg(long, value_enum, default_value_t = crate::dataplane::UplinkMode::Tc)]
+    pub uplink_mode: crate::dataplane::UplinkMode,
     /// Idle timeout of established TCP flows, seconds.
     #[arg(long, default_value_t = 21600)]
     pub ct_timeout_tcp: u64,
@@ -115,6 +126,8 @@ impl DaemonArgs {
             tuning: crate::dataplane::Tuning {
                 ct_max_entries: self.ct_max_entries,
                 nat_ports: self.nat_port_range,
+                redirect_peer: !self.no_redirect_peer,
+                uplink_mode: self.uplink_mode,
             },
             timeouts: crate::dataplane::CtTimeouts {
                 tcp_syn: Duration::from_secs(self.ct_timeout_tcp_syn),

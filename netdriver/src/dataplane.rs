@@ -6,6 +6,7 @@
 mod ct;
 #[cfg(test)]
 mod tests;
+mod xdp;
 
 use std::{
     collections::BTreeMap,
@@ -30,14 +31,16 @@ pub use ct::{CtTimeouts, SweepReport, monotonic_ns};
 use ipnet::Ipv4Net;
 use netdriver_common::{
     CT_MAX_ENTRIES, CtEntry, CtKey, DROP_REASONS, GLOBAL_NAT_PORT_MAX, GLOBAL_NAT_PORT_MIN,
-    LinkKey, MAP_CT, MAP_DROPS, MAP_LINKS, MAP_NETS, MAP_PORTS, NAT_PORT_MAX_DEFAULT,
-    NAT_PORT_MIN_DEFAULT, NetInfo, PROG_FROM_CONTAINER, PROG_FROM_UPLINK, PortKey, PortTarget,
+    GLOBAL_REDIRECT_PEER, LinkKey, MAP_CT, MAP_DROPS, MAP_LINKS, MAP_NETS, MAP_PORTS,
+    NAT_PORT_MAX_DEFAULT, NAT_PORT_MIN_DEFAULT, NetInfo, PROG_FROM_CONTAINER, PROG_FROM_UPLINK,
+    PROG_XDP_UPLINK, PortKey, PortTarget,
 };
 use nix::{
     mount::{MsFlags, mount},
     net::if_::if_nametoindex,
     sys::statfs::{BPF_FS_MAGIC, statfs},
 };
+pub use xdp::UplinkMode;
 
 /// The object built from netdriver-ebpf by `build.rs`.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netdriver"));
@@ -52,6 +55,11 @@ pub struct Tuning {
     pub ct_max_entries: u32,
     /// Source ports (and ICMP echo identifiers) masquerade may use, inclusive.
     pub nat_ports: (u16, u16),
+    /// Deliver to containers with `bpf_redirect_peer` (straight into the container's end of
+    /// the veth) rather than `bpf_redirect` to the host end's egress.
+    pub redirect_peer: bool,
+    /// Which hook of the uplinks runs the published-port DNAT.
+    pub uplink_mode: UplinkMode,
 }
 
 impl Default for Tuning {
@@ -59,6 +67,8 @@ impl Default for Tuning {
         Self {
             ct_max_entries: CT_MAX_ENTRIES,
             nat_ports: (NAT_PORT_MIN_DEFAULT, NAT_PORT_MAX_DEFAULT),
+            redirect_peer: true,
+            uplink_mode: UplinkMode::Tc,
         }
     }
 }
@@ -183,7 +193,10 @@ pub struct Dataplane {
     links: HashMap<MapData, LinkKey, u32>,
     drops: PerCpuArray<MapData, u64>,
     uplinks: BTreeMap<String, Attachment>,
+    /// `nd_xdp_uplink` attachments (`UplinkMode::Xdp`), in front of the tc ones.
+    xdp_uplinks: BTreeMap<String, Attachment>,
     containers: BTreeMap<String, Attachment>,
+    uplink_mode: UplinkMode,
 }
 
 impl fmt::Debug for Dataplane {
@@ -222,16 +235,21 @@ impl Dataplane {
         for (name, path) in &paths {
             loader.map_pin_path(name, path.as_path());
         }
+        let redirect_peer = u8::from(tuning.redirect_peer);
         let mut ebpf = loader
             .map_max_entries(MAP_CT, tuning.ct_max_entries)
             .override_global(GLOBAL_NAT_PORT_MIN, &nat_min, true)
             .override_global(GLOBAL_NAT_PORT_MAX, &nat_max, true)
+            .override_global(GLOBAL_REDIRECT_PEER, &redirect_peer, true)
             .load(EBPF_OBJECT)
             .map_err(|source| DataplaneError::Object {
                 source: Box::new(source),
             })?;
         for program in [PROG_FROM_UPLINK, PROG_FROM_CONTAINER] {
             load_program(&mut ebpf, program)?;
+        }
+        if tuning.uplink_mode == UplinkMode::Xdp {
+            xdp::load(&mut ebpf)?;
         }
         Ok(Self {
             ports: take_map(&mut ebpf, pin_dir, MAP_PORTS)?,
@@ -242,12 +260,16 @@ impl Dataplane {
             ebpf,
             pin_dir: pin_dir.to_owned(),
             uplinks: BTreeMap::new(),
+            xdp_uplinks: BTreeMap::new(),
             containers: BTreeMap::new(),
+            uplink_mode: tuning.uplink_mode,
         })
     }
 
-    /// Attaches `nd_from_uplink` to the tc ingress of `ifname`. Idempotent; re-attaches if
-    /// the interface was recreated under the same name.
+    /// Attaches `nd_from_uplink` to the tc ingress of `ifname`, and in XDP mode
+    /// `nd_xdp_uplink` to its XDP hook. Idempotent; re-attaches if the interface was
+    /// recreated under the same name. When XDP cannot be attached, tc alone carries the
+    /// uplink and the error says why.
     pub fn attach_uplink(&mut self, ifname: &str) -> Result<(), DataplaneError> {
         attach(
             &mut self.ebpf,
@@ -255,11 +277,29 @@ impl Dataplane {
             &mut self.uplinks,
             PROG_FROM_UPLINK,
             ifname,
-        )
+        )?;
+        if self.uplink_mode == UplinkMode::Xdp {
+            xdp::attach(&mut self.ebpf, &self.pin_dir, &mut self.xdp_uplinks, ifname)?;
+        }
+        Ok(())
     }
 
     pub fn detach_uplink(&mut self, ifname: &str) -> Result<(), DataplaneError> {
-        detach(&mut self.uplinks, PROG_FROM_UPLINK, ifname)
+        let xdp = detach(&mut self.xdp_uplinks, PROG_XDP_UPLINK, ifname);
+        detach(&mut self.uplinks, PROG_FROM_UPLINK, ifname)?;
+        xdp
+    }
+
+    /// Which hook of the uplinks runs the DNAT.
+    #[must_use]
+    pub fn uplink_mode(&self) -> UplinkMode {
+        self.uplink_mode
+    }
+
+    /// The uplinks `nd_xdp_uplink` is attached to.
+    #[must_use]
+    pub fn xdp_uplinks(&self) -> Vec<String> {
+        self.xdp_uplinks.keys().cloned().collect()
     }
 
     /// The interfaces `nd_from_uplink` is attached to.
@@ -378,10 +418,10 @@ impl Dataplane {
         for entry in fs::read_dir(&dir).map_err(io_err("list", &dir))?.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let ours = name.split_once('@').is_some_and(|(prog, ifname)| {
-                let table = if prog == PROG_FROM_UPLINK {
-                    &self.uplinks
-                } else {
-                    &self.containers
+                let table = match prog {
+                    PROG_FROM_UPLINK => &self.uplinks,
+                    PROG_XDP_UPLINK => &self.xdp_uplinks,
+                    _ => &self.containers,
                 };
                 table.contains_key(ifname)
             });
@@ -400,6 +440,7 @@ impl Dataplane {
     pub fn remove_everything(&mut self) -> Result<(), DataplaneError> {
         let mut errors = Vec::new();
         for (table, program) in [
+            (&mut self.xdp_uplinks, PROG_XDP_UPLINK),
             (&mut self.uplinks, PROG_FROM_UPLINK),
             (&mut self.containers, PROG_FROM_CONTAINER),
         ] {

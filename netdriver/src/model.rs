@@ -167,6 +167,9 @@ pub struct NetworkInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
     pub uplinks: Vec<String>,
+    /// The uplinks whose XDP hook runs the DNAT too (`--uplink-mode xdp`).
+    #[serde(default)]
+    pub xdp_uplinks: Vec<String>,
     /// Drop counters indexed by reason (`netdriver_common::DROP_*`).
     pub drops: Vec<u64>,
     /// The name of each drop reason, by index.

@@ -28,8 +28,9 @@ use rtnetlink::{
 };
 use tokio::{runtime, sync::oneshot};
 
-pub use self::netns::NetnsHandle;
+pub use self::{ethtool::set_gro, netns::NetnsHandle};
 
+mod ethtool;
 mod netns;
 
 const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
@@ -111,6 +112,8 @@ pub enum NetlinkError {
         to: String,
         source: Box<rtnetlink::Error>,
     },
+    #[error("ethtool on {ifname}")]
+    Ethtool { ifname: String, source: io::Error },
     #[error("deleting link {link}")]
     DeleteLink {
         link: LinkRef,

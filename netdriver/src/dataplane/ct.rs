@@ -8,8 +8,8 @@ use std::{
 };
 
 use netdriver_common::{
-    CT_DIR_IN, CT_KIND_PUBLISHED, CT_ST_CLOSING, CT_ST_ESTABLISHED, CtEntry, CtKey, MAP_CT,
-    PROTO_ICMP, PROTO_TCP,
+    CT_DIR_IN, CT_KIND_PUBLISHED, CT_REFRESH_NS, CT_ST_CLOSING, CT_ST_ESTABLISHED, CtEntry, CtKey,
+    MAP_CT, PROTO_ICMP, PROTO_TCP,
 };
 
 use super::{Dataplane, DataplaneError, is_not_found, map_err};
@@ -54,9 +54,12 @@ impl CtTimeouts {
         }
     }
 
+    /// Whether the entry has been idle longer than its timeout. `last_seen_ns` may lag the
+    /// last packet by up to `CT_REFRESH_NS` (the data path refreshes it at most that often),
+    /// so that much slack is added.
     fn expired(&self, key: &CtKey, entry: &CtEntry, now_ns: u64) -> bool {
         let idle = now_ns.saturating_sub(entry.last_seen_ns);
-        u128::from(idle) > self.of(key, entry).as_nanos()
+        u128::from(idle) > self.of(key, entry).as_nanos() + u128::from(CT_REFRESH_NS)
     }
 }
 
@@ -229,12 +232,15 @@ mod tests {
         // A one-way stream: the reply entry is old, the forward one fresh: both stay.
         let entries = masq_pair(100 * SEC, 0);
         assert!(expired_keys(&entries, &t, 101 * SEC).is_empty());
-        // Both idle past the timeout: both go.
-        assert_eq!(expired_keys(&entries, &t, 131 * SEC).len(), 2);
+        // Idle for the timeout plus the refresh slack: still there (the data path may not
+        // have refreshed the time of a flow that is still active).
+        assert!(expired_keys(&entries, &t, 131 * SEC).is_empty());
+        // Both idle past the timeout and the slack: both go.
+        assert_eq!(expired_keys(&entries, &t, 131 * SEC + 1).len(), 2);
         // A lone entry whose partner is gone expires alone.
         let mut lone = masq_pair(0, 0);
         lone.retain(|k, _| k.dir == CT_DIR_OUT);
-        assert_eq!(expired_keys(&lone, &t, 31 * SEC).len(), 1);
+        assert_eq!(expired_keys(&lone, &t, 31 * SEC + 1).len(), 1);
     }
 
     #[test]

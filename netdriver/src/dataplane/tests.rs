@@ -34,6 +34,7 @@ fn with_dataplane(f: impl FnOnce(&mut Dataplane) + Send + 'static) {
         let tuning = Tuning {
             ct_max_entries: 64,
             nat_ports: (61000, 61001),
+            ..Tuning::default()
         };
         let mut dp = Dataplane::load_with(&pins, tuning).expect("load the data path");
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut dp)));

@@ -191,6 +191,7 @@ impl State {
             .nl
             .create_veth(&ep.host_ifname, &record.peer_ifname, mtu)
             .await?;
+        self.prepare_container_end(&record.peer_ifname)?;
         let bridge = self.bridge_link(&ep.network).await?;
         self.nl.set_master(host.index, bridge.index).await?;
         self.nl.set_up(host.index).await?;

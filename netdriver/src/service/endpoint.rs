@@ -6,6 +6,7 @@ use netdriver_common::{PortKey, PortTarget};
 
 use super::{ServiceError, State, new_id, validate_ifname, validate_name};
 use crate::{
+    dataplane::UplinkMode,
     fault,
     ipam::{self, format_mac},
     model::{CreateEndpoint, Endpoint},
@@ -127,12 +128,23 @@ impl State {
         }
     }
 
+    /// In XDP mode, turns GRO on at the container's end of a new veth (while it is still in
+    /// this namespace): a veth accepts frames redirected by XDP only when its peer runs NAPI.
+    /// The setting moves with the interface.
+    pub(super) fn prepare_container_end(&self, peer: &str) -> Result<(), ServiceError> {
+        if self.dp.uplink_mode() == UplinkMode::Xdp {
+            crate::netlink::set_gro(peer, true)?;
+        }
+        Ok(())
+    }
+
     /// Creates the veth pair, configures the container side and publishes the ports.
     pub(super) async fn apply_endpoint(&mut self, ep: &Endpoint) -> Result<(), ServiceError> {
         let mtu = self.networks[&ep.network].net.mtu;
         let peer = format!("np{}", &ep.id[..10]);
         let (host, peer_link) = self.nl.create_veth(&ep.host_ifname, &peer, mtu).await?;
         fault::point("endpoint-create:veth");
+        self.prepare_container_end(&peer)?;
         let bridge = self.bridge_link(&ep.network).await?;
         self.nl.set_master(host.index, bridge.index).await?;
         self.nl.set_up(host.index).await?;

@@ -181,6 +181,7 @@ impl Service {
         let state = self.state.lock().await;
         Ok(Status {
             uplinks: state.dp.uplinks(),
+            xdp_uplinks: state.dp.xdp_uplinks(),
             drops: state.dp.drop_counters()?,
             drop_reasons: netdriver_common::DROP_NAMES
                 .iter()
