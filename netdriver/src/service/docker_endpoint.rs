@@ -274,12 +274,14 @@ impl State {
             if let Err(e) = self.dp.unpublish(&super::endpoint::port_key(b)) {
                 errors.push(e.into());
             }
-            if let Err(e) = self
-                .dp
-                .flush_conntrack_host_port(b.host_port, b.proto.number())
-            {
-                errors.push(e.into());
-            }
+        }
+        let ports: Vec<(u16, u8)> = ep
+            .ports
+            .iter()
+            .map(|b| (b.host_port, b.proto.number()))
+            .collect();
+        if let Err(e) = self.dp.flush_conntrack_host_ports(&ports) {
+            errors.push(e.into());
         }
         errors
     }

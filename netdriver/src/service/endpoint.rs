@@ -222,10 +222,12 @@ impl State {
     /// Forgets every tracked flow of the endpoint's address and of its host ports.
     fn flush_flows(&mut self, ep: &Endpoint) -> Result<(), ServiceError> {
         self.dp.flush_conntrack(ep.ip)?;
-        for b in &ep.ports {
-            self.dp
-                .flush_conntrack_host_port(b.host_port, b.proto.number())?;
-        }
+        let ports: Vec<(u16, u8)> = ep
+            .ports
+            .iter()
+            .map(|b| (b.host_port, b.proto.number()))
+            .collect();
+        self.dp.flush_conntrack_host_ports(&ports)?;
         Ok(())
     }
 
