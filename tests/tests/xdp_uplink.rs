@@ -14,58 +14,9 @@ use std::{
 };
 
 use common::{
-    EXT_IP, EchoServer, HOST_IP, Netns, SILENCE, TIMEOUT, TcpServer, UdpServer, World, tcp_request,
-    udp_request,
+    EXT_IP, EchoServer, HOST_IP, SILENCE, TIMEOUT, TcpServer, UdpServer, World, tcp_request,
+    tx_checksum_off, udp_request,
 };
-
-/// `ETHTOOL_STXCSUM` from linux/ethtool.h.
-const ETHTOOL_STXCSUM: u32 = 0x17;
-
-#[repr(C)]
-struct EthtoolValue {
-    cmd: u32,
-    data: u32,
-}
-
-#[repr(C)]
-struct IfreqData {
-    name: [libc::c_char; libc::IFNAMSIZ],
-    data: *mut libc::c_void,
-    _pad: [u8; 16],
-}
-
-/// Turns tx checksum offload off on `ifname` in `ns`.
-fn tx_checksum_off(ns: &Netns, ifname: &'static str) {
-    ns.run(move || {
-        let sock = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
-        let mut value = EthtoolValue {
-            cmd: ETHTOOL_STXCSUM,
-            data: 0,
-        };
-        let mut req = IfreqData {
-            name: [0; libc::IFNAMSIZ],
-            data: (&raw mut value).cast(),
-            _pad: [0; 16],
-        };
-        for (dst, src) in req.name.iter_mut().zip(ifname.bytes()) {
-            *dst = src.cast_signed();
-        }
-        // SAFETY: a valid ifreq pointing at a live ethtool_value.
-        let rc = unsafe {
-            libc::ioctl(
-                std::os::fd::AsRawFd::as_raw_fd(&sock),
-                libc::SIOCETHTOOL,
-                &raw mut req,
-            )
-        };
-        assert_eq!(
-            rc,
-            0,
-            "ETHTOOL_STXCSUM: {}",
-            std::io::Error::last_os_error()
-        );
-    });
-}
 
 /// A world whose daemon runs the uplink in XDP mode, and a network 10.88.0.0/24 with one
 /// endpoint "web" publishing `ports`.

@@ -156,6 +156,61 @@ impl Drop for Netns {
     }
 }
 
+/// `ETHTOOL_STXCSUM` from linux/ethtool.h.
+const ETHTOOL_STXCSUM: u32 = 0x17;
+
+#[repr(C)]
+struct EthtoolValue {
+    cmd: u32,
+    data: u32,
+}
+
+#[repr(C)]
+struct IfreqData {
+    name: [libc::c_char; libc::IFNAMSIZ],
+    data: *mut libc::c_void,
+    _pad: [u8; 16],
+}
+
+/// Turns tx checksum offload off on `ifname` in `ns`.
+pub fn tx_checksum_off(ns: &Netns, ifname: &'static str) {
+    ns.run(move || {
+        let sock = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        let mut value = EthtoolValue {
+            cmd: ETHTOOL_STXCSUM,
+            data: 0,
+        };
+        let mut req = IfreqData {
+            name: [0; libc::IFNAMSIZ],
+            data: (&raw mut value).cast(),
+            _pad: [0; 16],
+        };
+        for (dst, src) in req.name.iter_mut().zip(ifname.bytes()) {
+            *dst = src.cast_signed();
+        }
+        // SAFETY: a valid ifreq pointing at a live ethtool_value.
+        let rc = unsafe {
+            libc::ioctl(
+                std::os::fd::AsRawFd::as_raw_fd(&sock),
+                libc::SIOCETHTOOL,
+                &raw mut req,
+            )
+        };
+        assert_eq!(
+            rc,
+            0,
+            "ETHTOOL_STXCSUM: {}",
+            std::io::Error::last_os_error()
+        );
+    });
+}
+
+/// `ND_TEST_UPLINK_MODE=xdp` runs every daemon of the suite with `--uplink-mode xdp` (and
+/// the external veth computing its own checksums, see `tests/xdp_uplink.rs`).
+pub fn xdp_suite() -> bool {
+    std::env::var("ND_TEST_UPLINK_MODE").is_ok_and(|m| m == "xdp")
+}
+
 /// The host and external namespaces, linked by the uplink veth.
 pub struct World {
     pub tag: String,
@@ -177,6 +232,9 @@ impl World {
         host.ip(&["link", "set", "up0", "up"]);
         ext.ip(&["addr", "add", &format!("{EXT_IP}/24"), "dev", "ext0"]);
         ext.ip(&["link", "set", "ext0", "up"]);
+        if xdp_suite() {
+            tx_checksum_off(&ext, "ext0");
+        }
         Self {
             tag,
             host,
@@ -304,7 +362,16 @@ impl Daemon {
             bpffs: PathBuf::from(format!("/sys/fs/bpf/ndt{}", world.tag)),
             dir,
             host_ns: world.host.path(),
-            extra: extra.iter().map(ToString::to_string).collect(),
+            extra: extra
+                .iter()
+                .map(ToString::to_string)
+                .chain(
+                    (xdp_suite() && !extra.contains(&"--uplink-mode"))
+                        .then(|| ["--uplink-mode".to_string(), "xdp".to_string()])
+                        .into_iter()
+                        .flatten(),
+                )
+                .collect(),
             env: Vec::new(),
         };
         d.spawn();
