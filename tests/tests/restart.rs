@@ -376,3 +376,44 @@ fn cleanup_on_exit_and_the_cleanup_command_remove_everything() {
         );
     }
 }
+
+#[test]
+fn a_pinned_map_with_an_old_layout_is_replaced_and_said_so() {
+    let mut world = World::new();
+    let mut daemon = world.daemon();
+    setup(&mut world, &daemon);
+    daemon.kill();
+    // What an older version with another conntrack layout would have left pinned.
+    let pin = daemon.bpffs.join("ND_CT");
+    std::fs::remove_file(&pin).unwrap();
+    run(
+        "bpftool",
+        &[
+            "map",
+            "create",
+            pin.to_str().unwrap(),
+            "type",
+            "hash",
+            "key",
+            "4",
+            "value",
+            "4",
+            "entries",
+            "8",
+            "name",
+            "ND_CT",
+        ],
+    );
+    daemon.restart();
+    let log = daemon.log();
+    assert!(
+        log.contains("replacing pinned map") && log.contains("ND_CT"),
+        "{log}"
+    );
+    let _server = TcpServer::start(world.container_ns("a"), "0.0.0.0:80", "a");
+    let answer = tcp_request(&world.ext, &format!("{HOST_IP}:8080"), TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}\n{log}"));
+    assert_eq!(answer, format!("a saw {EXT_IP} said hello"));
+    let info = run("bpftool", &["map", "show", "pinned", pin.to_str().unwrap()]);
+    assert!(!info.contains("key 4B"), "{info}");
+}

@@ -354,3 +354,49 @@ mod tests {
         std::fs::remove_file(p).unwrap();
     }
 }
+
+/// Random request fields through every parser a request meets (a dependency-free fuzzer):
+/// none panics, and what they accept is well formed.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use crate::{ipam, model::CreateEndpoint, ports};
+
+    const PIECES: &[&str] = &[
+        "0", "1", "10", "255", "256", ".", "/", ":", "-", "_", "a", "Z", " ", "", "\u{0}", "é", "/24",
+        "/33", "10.0.0.0", "::", "ff", "02:42", "[", "]", "\"", "{", "}", "9999999999",
+    ];
+
+    #[test]
+    fn random_fields_never_panic() {
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..100_000 {
+            let n = next() % 7;
+            let s: String = (0..n)
+                .map(|_| PIECES[usize::try_from(next() % PIECES.len() as u64).unwrap()])
+                .collect();
+            if let Ok(net) = ipam::parse_subnet(&s) {
+                assert_eq!(net.trunc(), net, "{s:?}");
+                assert!(net.prefix_len() <= 30, "{s:?}");
+            }
+            if let Some(mac) = ipam::parse_mac(&s) {
+                assert_eq!(ipam::parse_mac(&ipam::format_mac(mac)), Some(mac), "{s:?}");
+            }
+            if validate_name("network", &s).is_ok() {
+                assert!(!s.is_empty() && s.len() <= 64 && s.is_ascii(), "{s:?}");
+            }
+            if validate_ifname(&s).is_ok() {
+                assert!(!s.is_empty() && s.len() <= 15 && !s.contains('/'), "{s:?}");
+            }
+            let _ = ports::parse(&s);
+            let body = format!("{{\"network\": \"{s}\", \"netns\": \"{s}\", \"ports\": [\"{s}\"]}}");
+            let _ = serde_json::from_str::<CreateEndpoint>(&body);
+        }
+    }
+}
