@@ -25,9 +25,13 @@ pub struct Options<'a> {
 }
 
 pub async fn run(socket: &Path, config: Config, options: Options<'_>) -> Result<()> {
-    refuse_if_serving(socket)?;
-    if let Some(path) = options.plugin_socket {
+    // Refuse before touching anything when the sockets cannot be protected or are taken.
+    for path in std::iter::once(socket).chain(options.plugin_socket) {
         refuse_if_serving(path)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            check_private_dir(dir)?;
+        }
     }
     let service = Arc::new(
         Service::start(config)
@@ -62,21 +66,56 @@ pub async fn run(socket: &Path, config: Config, options: Options<'_>) -> Result<
     served.context("serving the API")
 }
 
-/// Binds the socket with mode 0660 (root and the socket's group only).
+/// Binds the socket with mode 0660 (root and the socket's group only), created under a
+/// restrictive umask so it is never more open, in a directory nobody else can write to.
 fn bind(socket: &Path) -> Result<UnixListener> {
-    if let Some(dir) = socket.parent() {
+    if let Some(dir) = socket.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        check_private_dir(dir)?;
     }
     if socket.exists() {
         refuse_if_serving(socket)?;
         std::fs::remove_file(socket)
             .with_context(|| format!("removing stale {}", socket.display()))?;
     }
-    let listener =
-        UnixListener::bind(socket).with_context(|| format!("binding {}", socket.display()))?;
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o117));
+    let listener = UnixListener::bind(socket);
+    nix::sys::stat::umask(old);
+    let listener = listener.with_context(|| format!("binding {}", socket.display()))?;
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660))
         .with_context(|| format!("setting the mode of {}", socket.display()))?;
+    let mode = std::fs::metadata(socket)?.permissions().mode() & 0o7777;
+    if mode != 0o660 {
+        bail!(
+            "refusing to serve: {} has mode {mode:o}, not 660",
+            socket.display()
+        );
+    }
     Ok(listener)
+}
+
+/// Refuses a socket directory that someone other than root (or us) owns, or that group or
+/// others may write to without the sticky bit: they could replace the socket.
+fn check_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(dir).with_context(|| format!("inspecting {}", dir.display()))?;
+    let euid = nix::unistd::geteuid().as_raw();
+    if meta.uid() != 0 && meta.uid() != euid {
+        bail!(
+            "refusing to serve: {} is owned by uid {}, not root",
+            dir.display(),
+            meta.uid()
+        );
+    }
+    let mode = meta.mode();
+    if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+        bail!(
+            "refusing to serve: {} (mode {:o}) is writable by group or others, who could replace the socket",
+            dir.display(),
+            mode & 0o7777
+        );
+    }
+    Ok(())
 }
 
 /// Refuses when a daemon answers on `socket`.

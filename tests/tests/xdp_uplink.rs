@@ -51,7 +51,7 @@ fn xdp_mode_carries_tcp_and_udp_with_the_client_address() {
     let c = world.container_ns("web");
     let _tcp = TcpServer::start(c, "0.0.0.0:80", "web");
     let _udp = UdpServer::start(c, "0.0.0.0:53", "dns");
-    let _echo = EchoServer::start(c, 7);
+    let _echo = EchoServer::start(c, "0.0.0.0", 7);
 
     for _ in 0..5 {
         let answer =

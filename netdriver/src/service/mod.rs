@@ -355,3 +355,86 @@ mod tests {
         std::fs::remove_file(p).unwrap();
     }
 }
+
+/// Property tests: random request fields through every parser a request meets. None
+/// panics, and what they accept is well formed.
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::{
+        ipam,
+        model::{CreateEndpoint, CreateNetwork},
+        ports,
+    };
+
+    const PIECES: &[&str] = &[
+        "0",
+        "1",
+        "10",
+        "255",
+        "256",
+        ".",
+        "/",
+        ":",
+        "-",
+        "_",
+        "a",
+        "Z",
+        " ",
+        "",
+        "\u{0}",
+        "é",
+        "/24",
+        "/33",
+        "10.0.0.0",
+        "::",
+        "ff",
+        "02:42",
+        "[",
+        "]",
+        "\"",
+        "{",
+        "}",
+        "9999999999",
+    ];
+
+    fn field() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::collection::vec(prop::sample::select(PIECES), 0..7).prop_map(|p| p.concat()),
+            any::<String>(),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(20_000))]
+
+        #[test]
+        fn random_fields_never_panic(s in field()) {
+            if let Ok(net) = ipam::parse_subnet(&s) {
+                prop_assert_eq!(net.trunc(), net);
+                prop_assert!(net.prefix_len() <= 30);
+            }
+            if let Some(mac) = ipam::parse_mac(&s) {
+                prop_assert_eq!(ipam::parse_mac(&ipam::format_mac(mac)), Some(mac));
+            }
+            if validate_name("network", &s).is_ok() {
+                prop_assert!(!s.is_empty() && s.len() <= 64 && s.is_ascii());
+            }
+            if validate_ifname(&s).is_ok() {
+                prop_assert!(!s.is_empty() && s.len() <= 15 && !s.contains('/'));
+            }
+            let _ = ports::parse(&s);
+        }
+
+        #[test]
+        fn random_request_bodies_never_panic(body in field()) {
+            let _ = serde_json::from_str::<CreateEndpoint>(&body);
+            let _ = serde_json::from_str::<CreateNetwork>(&body);
+            let wrapped = format!("{{\"name\": {body}, \"network\": \"{body}\", \"netns\": \"x\"}}");
+            let _ = serde_json::from_str::<CreateEndpoint>(&wrapped);
+            let _ = serde_json::from_str::<CreateNetwork>(&wrapped);
+        }
+    }
+}
