@@ -22,15 +22,35 @@ pub const MAP_PORTS: &str = "ND_PORTS";
 pub const MAP_CT: &str = "ND_CT";
 pub const MAP_NETS: &str = "ND_NETS";
 pub const MAP_DROPS: &str = "ND_DROPS";
+/// The host's own IPv4 addresses (in the daemon's namespace): where a wildcard published
+/// port is reachable from the host itself and from containers (hairpin).
+pub const MAP_HOST_ADDRS: &str = "ND_HOST_ADDRS";
+/// What the socket hooks translated, so replies and `getpeername` show the address the
+/// application used.
+pub const MAP_SOCK_RNAT: &str = "ND_SOCK_RNAT";
 
 /// Program names (the functions in netdriver-ebpf).
 pub const PROG_FROM_UPLINK: &str = "nd_from_uplink";
 pub const PROG_FROM_CONTAINER: &str = "nd_from_container";
+/// cgroup `sock_addr` programs: published ports from the host itself, without a proxy.
+pub const PROG_SOCK_CONNECT4: &str = "nd_sock_connect4";
+pub const PROG_SOCK_SENDMSG4: &str = "nd_sock_sendmsg4";
+pub const PROG_SOCK_RECVMSG4: &str = "nd_sock_recvmsg4";
+pub const PROG_SOCK_GETPEERNAME4: &str = "nd_sock_getpeername4";
+
+/// Load-time global: the cookie of the daemon's network namespace. The socket hooks are
+/// attached to a cgroup, and cgroups span namespaces: they act only on sockets whose
+/// namespace has this cookie (0, the unset value, matches nothing).
+pub const GLOBAL_NETNS_COOKIE: &str = "ND_NETNS_COOKIE";
 
 /// Capacity of the published-port map.
 pub const PORTS_MAX_ENTRIES: u32 = 65536;
 /// Capacity of the connection-tracking map (LRU).
 pub const CT_MAX_ENTRIES: u32 = 262_144;
+/// Capacity of the host-address map.
+pub const HOST_ADDRS_MAX_ENTRIES: u32 = 4096;
+/// Capacity of the socket reverse-translation map (LRU).
+pub const SOCK_RNAT_MAX_ENTRIES: u32 = 65536;
 /// Capacity of the network-subnet LPM trie.
 pub const NETS_MAX_ENTRIES: u32 = 1024;
 
@@ -116,9 +136,36 @@ pub struct NetInfo {
 }
 const _: () = assert!(size_of::<NetInfo>() == 8);
 
+/// Key of `ND_SOCK_RNAT`: a socket (its cookie) and the container address and port the
+/// socket hooks sent it to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct SockRnatKey {
+    pub cookie: u64,
+    /// Container address, network order.
+    pub addr_be: u32,
+    /// Container port, host order.
+    pub port: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+const _: () = assert!(size_of::<SockRnatKey>() == 16);
+
+/// Value of `ND_SOCK_RNAT`: the address and port the application asked for.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct SockRnatValue {
+    /// Network order.
+    pub addr_be: u32,
+    /// Host order.
+    pub port: u16,
+    pub _pad: u16,
+}
+const _: () = assert!(size_of::<SockRnatValue>() == 8);
+
 #[cfg(feature = "user")]
 mod user {
-    use super::{CtEntry, CtKey, NetInfo, PortKey, PortTarget};
+    use super::{CtEntry, CtKey, NetInfo, PortKey, PortTarget, SockRnatKey, SockRnatValue};
 
     macro_rules! aya_pod {
         ($($t:ty),* $(,)?) => { $(
@@ -127,5 +174,13 @@ mod user {
             unsafe impl aya::Pod for $t {}
         )* };
     }
-    aya_pod!(PortKey, PortTarget, CtKey, CtEntry, NetInfo);
+    aya_pod!(
+        PortKey,
+        PortTarget,
+        CtKey,
+        CtEntry,
+        NetInfo,
+        SockRnatKey,
+        SockRnatValue,
+    );
 }

@@ -6,8 +6,9 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use netdriver_common::{
-    CT_MAX_ENTRIES, CtEntry, CtKey, DROP_REASONS, NETS_MAX_ENTRIES, NetInfo, PORTS_MAX_ENTRIES,
-    PortKey, PortTarget,
+    CT_MAX_ENTRIES, CtEntry, CtKey, DROP_REASONS, HOST_ADDRS_MAX_ENTRIES, NETS_MAX_ENTRIES,
+    NetInfo, PORTS_MAX_ENTRIES, PortKey, PortTarget, SOCK_RNAT_MAX_ENTRIES, SockRnatKey,
+    SockRnatValue,
 };
 
 /// Published ports.
@@ -21,6 +22,18 @@ pub static ND_CT: LruHashMap<CtKey, CtEntry, { CT_MAX_ENTRIES as usize }> = LruH
 /// Container subnets; the key data is the IPv4 address in network order.
 #[btf_map]
 pub static ND_NETS: LpmTrie<u32, NetInfo, { NETS_MAX_ENTRIES as usize }> = LpmTrie::new();
+
+/// The host's own addresses (network order); the value is unused.
+#[btf_map]
+pub static ND_HOST_ADDRS: HashMap<u32, u32, { HOST_ADDRS_MAX_ENTRIES as usize }> = HashMap::new();
+
+/// Translations made by the socket hooks, for replies and `getpeername`.
+#[btf_map]
+pub static ND_SOCK_RNAT: LruHashMap<
+    SockRnatKey,
+    SockRnatValue,
+    { SOCK_RNAT_MAX_ENTRIES as usize },
+> = LruHashMap::new();
 
 /// Drop counters, indexed by `DROP_*` reason.
 #[btf_map]
@@ -41,4 +54,11 @@ pub fn drop_packet(reason: u32) -> i32 {
 #[inline(always)]
 pub fn in_container_net(addr_be: u32) -> bool {
     ND_NETS.get(&Key::new(32, addr_be)).is_some()
+}
+
+/// Whether `addr_be` is one of the host's own addresses.
+#[inline(always)]
+pub fn is_host_addr(addr_be: u32) -> bool {
+    // SAFETY: only the presence is read.
+    unsafe { ND_HOST_ADDRS.get(addr_be) }.is_some()
 }

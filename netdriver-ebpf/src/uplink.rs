@@ -1,10 +1,10 @@
 //! `nd_from_uplink`: published ports to containers (DNAT), nothing else to containers.
 
 use aya_ebpf::{bindings::TC_ACT_OK, helpers::bpf_ktime_get_ns, programs::TcContext};
-use netdriver_common::{CtEntry, CtKey, DROP_CT_FAILED, DROP_UNPUBLISHED, PortKey, PortTarget};
+use netdriver_common::{CtEntry, CtKey, DROP_CT_FAILED, DROP_UNPUBLISHED, PortTarget};
 
 use crate::{
-    maps::{ND_CT, ND_PORTS, in_container_net},
+    maps::{ND_CT, in_container_net},
     nat::{self, End},
     parse::{self, Ipv4, Ports},
 };
@@ -33,19 +33,7 @@ pub fn from_uplink(ctx: &TcContext) -> Result<i32, u32> {
 /// Looks the destination up as a published port: the exact host address, then any address.
 #[inline(always)]
 fn published(ip: &Ipv4, ports: Ports) -> Option<PortTarget> {
-    let mut key = PortKey {
-        host_addr_be: ip.daddr_be,
-        host_port: ports.dst,
-        proto: ip.proto,
-        _pad: 0,
-    };
-    // SAFETY: the value is copied out at once, before any map update.
-    if let Some(target) = unsafe { ND_PORTS.get(key) } {
-        return Some(*target);
-    }
-    key.host_addr_be = 0;
-    // SAFETY: as above.
-    unsafe { ND_PORTS.get(key) }.copied()
+    crate::published::lookup(ip.daddr_be, ports.dst, ip.proto, true)
 }
 
 #[inline(always)]

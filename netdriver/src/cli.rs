@@ -57,6 +57,11 @@ pub struct DaemonArgs {
     /// File whose nameservers a default address pool must avoid.
     #[arg(long, default_value = "/etc/resolv.conf")]
     pub resolv_conf: PathBuf,
+    /// cgroup v2 whose processes reach published ports from the host itself (socket hooks;
+    /// only sockets of the daemon's network namespace are affected). Default: the root of
+    /// the unified hierarchy.
+    #[arg(long)]
+    pub cgroup: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

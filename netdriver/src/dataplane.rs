@@ -3,6 +3,8 @@
 //! Synchronous on purpose: the daemon holds a [`Dataplane`] behind a `std::sync::Mutex` and
 //! every call is a handful of `bpf(2)`/netlink syscalls.
 
+mod sock;
+
 use std::{
     collections::BTreeMap,
     fmt, fs, io,
@@ -23,20 +25,29 @@ use aya::{
 };
 use ipnet::Ipv4Net;
 use netdriver_common::{
-    CtEntry, CtKey, DROP_REASONS, MAP_CT, MAP_DROPS, MAP_NETS, MAP_PORTS, NetInfo,
-    PROG_FROM_CONTAINER, PROG_FROM_UPLINK, PortKey, PortTarget,
+    CtEntry, CtKey, DROP_REASONS, GLOBAL_NETNS_COOKIE, MAP_CT, MAP_DROPS, MAP_HOST_ADDRS, MAP_NETS,
+    MAP_PORTS, MAP_SOCK_RNAT, NetInfo, PROG_FROM_CONTAINER, PROG_FROM_UPLINK, PortKey, PortTarget,
+    SockRnatKey, SockRnatValue,
 };
 use nix::{
     mount::{MsFlags, mount},
     net::if_::if_nametoindex,
     sys::statfs::{BPF_FS_MAGIC, statfs},
 };
+pub use sock::default_cgroup;
 
 /// The object built from netdriver-ebpf by `build.rs`.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netdriver"));
 
 /// Every map of the object; all are pinned under the pin directory.
-const MAP_NAMES: [&str; 4] = [MAP_PORTS, MAP_CT, MAP_NETS, MAP_DROPS];
+const MAP_NAMES: [&str; 6] = [
+    MAP_PORTS,
+    MAP_CT,
+    MAP_NETS,
+    MAP_DROPS,
+    MAP_HOST_ADDRS,
+    MAP_SOCK_RNAT,
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
@@ -146,6 +157,9 @@ pub struct Dataplane {
     ct: HashMap<MapData, CtKey, CtEntry>,
     nets: LpmTrie<MapData, u32, NetInfo>,
     drops: PerCpuArray<MapData, u64>,
+    host_addrs: HashMap<MapData, u32, u32>,
+    sock_rnat: HashMap<MapData, SockRnatKey, SockRnatValue>,
+    cgroup: sock::CgroupLinks,
     uplinks: BTreeMap<String, Attachment>,
     containers: BTreeMap<String, Attachment>,
 }
@@ -163,26 +177,32 @@ impl fmt::Debug for Dataplane {
 impl Dataplane {
     /// Mounts bpffs at the parent of `pin_dir` (or `pin_dir` itself) if it is not bpffs yet,
     /// creates `pin_dir`, removes stale pins of our map names, loads the embedded object, pins
-    /// every `ND_*` map under `pin_dir`.
+    /// every `ND_*` map under `pin_dir`. The socket programs are told the cookie of the
+    /// calling thread's network namespace: they act on that namespace's sockets only.
     pub fn load(pin_dir: &Path) -> Result<Self, DataplaneError> {
         ensure_bpffs(pin_dir)?;
         for name in MAP_NAMES {
             remove_pin(&pin_dir.join(name))?;
         }
-        let mut ebpf =
-            EbpfLoader::new()
-                .load(EBPF_OBJECT)
-                .map_err(|source| DataplaneError::Object {
-                    source: Box::new(source),
-                })?;
+        let cookie = sock::netns_cookie()?;
+        let mut ebpf = EbpfLoader::new()
+            .override_global(GLOBAL_NETNS_COOKIE, &cookie, true)
+            .load(EBPF_OBJECT)
+            .map_err(|source| DataplaneError::Object {
+                source: Box::new(source),
+            })?;
         for program in [PROG_FROM_UPLINK, PROG_FROM_CONTAINER] {
             load_program(&mut ebpf, program)?;
         }
+        sock::load(&mut ebpf)?;
         Ok(Self {
             ports: take_map(&mut ebpf, pin_dir, MAP_PORTS)?,
             ct: take_map(&mut ebpf, pin_dir, MAP_CT)?,
             nets: take_map(&mut ebpf, pin_dir, MAP_NETS)?,
             drops: take_map(&mut ebpf, pin_dir, MAP_DROPS)?,
+            host_addrs: take_map(&mut ebpf, pin_dir, MAP_HOST_ADDRS)?,
+            sock_rnat: take_map(&mut ebpf, pin_dir, MAP_SOCK_RNAT)?,
+            cgroup: sock::CgroupLinks::default(),
             ebpf,
             pin_dir: pin_dir.to_owned(),
             uplinks: BTreeMap::new(),
@@ -329,23 +349,28 @@ impl Dataplane {
     /// Removes the pins (called on daemon shutdown; programs detach when the Dataplane is
     /// dropped). Best effort: tries every pin and reports every error.
     pub fn unpin(&mut self) -> Result<(), DataplaneError> {
-        let mut errors: Vec<_> = MAP_NAMES
+        let errors: Vec<_> = MAP_NAMES
             .iter()
             .filter_map(|name| remove_pin(&self.pin_dir.join(name)).err())
             .collect();
         // Only succeeds if nothing else lives there; a shared directory is left alone.
         let _ = fs::remove_dir(&self.pin_dir);
-        match errors.len() {
-            0 => Ok(()),
-            1 => Err(errors.remove(0)),
-            _ => Err(DataplaneError::Teardown(errors)),
-        }
+        joined(errors)
     }
 
     /// The directory the maps are pinned in.
     #[must_use]
     pub fn pin_dir(&self) -> &Path {
         &self.pin_dir
+    }
+}
+
+/// No error, one error, or all of them.
+fn joined(mut errors: Vec<DataplaneError>) -> Result<(), DataplaneError> {
+    match errors.len() {
+        0 => Ok(()),
+        1 => Err(errors.remove(0)),
+        _ => Err(DataplaneError::Teardown(errors)),
     }
 }
 
@@ -442,7 +467,14 @@ fn classifier<'a>(
 }
 
 fn load_program(ebpf: &mut Ebpf, program: &'static str) -> Result<(), DataplaneError> {
-    classifier(ebpf, program)?.load().map_err(|err| match err {
+    classifier(ebpf, program)?
+        .load()
+        .map_err(|err| load_error(program, err))
+}
+
+/// A load failure, with the verifier's log when there is one.
+fn load_error(program: &'static str, err: ProgramError) -> DataplaneError {
+    match err {
         ProgramError::LoadError {
             io_error,
             verifier_log,
@@ -457,7 +489,7 @@ fn load_program(ebpf: &mut Ebpf, program: &'static str) -> Result<(), DataplaneE
             ifname: String::new(),
             source: Box::new(source),
         },
-    })
+    }
 }
 
 fn take_map<T>(ebpf: &mut Ebpf, pin_dir: &Path, name: &'static str) -> Result<T, DataplaneError>

@@ -33,6 +33,7 @@ fn run_daemon(cli: &Cli, args: &netdriver::cli::DaemonArgs) -> anyhow::Result<()
         bpffs: args.bpffs.clone(),
         uplinks: args.uplinks.clone(),
         resolv_conf: args.resolv_conf.clone(),
+        cgroup: args.cgroup.clone(),
     };
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -188,6 +188,9 @@ impl State {
         if let Err(e) = self.dp.flush_conntrack(ep.ip) {
             errors.push(e.into());
         }
+        if let Err(e) = self.dp.flush_sock_rnat(ep.ip) {
+            errors.push(e.into());
+        }
         if let Err(e) = self.dp.detach_container(&ep.host_ifname) {
             errors.push(e.into());
         }

@@ -35,6 +35,9 @@ pub struct Config {
     pub uplinks: Vec<String>,
     /// Where nameservers are read from when picking a default pool.
     pub resolv_conf: PathBuf,
+    /// The cgroup v2 the socket hooks are attached to (published ports from the host
+    /// itself); `None`: the root of the unified hierarchy, if the machine has one.
+    pub cgroup: Option<PathBuf>,
 }
 
 /// A network and what is in use inside it.
@@ -63,7 +66,8 @@ impl Service {
     pub async fn start(config: Config) -> Result<Self, ServiceError> {
         crate::netlink::enable_ipv4_forwarding()?;
         let store = Store::open(&config.state_dir)?;
-        let dp = Dataplane::load(&config.bpffs)?;
+        let mut dp = Dataplane::load(&config.bpffs)?;
+        attach_cgroup(&mut dp, config.cgroup.as_deref())?;
         let nl = Netlink::new()?;
         let mut state = State {
             config,
@@ -171,8 +175,9 @@ impl Service {
     /// Removes the pins; programs detach when the daemon exits.
     pub async fn shutdown(&self) -> Result<(), ServiceError> {
         let mut state = self.state.lock().await;
+        let detached = state.dp.detach_cgroup();
         state.dp.unpin()?;
-        Ok(())
+        Ok(detached?)
     }
 }
 
@@ -221,6 +226,23 @@ impl State {
                 .collect(),
         }
     }
+}
+
+/// Attaches the socket hooks to `explicit`, or to the unified hierarchy's root. Without
+/// cgroup v2 the daemon still runs, and the host itself cannot reach published ports.
+fn attach_cgroup(dp: &mut Dataplane, explicit: Option<&Path>) -> Result<(), ServiceError> {
+    let Some(path) = explicit
+        .map(Path::to_path_buf)
+        .or_else(crate::dataplane::default_cgroup)
+    else {
+        tracing::warn!(
+            "no cgroup v2 hierarchy mounted: published ports are not reachable from the host itself"
+        );
+        return Ok(());
+    };
+    dp.attach_cgroup(&path)?;
+    tracing::info!(cgroup = %path.display(), "socket hooks attached");
+    Ok(())
 }
 
 /// A random 64-hex-digit id, like Docker's.

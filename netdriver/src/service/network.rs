@@ -24,6 +24,10 @@ impl State {
             return Err(e);
         }
         tracing::info!(network = %net.name, subnet = %net.subnet, bridge = %net.bridge, "network created");
+        // The gateway is a host address now: the host reaches published ports through it.
+        if let Err(e) = self.sync_host_addrs().await {
+            tracing::warn!("refreshing host addresses: {e}");
+        }
         let pool = AddressPool::new(net.subnet, net.gateway);
         self.networks.insert(
             net.name.clone(),
@@ -192,6 +196,9 @@ impl State {
         self.store.delete_network(name)?;
         self.networks.remove(name);
         self.undo_network(&net).await;
+        if let Err(e) = self.sync_host_addrs().await {
+            tracing::warn!("refreshing host addresses: {e}");
+        }
         tracing::info!(network = %name, "network removed");
         Ok(())
     }
