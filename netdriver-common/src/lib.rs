@@ -28,6 +28,11 @@ pub const MAP_HOST_ADDRS: &str = "ND_HOST_ADDRS";
 /// What the socket hooks translated, so replies and `getpeername` show the address the
 /// application used.
 pub const MAP_SOCK_RNAT: &str = "ND_SOCK_RNAT";
+/// Hairpin flows (a container reaching a published port through a host address), keyed by
+/// the reply as the target container sends it.
+pub const MAP_HAIRPIN: &str = "ND_HAIRPIN";
+/// Gateway address of each container subnet (LPM trie), for hairpin source rewriting.
+pub const MAP_GATEWAYS: &str = "ND_GATEWAYS";
 
 /// Program names (the functions in netdriver-ebpf).
 pub const PROG_FROM_UPLINK: &str = "nd_from_uplink";
@@ -51,6 +56,8 @@ pub const CT_MAX_ENTRIES: u32 = 262_144;
 pub const HOST_ADDRS_MAX_ENTRIES: u32 = 4096;
 /// Capacity of the socket reverse-translation map (LRU).
 pub const SOCK_RNAT_MAX_ENTRIES: u32 = 65536;
+/// Capacity of the hairpin flow map (LRU).
+pub const HAIRPIN_MAX_ENTRIES: u32 = 65536;
 /// Capacity of the network-subnet LPM trie.
 pub const NETS_MAX_ENTRIES: u32 = 1024;
 
@@ -163,9 +170,50 @@ pub struct SockRnatValue {
 }
 const _: () = assert!(size_of::<SockRnatValue>() == 8);
 
+/// Key of `ND_HAIRPIN`: a reply of a hairpin flow as the target container sends it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct HairpinKey {
+    pub saddr_be: u32,
+    pub daddr_be: u32,
+    /// Host order.
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(size_of::<HairpinKey>() == 16);
+
+/// Value of `ND_HAIRPIN`: how to turn the reply into what the client expects and where to
+/// send it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct HairpinEntry {
+    /// The host address the client sent to (the reply's new source), network order.
+    pub saddr_be: u32,
+    /// The client's own address (the reply's new destination), network order.
+    pub daddr_be: u32,
+    /// The published host port and the client's port, host order.
+    pub sport: u16,
+    pub dport: u16,
+    /// The client's host-side veth; replies are redirected to its egress.
+    pub ifindex: u32,
+    /// The client's MAC (destination of the reply frame).
+    pub dmac: [u8; 6],
+    /// The client's gateway MAC (source of the reply frame).
+    pub smac: [u8; 6],
+    pub _pad: u32,
+    /// `bpf_ktime_get_ns` when the flow was last seen.
+    pub last_seen_ns: u64,
+}
+const _: () = assert!(size_of::<HairpinEntry>() == 40);
+
 #[cfg(feature = "user")]
 mod user {
-    use super::{CtEntry, CtKey, NetInfo, PortKey, PortTarget, SockRnatKey, SockRnatValue};
+    use super::{
+        CtEntry, CtKey, HairpinEntry, HairpinKey, NetInfo, PortKey, PortTarget, SockRnatKey,
+        SockRnatValue,
+    };
 
     macro_rules! aya_pod {
         ($($t:ty),* $(,)?) => { $(
@@ -182,5 +230,7 @@ mod user {
         NetInfo,
         SockRnatKey,
         SockRnatValue,
+        HairpinKey,
+        HairpinEntry,
     );
 }

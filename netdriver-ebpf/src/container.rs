@@ -1,9 +1,11 @@
-//! `nd_from_container`: replies of published-port flows back to the uplink (SNAT).
+//! `nd_from_container`: replies of published-port flows back to the uplink (SNAT); hairpin
+//! traffic (see `hairpin`) for packets no flow claims.
 
 use aya_ebpf::{bindings::TC_ACT_OK, helpers::bpf_ktime_get_ns, programs::TcContext};
 use netdriver_common::CtKey;
 
 use crate::{
+    hairpin,
     maps::ND_CT,
     nat::{self, End},
     parse,
@@ -26,7 +28,7 @@ pub fn from_container(ctx: &TcContext) -> Result<i32, u32> {
         _pad: [0; 3],
     };
     let Some(entry) = ND_CT.get_ptr_mut(key) else {
-        return Ok(TC_ACT_OK);
+        return hairpin::from_container(ctx, &ip, ports);
     };
     // SAFETY: the entry is valid until the next update of ND_CT, and this program makes
     // none; it is copied out before any helper runs.

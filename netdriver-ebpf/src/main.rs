@@ -8,6 +8,7 @@
 )]
 
 mod container;
+mod hairpin;
 mod maps;
 mod nat;
 mod parse;

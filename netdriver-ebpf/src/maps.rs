@@ -6,9 +6,9 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use netdriver_common::{
-    CT_MAX_ENTRIES, CtEntry, CtKey, DROP_REASONS, HOST_ADDRS_MAX_ENTRIES, NETS_MAX_ENTRIES,
-    NetInfo, PORTS_MAX_ENTRIES, PortKey, PortTarget, SOCK_RNAT_MAX_ENTRIES, SockRnatKey,
-    SockRnatValue,
+    CT_MAX_ENTRIES, CtEntry, CtKey, DROP_REASONS, HAIRPIN_MAX_ENTRIES, HOST_ADDRS_MAX_ENTRIES,
+    HairpinEntry, HairpinKey, NETS_MAX_ENTRIES, NetInfo, PORTS_MAX_ENTRIES, PortKey, PortTarget,
+    SOCK_RNAT_MAX_ENTRIES, SockRnatKey, SockRnatValue,
 };
 
 /// Published ports.
@@ -34,6 +34,15 @@ pub static ND_SOCK_RNAT: LruHashMap<
     SockRnatValue,
     { SOCK_RNAT_MAX_ENTRIES as usize },
 > = LruHashMap::new();
+
+/// Hairpin flows, keyed by the reply as the target container sends it.
+#[btf_map]
+pub static ND_HAIRPIN: LruHashMap<HairpinKey, HairpinEntry, { HAIRPIN_MAX_ENTRIES as usize }> =
+    LruHashMap::new();
+
+/// Gateway address (network order) of each container subnet.
+#[btf_map]
+pub static ND_GATEWAYS: LpmTrie<u32, u32, { NETS_MAX_ENTRIES as usize }> = LpmTrie::new();
 
 /// Drop counters, indexed by `DROP_*` reason.
 #[btf_map]

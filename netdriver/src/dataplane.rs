@@ -3,6 +3,7 @@
 //! Synchronous on purpose: the daemon holds a [`Dataplane`] behind a `std::sync::Mutex` and
 //! every call is a handful of `bpf(2)`/netlink syscalls.
 
+mod hairpin;
 mod sock;
 
 use std::{
@@ -25,9 +26,9 @@ use aya::{
 };
 use ipnet::Ipv4Net;
 use netdriver_common::{
-    CtEntry, CtKey, DROP_REASONS, GLOBAL_NETNS_COOKIE, MAP_CT, MAP_DROPS, MAP_HOST_ADDRS, MAP_NETS,
-    MAP_PORTS, MAP_SOCK_RNAT, NetInfo, PROG_FROM_CONTAINER, PROG_FROM_UPLINK, PortKey, PortTarget,
-    SockRnatKey, SockRnatValue,
+    CtEntry, CtKey, DROP_REASONS, GLOBAL_NETNS_COOKIE, HairpinEntry, HairpinKey, MAP_CT, MAP_DROPS,
+    MAP_GATEWAYS, MAP_HAIRPIN, MAP_HOST_ADDRS, MAP_NETS, MAP_PORTS, MAP_SOCK_RNAT, NetInfo,
+    PROG_FROM_CONTAINER, PROG_FROM_UPLINK, PortKey, PortTarget, SockRnatKey, SockRnatValue,
 };
 use nix::{
     mount::{MsFlags, mount},
@@ -40,13 +41,15 @@ pub use sock::default_cgroup;
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netdriver"));
 
 /// Every map of the object; all are pinned under the pin directory.
-const MAP_NAMES: [&str; 6] = [
+const MAP_NAMES: [&str; 8] = [
     MAP_PORTS,
     MAP_CT,
     MAP_NETS,
     MAP_DROPS,
     MAP_HOST_ADDRS,
     MAP_SOCK_RNAT,
+    MAP_HAIRPIN,
+    MAP_GATEWAYS,
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -159,6 +162,8 @@ pub struct Dataplane {
     drops: PerCpuArray<MapData, u64>,
     host_addrs: HashMap<MapData, u32, u32>,
     sock_rnat: HashMap<MapData, SockRnatKey, SockRnatValue>,
+    hairpin: HashMap<MapData, HairpinKey, HairpinEntry>,
+    gateways: LpmTrie<MapData, u32, u32>,
     cgroup: sock::CgroupLinks,
     uplinks: BTreeMap<String, Attachment>,
     containers: BTreeMap<String, Attachment>,
@@ -202,6 +207,8 @@ impl Dataplane {
             drops: take_map(&mut ebpf, pin_dir, MAP_DROPS)?,
             host_addrs: take_map(&mut ebpf, pin_dir, MAP_HOST_ADDRS)?,
             sock_rnat: take_map(&mut ebpf, pin_dir, MAP_SOCK_RNAT)?,
+            hairpin: take_map(&mut ebpf, pin_dir, MAP_HAIRPIN)?,
+            gateways: take_map(&mut ebpf, pin_dir, MAP_GATEWAYS)?,
             cgroup: sock::CgroupLinks::default(),
             ebpf,
             pin_dir: pin_dir.to_owned(),

@@ -131,6 +131,7 @@ impl State {
             .await?;
         // A previous holder of this address may have left flows behind.
         self.dp.flush_conntrack(ep.ip)?;
+        self.dp.flush_hairpin(ep.ip)?;
         self.program_endpoint(ep).await?;
         self.store.put_endpoint(ep)?;
         Ok(())
@@ -189,6 +190,9 @@ impl State {
             errors.push(e.into());
         }
         if let Err(e) = self.dp.flush_sock_rnat(ep.ip) {
+            errors.push(e.into());
+        }
+        if let Err(e) = self.dp.flush_hairpin(ep.ip) {
             errors.push(e.into());
         }
         if let Err(e) = self.dp.detach_container(&ep.host_ifname) {

@@ -138,6 +138,7 @@ impl State {
             .await?;
         self.nl.set_up(bridge.index).await?;
         self.dp.add_network(net.subnet, net_info(bridge.index))?;
+        self.dp.add_gateway(net.subnet, net.gateway)?;
         self.store.put_network(net)?;
         Ok(())
     }
@@ -145,6 +146,9 @@ impl State {
     /// Best-effort undo of a half-created network.
     async fn undo_network(&mut self, net: &Network) {
         if let Err(e) = self.dp.remove_network(net.subnet) {
+            tracing::warn!(network = %net.name, "undo: {e}");
+        }
+        if let Err(e) = self.dp.remove_gateway(net.subnet) {
             tracing::warn!(network = %net.name, "undo: {e}");
         }
         match self.nl.link_by_name(&net.bridge).await {
@@ -175,6 +179,7 @@ impl State {
         };
         self.nl.set_up(index).await?;
         self.dp.add_network(net.subnet, net_info(index))?;
+        self.dp.add_gateway(net.subnet, net.gateway)?;
         Ok(())
     }
 

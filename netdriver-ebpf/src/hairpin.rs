@@ -1,0 +1,137 @@
+//! Hairpin: a container reaching a published port through a host address (its own port, a
+//! neighbour's, or one on another network), with no detour through the host's stack.
+//!
+//! The forward packet is translated to the target and redirected to its veth. The source is
+//! kept, because the target's replies come back through `nd_from_container` on its veth,
+//! where [`from_container`] translates them and redirects them to the client's veth. Only
+//! when the client is the target itself is the source rewritten to the gateway (Docker
+//! does the same): a packet from a container's own address would be a martian there.
+//!
+//! State lives in `ND_HAIRPIN` only, so this module does not depend on how `ND_CT` is laid
+//! out; `nd_from_container` calls it once, for packets that no `ND_CT` entry claims.
+
+use aya_ebpf::{
+    bindings::TC_ACT_OK, btf_maps::lpm_trie::Key, helpers::bpf_ktime_get_ns, programs::TcContext,
+};
+use netdriver_common::{HairpinEntry, HairpinKey, PortTarget};
+
+use crate::{
+    maps::{ND_GATEWAYS, ND_HAIRPIN, is_host_addr},
+    nat::{self, End},
+    parse::{Ipv4, Ports},
+    published,
+};
+
+/// Handles hairpin traffic in a packet from a container: the reply of a hairpin flow, or a
+/// new packet to a published port on a host address. Anything else passes (`TC_ACT_OK`).
+#[inline(always)]
+pub fn from_container(ctx: &TcContext, ip: &Ipv4, ports: Ports) -> Result<i32, u32> {
+    if let Some(entry) = reply_entry(ip, ports) {
+        return reply(ctx, ip, ports, &entry);
+    }
+    if !is_host_addr(ip.daddr_be) {
+        return Ok(TC_ACT_OK);
+    }
+    match published::lookup(ip.daddr_be, ports.dst, ip.proto, true) {
+        Some(target) => forward(ctx, ip, ports, &target),
+        None => Ok(TC_ACT_OK),
+    }
+}
+
+#[inline(always)]
+fn now() -> u64 {
+    // SAFETY: plain helper call.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+#[inline(always)]
+fn reply_entry(ip: &Ipv4, ports: Ports) -> Option<HairpinEntry> {
+    let key = HairpinKey {
+        saddr_be: ip.saddr_be,
+        daddr_be: ip.daddr_be,
+        sport: ports.src,
+        dport: ports.dst,
+        proto: ip.proto,
+        _pad: [0; 3],
+    };
+    let entry = ND_HAIRPIN.get_ptr_mut(key)?;
+    // SAFETY: valid for this program run; copied out at once.
+    unsafe {
+        (*entry).last_seen_ns = now();
+        Some(*entry)
+    }
+}
+
+/// The target's reply: from the published address, to the client as it sent.
+#[inline(always)]
+fn reply(ctx: &TcContext, ip: &Ipv4, ports: Ports, entry: &HairpinEntry) -> Result<i32, u32> {
+    nat::rewrite(ctx, ip, ports, End::Src, entry.saddr_be, entry.sport)?;
+    nat::rewrite(ctx, ip, ports, End::Dst, entry.daddr_be, entry.dport)?;
+    nat::redirect(ctx, entry.dmac, entry.smac, entry.ifindex)
+}
+
+/// A new (or continuing) packet of a hairpin flow: record the reply, translate, redirect.
+#[inline(always)]
+fn forward(ctx: &TcContext, ip: &Ipv4, ports: Ports, target: &PortTarget) -> Result<i32, u32> {
+    let to_itself = target.addr_be == ip.saddr_be;
+    let source = if to_itself {
+        let Some(gw) = ND_GATEWAYS.get(&Key::new(32, ip.saddr_be)).copied() else {
+            return Ok(TC_ACT_OK);
+        };
+        gw
+    } else {
+        ip.saddr_be
+    };
+    remember(ctx, ip, ports, target, source)?;
+    nat::rewrite(ctx, ip, ports, End::Dst, target.addr_be, target.port)?;
+    if to_itself {
+        nat::rewrite(ctx, ip, ports, End::Src, source, ports.src)?;
+    }
+    nat::redirect(ctx, target.mac, target.gw_mac, target.ifindex)
+}
+
+#[inline(always)]
+fn remember(
+    ctx: &TcContext,
+    ip: &Ipv4,
+    ports: Ports,
+    target: &PortTarget,
+    source: u32,
+) -> Result<(), u32> {
+    let key = HairpinKey {
+        saddr_be: target.addr_be,
+        daddr_be: source,
+        sport: target.port,
+        dport: ports.src,
+        proto: ip.proto,
+        _pad: [0; 3],
+    };
+    let entry = HairpinEntry {
+        saddr_be: ip.daddr_be,
+        daddr_be: ip.saddr_be,
+        sport: ports.dst,
+        dport: ports.src,
+        // SAFETY: `skb` is the context pointer the kernel passed in.
+        ifindex: unsafe { (*ctx.skb.skb).ifindex },
+        dmac: ip.eth_src,
+        smac: ip.eth_dst,
+        _pad: 0,
+        last_seen_ns: now(),
+    };
+    if let Some(old) = ND_HAIRPIN.get_ptr_mut(key) {
+        // SAFETY: valid for this program run; racing writers store the same values.
+        unsafe {
+            let refreshed = HairpinEntry {
+                last_seen_ns: entry.last_seen_ns,
+                ..*old
+            };
+            if refreshed == entry {
+                (*old).last_seen_ns = entry.last_seen_ns;
+                return Ok(());
+            }
+        }
+    }
+    ND_HAIRPIN
+        .insert(key, entry, 0)
+        .map_err(|_| netdriver_common::DROP_CT_FAILED)
+}
