@@ -42,6 +42,8 @@ pub const PROG_SOCK_CONNECT4: &str = "nd_sock_connect4";
 pub const PROG_SOCK_SENDMSG4: &str = "nd_sock_sendmsg4";
 pub const PROG_SOCK_RECVMSG4: &str = "nd_sock_recvmsg4";
 pub const PROG_SOCK_GETPEERNAME4: &str = "nd_sock_getpeername4";
+/// cgroup bind4: published host ports are reserved.
+pub const PROG_SOCK_BIND4: &str = "nd_sock_bind4";
 
 /// Load-time global: the cookie of the daemon's network namespace. The socket hooks are
 /// attached to a cgroup, and cgroups span namespaces: they act only on sockets whose

@@ -81,6 +81,16 @@ pub fn nd_sock_getpeername4(ctx: SockAddrContext) -> i32 {
     sock::getpeername4(&ctx)
 }
 
+/// cgroup bind4: host processes cannot bind a published host address and port.
+#[cgroup_sock_addr(bind4)]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "#[cgroup_sock_addr] passes the context by value"
+)]
+pub fn nd_sock_bind4(ctx: SockAddrContext) -> i32 {
+    sock::bind4(&ctx)
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

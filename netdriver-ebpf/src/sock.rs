@@ -9,7 +9,7 @@
 
 use aya_ebpf::{
     EbpfContext,
-    helpers::{bpf_get_netns_cookie, bpf_get_socket_cookie},
+    helpers::{bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_set_retval},
     programs::SockAddrContext,
 };
 use netdriver_common::{PortTarget, SockRnatKey, SockRnatValue};
@@ -23,8 +23,12 @@ use crate::{
 #[unsafe(no_mangle)]
 static ND_NETNS_COOKIE: u64 = 0;
 
-/// The verdict that lets the call go on (0 would fail it with EPERM).
+/// The verdict that lets the call go on.
 const ALLOW: i32 = 1;
+/// The verdict that fails the call (with the errno set by `bpf_set_retval`, else EPERM).
+const REFUSE: i32 = 0;
+/// `EADDRINUSE`, what `bind(2)` says when a socket already holds the address.
+const EADDRINUSE: i32 = 98;
 
 /// An IPv4 socket address as the hook sees it.
 #[derive(Clone, Copy)]
@@ -62,6 +66,25 @@ pub fn recvmsg4(ctx: &SockAddrContext) -> i32 {
 pub fn getpeername4(ctx: &SockAddrContext) -> i32 {
     reverse(ctx);
     ALLOW
+}
+
+/// `bind(2)`: a published host address and port is reserved for its container. Binding it
+/// would get the process no traffic (the tc program and these hooks run before any socket
+/// lookup), so it fails the way a port held by a proxy would: `EADDRINUSE`.
+#[inline(always)]
+pub fn bind4(ctx: &SockAddrContext) -> i32 {
+    if !in_our_netns(ctx) {
+        return ALLOW;
+    }
+    let addr = read(ctx);
+    // Port 0 asks the kernel to pick one: the hook sees no port to check (see the README on
+    // ephemeral ports).
+    if addr.port == 0 || published::lookup(addr.addr_be, addr.port, addr.proto, true).is_none() {
+        return ALLOW;
+    }
+    // SAFETY: plain helper call (Linux 5.18+), available to cgroup sock_addr programs.
+    unsafe { bpf_set_retval(-EADDRINUSE) };
+    REFUSE
 }
 
 #[inline(always)]

@@ -159,8 +159,8 @@ fn the_socket_hooks_leave_with_the_daemon() {
     let ours = attached_hooks(&daemon);
     assert_eq!(
         ours.len(),
-        4,
-        "connect4, sendmsg4, recvmsg4, getpeername4: {ours:?}"
+        5,
+        "bind4, connect4, sendmsg4, recvmsg4, getpeername4: {ours:?}"
     );
     daemon.stop();
     let left = still_attached(&ours);
@@ -169,7 +169,7 @@ fn the_socket_hooks_leave_with_the_daemon() {
     // SIGKILL: the bpf links close with the process.
     daemon.restart();
     let ours = attached_hooks(&daemon);
-    assert_eq!(ours.len(), 4, "{ours:?}");
+    assert_eq!(ours.len(), 5, "{ours:?}");
     daemon.kill();
     let left = still_attached(&ours);
     assert!(left.is_empty(), "still attached after SIGKILL: {left:?}");
@@ -235,13 +235,18 @@ fn cgroup_root() -> String {
 
 /// Ids of the daemon's socket programs (they use its pinned maps) attached to the cgroup root.
 fn attached_hooks(daemon: &Daemon) -> Vec<u64> {
-    let pin = daemon.bpffs.join("ND_SOCK_RNAT");
-    let map: Value = serde_json::from_str(&run(
-        "bpftool",
-        &["-j", "map", "show", "pinned", pin.to_str().unwrap()],
-    ))
-    .unwrap();
-    let map_id = map["id"].as_u64().unwrap();
+    let map_ids: Vec<u64> = ["ND_SOCK_RNAT", "ND_PORTS"]
+        .iter()
+        .map(|name| {
+            let pin = daemon.bpffs.join(name);
+            let map: Value = serde_json::from_str(&run(
+                "bpftool",
+                &["-j", "map", "show", "pinned", pin.to_str().unwrap()],
+            ))
+            .unwrap();
+            map["id"].as_u64().unwrap()
+        })
+        .collect();
     let progs: Value = serde_json::from_str(&run("bpftool", &["-j", "prog", "show"])).unwrap();
     let ours: Vec<u64> = progs
         .as_array()
@@ -253,9 +258,10 @@ fn attached_hooks(daemon: &Daemon) -> Vec<u64> {
                 .is_some_and(|n| n.starts_with("nd_sock_"))
         })
         .filter(|p| {
-            p["map_ids"]
-                .as_array()
-                .is_some_and(|ids| ids.iter().any(|x| x.as_u64() == Some(map_id)))
+            p["map_ids"].as_array().is_some_and(|ids| {
+                ids.iter()
+                    .any(|x| x.as_u64().is_some_and(|id| map_ids.contains(&id)))
+            })
         })
         .map(|p| p["id"].as_u64().unwrap())
         .collect();
@@ -288,4 +294,79 @@ fn cgroup_prog_ids() -> Vec<u64> {
         .iter()
         .filter_map(|p| p["id"].as_u64())
         .collect()
+}
+
+/// Binds `addr` (TCP listener or UDP socket) in `ns`; the error kind on failure.
+fn bind(ns: &Netns, addr: &str, udp: bool) -> Result<(), std::io::ErrorKind> {
+    let addr: SocketAddr = addr.parse().unwrap();
+    ns.run(move || {
+        if udp {
+            UdpSocket::bind(addr).map(drop)
+        } else {
+            std::net::TcpListener::bind(addr).map(drop)
+        }
+        .map_err(|e| e.kind())
+    })
+}
+
+#[test]
+fn a_host_process_cannot_bind_a_published_port() {
+    let mut world = World::new();
+    let daemon = world.daemon();
+    let _servers = web(
+        &mut world,
+        &daemon,
+        &["8080:80", "5353:53/udp", "127.0.0.1:9090:80"],
+    );
+    let in_use = Err(std::io::ErrorKind::AddrInUse);
+    for addr in ["0.0.0.0:8080", "127.0.0.1:8080", &format!("{HOST_IP}:8080")] {
+        assert_eq!(bind(&world.host, addr, false), in_use, "{addr}");
+    }
+    assert_eq!(bind(&world.host, "0.0.0.0:5353", true), in_use);
+    assert_eq!(bind(&world.host, "127.0.0.1:9090", false), in_use);
+    // Not published: another port, the other protocol, another address.
+    assert_eq!(bind(&world.host, "0.0.0.0:8081", false), Ok(()));
+    assert_eq!(bind(&world.host, "0.0.0.0:8080", true), Ok(()));
+    assert_eq!(bind(&world.host, &format!("{HOST_IP}:9090"), false), Ok(()));
+    // Other namespaces are not concerned.
+    assert_eq!(bind(&world.ext, "0.0.0.0:8080", false), Ok(()));
+    // Unpublished, the port is the host's again.
+    daemon.json(&["endpoint", "rm", "web"]);
+    assert_eq!(bind(&world.host, "0.0.0.0:8080", false), Ok(()));
+}
+
+#[test]
+fn a_port_a_host_process_holds_is_never_published() {
+    let mut world = World::new();
+    let daemon = world.daemon();
+    let _host = TcpServer::start(&world.host, &format!("{HOST_IP}:7070"), "host");
+    daemon.json(&["network", "create", "front", "--subnet", "10.89.0.0/24"]);
+    let netns = world.container("web");
+    let netns = netns.to_str().unwrap();
+    let create = |spec: &str| {
+        vec![
+            "endpoint", "create", "front", "--netns", netns, "--name", "web", "-p", spec,
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>()
+    };
+    for spec in ["7070:80", "198.51.100.1:7070:80"] {
+        let args = create(spec);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let err = daemon.fails(&args);
+        assert!(
+            err.contains("7070") && err.contains("in use by a process on the host"),
+            "{spec}: {err}"
+        );
+    }
+    // Exact per address: loopback is not held by that socket.
+    let args = create("127.0.0.1:7070:80");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    daemon.json(&args);
+    // The host's own service still answers on its address.
+    assert_eq!(
+        tcp_request(&world.ext, &format!("{HOST_IP}:7070"), TIMEOUT).unwrap(),
+        format!("host saw {} said hello", common::EXT_IP)
+    );
 }

@@ -16,14 +16,15 @@ use aya::{
     },
 };
 use netdriver_common::{
-    MAP_HOST_ADDRS, MAP_SOCK_RNAT, PROG_SOCK_CONNECT4, PROG_SOCK_GETPEERNAME4, PROG_SOCK_RECVMSG4,
-    PROG_SOCK_SENDMSG4, SockRnatKey,
+    MAP_HOST_ADDRS, MAP_SOCK_RNAT, PROG_SOCK_BIND4, PROG_SOCK_CONNECT4, PROG_SOCK_GETPEERNAME4,
+    PROG_SOCK_RECVMSG4, PROG_SOCK_SENDMSG4, SockRnatKey,
 };
 
 use super::{Dataplane, DataplaneError, io_err, is_not_found, map_err};
 
 /// The socket programs, all attached to the same cgroup.
-pub(super) const SOCK_PROGRAMS: [&str; 4] = [
+pub(super) const SOCK_PROGRAMS: [&str; 5] = [
+    PROG_SOCK_BIND4,
     PROG_SOCK_CONNECT4,
     PROG_SOCK_SENDMSG4,
     PROG_SOCK_RECVMSG4,

@@ -90,7 +90,7 @@ impl State {
             ep.mac = format_mac(ipam::mac_from_ip(ep.ip));
         }
         let sockets = HostSockets::read();
-        let host_free = |proto, _ip, port| sockets.is_free(proto, port);
+        let host_free = |proto, ip, port| sockets.is_free(proto, ip, port);
         let ephemeral = crate::netlink::ip_local_port_range()?;
         match self
             .ports
