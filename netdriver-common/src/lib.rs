@@ -31,6 +31,9 @@ pub const MAP_SOCK_RNAT: &str = "ND_SOCK_RNAT";
 /// Hairpin flows (a container reaching a published port through a host address), keyed by
 /// the reply as the target container sends it.
 pub const MAP_HAIRPIN: &str = "ND_HAIRPIN";
+/// Published port ranges (LPM trie over protocol, host address and port prefix): a range
+/// costs at most 30 entries whatever its length. Consulted when `ND_PORTS` has no entry.
+pub const MAP_PORT_RANGES: &str = "ND_PORT_RANGES";
 /// Gateway address of each container subnet (LPM trie), for hairpin source rewriting.
 pub const MAP_GATEWAYS: &str = "ND_GATEWAYS";
 
@@ -58,6 +61,8 @@ pub const CT_MAX_ENTRIES: u32 = 262_144;
 pub const HOST_ADDRS_MAX_ENTRIES: u32 = 4096;
 /// Capacity of the socket reverse-translation map (LRU).
 pub const SOCK_RNAT_MAX_ENTRIES: u32 = 65536;
+/// Capacity of the port-range trie (a range takes at most 30 entries).
+pub const PORT_RANGES_MAX_ENTRIES: u32 = 16384;
 /// Capacity of the hairpin flow map (LRU).
 pub const HAIRPIN_MAX_ENTRIES: u32 = 65536;
 /// Capacity of the network-subnet LPM trie.
@@ -145,6 +150,34 @@ pub struct NetInfo {
 }
 const _: () = assert!(size_of::<NetInfo>() == 8);
 
+/// Key data of `ND_PORT_RANGES` (behind the trie's prefix length): byte arrays so there is
+/// no padding between the fields, which the prefix covers in order: the protocol (8 bits),
+/// the host address (32, `0.0.0.0` for every address), then the leading bits of the port.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct PortRangeKey {
+    pub proto: u8,
+    pub host_addr: [u8; 4],
+    /// Big-endian, so that a prefix is a block of consecutive ports.
+    pub port_be: [u8; 2],
+    pub _pad: u8,
+}
+const _: () = assert!(size_of::<PortRangeKey>() == 8);
+/// Bits of `PortRangeKey` before the port.
+pub const PORT_RANGE_PREFIX_BASE: u32 = 40;
+
+/// Value of `ND_PORT_RANGES`: the container side of a published range. Host port `p` goes
+/// to container port `target.port + (p - host_start)`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct PortRangeTarget {
+    pub target: PortTarget,
+    /// First host port of the whole range (not of this trie entry's block), host order.
+    pub host_start: u16,
+    pub _pad: [u16; 3],
+}
+const _: () = assert!(size_of::<PortRangeTarget>() == 32);
+
 /// Key of `ND_SOCK_RNAT`: a socket (its cookie) and the container address and port the
 /// socket hooks sent it to.
 #[repr(C)]
@@ -213,8 +246,8 @@ const _: () = assert!(size_of::<HairpinEntry>() == 40);
 #[cfg(feature = "user")]
 mod user {
     use super::{
-        CtEntry, CtKey, HairpinEntry, HairpinKey, NetInfo, PortKey, PortTarget, SockRnatKey,
-        SockRnatValue,
+        CtEntry, CtKey, HairpinEntry, HairpinKey, NetInfo, PortKey, PortRangeKey, PortRangeTarget,
+        PortTarget, SockRnatKey, SockRnatValue,
     };
 
     macro_rules! aya_pod {
@@ -234,5 +267,7 @@ mod user {
         SockRnatValue,
         HairpinKey,
         HairpinEntry,
+        PortRangeKey,
+        PortRangeTarget,
     );
 }

@@ -7,8 +7,9 @@ use aya_ebpf::{
 };
 use netdriver_common::{
     CT_MAX_ENTRIES, CtEntry, CtKey, DROP_REASONS, HAIRPIN_MAX_ENTRIES, HOST_ADDRS_MAX_ENTRIES,
-    HairpinEntry, HairpinKey, NETS_MAX_ENTRIES, NetInfo, PORTS_MAX_ENTRIES, PortKey, PortTarget,
-    SOCK_RNAT_MAX_ENTRIES, SockRnatKey, SockRnatValue,
+    HairpinEntry, HairpinKey, NETS_MAX_ENTRIES, NetInfo, PORT_RANGES_MAX_ENTRIES,
+    PORTS_MAX_ENTRIES, PortKey, PortRangeKey, PortRangeTarget, PortTarget, SOCK_RNAT_MAX_ENTRIES,
+    SockRnatKey, SockRnatValue,
 };
 
 /// Published ports.
@@ -34,6 +35,14 @@ pub static ND_SOCK_RNAT: LruHashMap<
     SockRnatValue,
     { SOCK_RNAT_MAX_ENTRIES as usize },
 > = LruHashMap::new();
+
+/// Published port ranges.
+#[btf_map]
+pub static ND_PORT_RANGES: LpmTrie<
+    PortRangeKey,
+    PortRangeTarget,
+    { PORT_RANGES_MAX_ENTRIES as usize },
+> = LpmTrie::new();
 
 /// Hairpin flows, keyed by the reply as the target container sends it.
 #[btf_map]

@@ -4,6 +4,7 @@
 //! every call is a handful of `bpf(2)`/netlink syscalls.
 
 mod hairpin;
+mod ranges;
 mod sock;
 
 use std::{
@@ -27,8 +28,9 @@ use aya::{
 use ipnet::Ipv4Net;
 use netdriver_common::{
     CtEntry, CtKey, DROP_REASONS, GLOBAL_NETNS_COOKIE, HairpinEntry, HairpinKey, MAP_CT, MAP_DROPS,
-    MAP_GATEWAYS, MAP_HAIRPIN, MAP_HOST_ADDRS, MAP_NETS, MAP_PORTS, MAP_SOCK_RNAT, NetInfo,
-    PROG_FROM_CONTAINER, PROG_FROM_UPLINK, PortKey, PortTarget, SockRnatKey, SockRnatValue,
+    MAP_GATEWAYS, MAP_HAIRPIN, MAP_HOST_ADDRS, MAP_NETS, MAP_PORT_RANGES, MAP_PORTS, MAP_SOCK_RNAT,
+    NetInfo, PROG_FROM_CONTAINER, PROG_FROM_UPLINK, PortKey, PortRangeKey, PortRangeTarget,
+    PortTarget, SockRnatKey, SockRnatValue,
 };
 use nix::{
     mount::{MsFlags, mount},
@@ -41,7 +43,8 @@ pub use sock::default_cgroup;
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netdriver"));
 
 /// Every map of the object; all are pinned under the pin directory.
-const MAP_NAMES: [&str; 8] = [
+const MAP_NAMES: [&str; 9] = [
+    MAP_PORT_RANGES,
     MAP_PORTS,
     MAP_CT,
     MAP_NETS,
@@ -162,6 +165,7 @@ pub struct Dataplane {
     drops: PerCpuArray<MapData, u64>,
     host_addrs: HashMap<MapData, u32, u32>,
     sock_rnat: HashMap<MapData, SockRnatKey, SockRnatValue>,
+    port_ranges: LpmTrie<MapData, PortRangeKey, PortRangeTarget>,
     hairpin: HashMap<MapData, HairpinKey, HairpinEntry>,
     gateways: LpmTrie<MapData, u32, u32>,
     cgroup: sock::CgroupLinks,
@@ -207,6 +211,7 @@ impl Dataplane {
             drops: take_map(&mut ebpf, pin_dir, MAP_DROPS)?,
             host_addrs: take_map(&mut ebpf, pin_dir, MAP_HOST_ADDRS)?,
             sock_rnat: take_map(&mut ebpf, pin_dir, MAP_SOCK_RNAT)?,
+            port_ranges: take_map(&mut ebpf, pin_dir, MAP_PORT_RANGES)?,
             hairpin: take_map(&mut ebpf, pin_dir, MAP_HAIRPIN)?,
             gateways: take_map(&mut ebpf, pin_dir, MAP_GATEWAYS)?,
             cgroup: sock::CgroupLinks::default(),

@@ -166,14 +166,18 @@ impl State {
             mac: ipam::parse_mac(&ep.mac).expect("stored MAC is valid"),
             gw_mac: bridge.mac.unwrap_or_default(),
         };
-        for b in &ep.ports {
-            self.dp.publish(
-                port_key(b),
-                PortTarget {
-                    port: b.container_port,
-                    ..target
-                },
-            )?;
+        // Runs of consecutive ports are one range in the data path, whatever their length.
+        for run in ports::runs(&ep.ports) {
+            let target = PortTarget {
+                port: run.container_start,
+                ..target
+            };
+            let start = port_key(&run.first());
+            if run.len() == 1 {
+                self.dp.publish(start, target)?;
+            } else {
+                self.dp.publish_range(start, &run.blocks(), target)?;
+            }
         }
         Ok(())
     }
@@ -181,8 +185,14 @@ impl State {
     /// Undoes what `apply_endpoint` did, as far as it got; reports every error it meets.
     pub(super) async fn teardown_endpoint(&mut self, ep: &Endpoint) -> Vec<ServiceError> {
         let mut errors = Vec::new();
-        for b in &ep.ports {
-            if let Err(e) = self.dp.unpublish(&port_key(b)) {
+        for run in ports::runs(&ep.ports) {
+            let start = port_key(&run.first());
+            let unpublished = if run.len() == 1 {
+                self.dp.unpublish(&start)
+            } else {
+                self.dp.unpublish_range(&start, &run.blocks())
+            };
+            if let Err(e) = unpublished {
                 errors.push(e.into());
             }
         }
