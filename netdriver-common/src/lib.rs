@@ -14,6 +14,7 @@ use core::mem::size_of;
 use bytemuck::{Pod, Zeroable};
 
 /// IP protocol numbers as they appear in the IPv4 header.
+pub const PROTO_ICMP: u8 = 1;
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
 
@@ -22,6 +23,7 @@ pub const MAP_PORTS: &str = "ND_PORTS";
 pub const MAP_CT: &str = "ND_CT";
 pub const MAP_NETS: &str = "ND_NETS";
 pub const MAP_DROPS: &str = "ND_DROPS";
+pub const MAP_LINKS: &str = "ND_LINKS";
 /// The host's own IPv4 addresses (in the daemon's namespace): where a wildcard published
 /// port is reachable from the host itself and from containers (hairpin).
 pub const MAP_HOST_ADDRS: &str = "ND_HOST_ADDRS";
@@ -34,8 +36,6 @@ pub const MAP_HAIRPIN: &str = "ND_HAIRPIN";
 /// Published port ranges (LPM trie over protocol, host address and port prefix): a range
 /// costs at most 30 entries whatever its length. Consulted when `ND_PORTS` has no entry.
 pub const MAP_PORT_RANGES: &str = "ND_PORT_RANGES";
-/// Gateway address of each container subnet (LPM trie), for hairpin source rewriting.
-pub const MAP_GATEWAYS: &str = "ND_GATEWAYS";
 
 /// Program names (the functions in netdriver-ebpf).
 pub const PROG_FROM_UPLINK: &str = "nd_from_uplink";
@@ -53,9 +53,21 @@ pub const PROG_SOCK_BIND4: &str = "nd_sock_bind4";
 /// namespace has this cookie (0, the unset value, matches nothing).
 pub const GLOBAL_NETNS_COOKIE: &str = "ND_NETNS_COOKIE";
 
+/// Load-time globals of the eBPF object (set by the loader): the source ports (and ICMP echo
+/// identifiers) masquerade may use, inclusive, host order.
+pub const GLOBAL_NAT_PORT_MIN: &str = "ND_NAT_PORT_MIN";
+pub const GLOBAL_NAT_PORT_MAX: &str = "ND_NAT_PORT_MAX";
+/// Default masquerade port range: above Linux's default `ip_local_port_range` (32768-60999),
+/// so masqueraded flows never take a port the host's own connections or ephemeral published
+/// ports use.
+pub const NAT_PORT_MIN_DEFAULT: u16 = 61000;
+pub const NAT_PORT_MAX_DEFAULT: u16 = 65535;
+/// How many ports masquerade tries for a new flow before it gives up (`DROP_NAT_EXHAUSTED`).
+pub const NAT_PORT_ATTEMPTS: u32 = 32;
+
 /// Capacity of the published-port map.
 pub const PORTS_MAX_ENTRIES: u32 = 65536;
-/// Capacity of the connection-tracking map (LRU).
+/// Default capacity of the connection-tracking map (the daemon's `--ct-max-entries`).
 pub const CT_MAX_ENTRIES: u32 = 262_144;
 /// Capacity of the host-address map.
 pub const HOST_ADDRS_MAX_ENTRIES: u32 = 4096;
@@ -67,16 +79,42 @@ pub const PORT_RANGES_MAX_ENTRIES: u32 = 16384;
 pub const HAIRPIN_MAX_ENTRIES: u32 = 65536;
 /// Capacity of the network-subnet LPM trie.
 pub const NETS_MAX_ENTRIES: u32 = 1024;
+/// Capacity of the legacy-link map.
+pub const LINKS_MAX_ENTRIES: u32 = 16384;
 
 /// Drop reasons, the index into `ND_DROPS` (a per-CPU array of counters).
 pub const DROP_UNPUBLISHED: u32 = 0;
 pub const DROP_REDIRECT_FAILED: u32 = 1;
 pub const DROP_CSUM: u32 = 2;
-/// `ND_CT` refused the entry of a new flow (its replies could not be translated back).
+/// `ND_CT` refused the entry of a new flow (the table is full): the flow is not started.
 pub const DROP_CT_FAILED: u32 = 3;
-pub const DROP_REASONS: u32 = 4;
+/// No free masquerade port for a new flow (every candidate is taken or published).
+pub const DROP_NAT_EXHAUSTED: u32 = 4;
+/// Inter-container traffic on a network with ICC off that no link allows.
+pub const DROP_ICC: u32 = 5;
+/// Traffic from one network's container to another network's container.
+pub const DROP_ISOLATED: u32 = 6;
+/// Traffic leaving an internal network.
+pub const DROP_INTERNAL: u32 = 7;
+/// A packet from a container whose source address is in no container network.
+pub const DROP_SPOOFED: u32 = 8;
+pub const DROP_REASONS: u32 = 9;
+/// Names of the drop reasons, by index (for logs and `status`).
+pub const DROP_NAMES: [&str; DROP_REASONS as usize] = [
+    "unpublished",
+    "redirect_failed",
+    "checksum",
+    "conntrack_full",
+    "nat_ports_exhausted",
+    "icc",
+    "isolated",
+    "internal",
+    "spoofed",
+];
 
 /// Key of `ND_PORTS`: a published host port. `host_addr_be == 0` means every host address.
+/// In a routed network the container's own address and port are published too (target ==
+/// key: reachable without translation).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct PortKey {
@@ -105,50 +143,330 @@ pub struct PortTarget {
 }
 const _: () = assert!(size_of::<PortTarget>() == 24);
 
-/// Key of `ND_CT`: one translated flow, as seen from the container side
-/// (the container's address and port, the remote client's address and port).
+/// `CtKey::dir`: the packet was seen on a container's veth (`nd_from_container`).
+pub const CT_DIR_OUT: u8 = 0;
+/// `CtKey::dir`: the packet was seen on an uplink (`nd_from_uplink`).
+pub const CT_DIR_IN: u8 = 1;
+
+/// Key of `ND_CT`: a flow as the packet carries it at the hook named by `dir`. Ports are host
+/// order; for ICMP echo the identifier is the source "port" of requests and the destination
+/// "port" of replies (the other port is 0).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
 pub struct CtKey {
-    pub container_addr_be: u32,
-    pub remote_addr_be: u32,
-    pub container_port: u16,
-    pub remote_port: u16,
+    pub saddr_be: u32,
+    pub daddr_be: u32,
+    pub sport: u16,
+    pub dport: u16,
     pub proto: u8,
-    pub _pad: [u8; 3],
+    pub dir: u8,
+    pub _pad: [u8; 2],
 }
 const _: () = assert!(size_of::<CtKey>() == 16);
 
-/// Value of `ND_CT`: how to translate the container's replies back.
+/// `CtEntry::action` bits, applied in this order. No bit set: hand the packet to the kernel.
+/// Rewrite the source address/port to `xlate_*`.
+pub const CT_ACT_SNAT: u8 = 1;
+/// Rewrite the destination address/port to `xlate_*`.
+pub const CT_ACT_DNAT: u8 = 2;
+/// Set `dmac`/`smac` and redirect to the egress of `ifindex`.
+pub const CT_ACT_REDIRECT: u8 = 4;
+/// Redirect to the egress of `ifindex`, L2 filled in by the kernel's neighbour table.
+pub const CT_ACT_REDIRECT_NEIGH: u8 = 8;
+
+/// `CtEntry::kind`: the reply direction of a published-port flow (its forward direction is
+/// `ND_PORTS`, so it has no partner entry).
+pub const CT_KIND_PUBLISHED: u8 = 1;
+/// One direction of a masqueraded flow; the other direction is its partner.
+pub const CT_KIND_MASQ: u8 = 2;
+/// One direction of an outbound flow that keeps the container's address (routed mode or
+/// masquerade off); the other direction is its partner.
+pub const CT_KIND_FORWARD: u8 = 3;
+/// The reply direction of a flow a legacy link allowed (ICC off); no partner.
+pub const CT_KIND_LINK: u8 = 4;
+
+/// `CtEntry::state` of TCP flows (other protocols stay `CT_ST_NEW`/`CT_ST_ESTABLISHED`).
+pub const CT_ST_NEW: u8 = 0;
+pub const CT_ST_ESTABLISHED: u8 = 1;
+/// A FIN or RST was seen in this direction.
+pub const CT_ST_CLOSING: u8 = 2;
+
+/// TCP header flag bits (byte 13 of the header).
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+
+/// Value of `ND_CT`: what to do with the packets of one direction of a flow.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct CtEntry {
-    /// The address the client connected to, network order.
-    pub host_addr_be: u32,
-    /// The published host port, host order.
-    pub host_port: u16,
-    pub _pad0: u16,
-    /// The uplink the flow came in on; replies leave through it.
-    pub uplink_ifindex: u32,
-    /// MAC of the uplink (source MAC of replies).
-    pub uplink_mac: [u8; 6],
-    /// MAC the client's frames came from (destination MAC of replies).
-    pub peer_mac: [u8; 6],
-    /// `bpf_ktime_get_ns` when the flow was last seen.
+    /// Address written by `CT_ACT_SNAT`/`CT_ACT_DNAT`, network order. For entries without a
+    /// translation, the container's address (so the partner key can be derived).
+    pub xlate_addr_be: u32,
+    /// Port written with the address, host order (ICMP: the echo identifier).
+    pub xlate_port: u16,
+    /// `CT_ACT_*` bits.
+    pub action: u8,
+    /// `CT_ST_*`.
+    pub state: u8,
+    /// Redirect target.
+    pub ifindex: u32,
+    /// Source MAC of redirected frames (`CT_ACT_REDIRECT`).
+    pub smac: [u8; 6],
+    /// Destination MAC of redirected frames (`CT_ACT_REDIRECT`).
+    pub dmac: [u8; 6],
+    /// The container the flow belongs to, network order (for flushing an endpoint's flows).
+    pub owner_addr_be: u32,
+    /// `CT_KIND_*`.
+    pub kind: u8,
+    pub _pad: [u8; 3],
+    /// `bpf_ktime_get_ns` (`CLOCK_MONOTONIC`) when a packet last used the entry.
     pub last_seen_ns: u64,
 }
-const _: () = assert!(size_of::<CtEntry>() == 32);
+const _: () = assert!(size_of::<CtEntry>() == 40);
+
+impl CtKey {
+    /// The key of the other direction of a two-entry flow (`CT_KIND_MASQ`, `CT_KIND_FORWARD`):
+    /// what the reply carries at the other hook. `None` for single-entry kinds.
+    #[must_use]
+    pub fn partner(&self, entry: &CtEntry) -> Option<Self> {
+        if entry.kind != CT_KIND_MASQ && entry.kind != CT_KIND_FORWARD {
+            return None;
+        }
+        let (saddr_be, daddr_be, sport, dport, dir) = if self.dir == CT_DIR_OUT {
+            // Replies come from the remote end to the translated source.
+            (
+                self.daddr_be,
+                entry.xlate_addr_be,
+                self.dport,
+                entry.xlate_port,
+                CT_DIR_IN,
+            )
+        } else {
+            // The container sends from its own address to the remote end.
+            (
+                entry.xlate_addr_be,
+                self.saddr_be,
+                entry.xlate_port,
+                self.sport,
+                CT_DIR_OUT,
+            )
+        };
+        Some(Self {
+            saddr_be,
+            daddr_be,
+            sport,
+            dport,
+            proto: self.proto,
+            dir,
+            _pad: [0; 2],
+        })
+    }
+}
+
+/// The TCP state of a direction after a packet with `tcp_flags` (`TCP_*` bits); other
+/// protocols are established from their first packet on.
+#[must_use]
+pub fn ct_next_state(state: u8, proto: u8, tcp_flags: u8) -> u8 {
+    if proto != PROTO_TCP {
+        return CT_ST_ESTABLISHED;
+    }
+    if tcp_flags & (TCP_FIN | TCP_RST) != 0 {
+        CT_ST_CLOSING
+    } else if tcp_flags & TCP_SYN != 0 {
+        // A SYN on a closing entry reuses the tuple for a new connection.
+        if state == CT_ST_CLOSING {
+            CT_ST_NEW
+        } else {
+            state
+        }
+    } else if state == CT_ST_NEW {
+        CT_ST_ESTABLISHED
+    } else {
+        state
+    }
+}
+
+/// The `attempt`-th masquerade port candidate in `min..=max` for a flow whose search starts at
+/// `seed`: consecutive ports from a random start, wrapping around.
+#[must_use]
+pub fn nat_port_candidate(min: u16, max: u16, seed: u32, attempt: u32) -> u16 {
+    let (lo, hi) = if min <= max { (min, max) } else { (max, min) };
+    let span = u32::from(hi) - u32::from(lo) + 1;
+    // `checked_rem` rather than `%`: the eBPF build must contain no panic path.
+    let offset = seed.wrapping_add(attempt).checked_rem(span).unwrap_or(0);
+    // `offset < span <= 65536 - lo`, so the sum fits.
+    #[expect(clippy::cast_possible_truncation, reason = "offset < span, see above")]
+    let port = lo + offset as u16;
+    port
+}
+
+/// A 16-bit Internet checksum after a 32-bit field it covers changed from `old` to `new`
+/// (RFC 1624: `HC' = ~(~HC + ~m + m')`). All three are used as they lie in memory (read
+/// with `from_ne_bytes`); the one's-complement sum does not care about byte order.
+#[must_use]
+pub fn csum_replace4(csum: u16, old: u32, new: u32) -> u16 {
+    let halves = |v: u32| [v & 0xffff, v >> 16];
+    let mut sum = u32::from(!csum);
+    for h in halves(old) {
+        sum += !h & 0xffff;
+    }
+    for h in halves(new) {
+        sum += h;
+    }
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    #[expect(clippy::cast_possible_truncation, reason = "folded to 16 bits above")]
+    let folded = sum as u16;
+    !folded
+}
+
+/// `NetInfo::flags`: containers of the network may talk to each other.
+pub const NET_F_ICC: u32 = 1;
+/// Outbound traffic leaves with the host's address (or `snat_addr_be`).
+pub const NET_F_MASQUERADE: u32 = 2;
+/// No traffic leaves the network in either direction.
+pub const NET_F_INTERNAL: u32 = 4;
+/// Gateway mode routed: published ports are reachable on container addresses.
+pub const NET_F_ROUTED: u32 = 8;
 
 /// Value of `ND_NETS`, an LPM trie of container subnets (IPv4). Its key is aya's
 /// `lpm_trie::Key<u32>`: the prefix length, then the address in network order.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct NetInfo {
-    /// Index of the network's bridge.
+    /// Index of the network's bridge (identifies the network).
     pub bridge_ifindex: u32,
+    /// `NET_F_*` bits.
     pub flags: u32,
+    /// The bridge's address (the host, as seen from the network), network order.
+    pub gateway_be: u32,
+    /// Masquerade source address, network order; 0: the egress interface's address.
+    pub snat_addr_be: u32,
 }
-const _: () = assert!(size_of::<NetInfo>() == 8);
+const _: () = assert!(size_of::<NetInfo>() == 16);
+
+/// Key of `ND_LINKS` (value: `u32`, unused): a legacy link lets `parent` open connections to
+/// `port`/`proto` of `child` even with ICC off.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct LinkKey {
+    pub parent_addr_be: u32,
+    pub child_addr_be: u32,
+    /// Host order.
+    pub port: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+const _: () = assert!(size_of::<LinkKey>() == 12);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nat_candidates_stay_in_range_and_cover_it() {
+        let mut seen = [false; 4];
+        for attempt in 0..4 {
+            let p = nat_port_candidate(61000, 61003, 7, attempt);
+            assert!((61000..=61003).contains(&p));
+            seen[usize::from(p - 61000)] = true;
+        }
+        assert!(seen.iter().all(|s| *s), "4 attempts cover a 4-port range");
+        assert_eq!(nat_port_candidate(65535, 65535, u32::MAX, 9), 65535);
+        assert_eq!(nat_port_candidate(0, 65535, u32::MAX, 1), 0);
+        // Reversed bounds are tolerated.
+        assert!((10..=20).contains(&nat_port_candidate(20, 10, 12345, 3)));
+    }
+
+    #[test]
+    fn partners_are_symmetric() {
+        let out = CtKey {
+            saddr_be: 0x0a58_0002,
+            daddr_be: 0xcb00_710a,
+            sport: 40000,
+            dport: 80,
+            proto: PROTO_TCP,
+            dir: CT_DIR_OUT,
+            _pad: [0; 2],
+        };
+        let out_entry = CtEntry {
+            xlate_addr_be: 0xc633_6401,
+            xlate_port: 61000,
+            kind: CT_KIND_MASQ,
+            ..CtEntry::default()
+        };
+        let inn = out.partner(&out_entry).unwrap();
+        assert_eq!(
+            (inn.saddr_be, inn.daddr_be, inn.sport, inn.dport, inn.dir),
+            (0xcb00_710a, 0xc633_6401, 80, 61000, CT_DIR_IN)
+        );
+        let in_entry = CtEntry {
+            xlate_addr_be: out.saddr_be,
+            xlate_port: out.sport,
+            kind: CT_KIND_MASQ,
+            ..CtEntry::default()
+        };
+        assert_eq!(inn.partner(&in_entry), Some(out));
+        let published = CtEntry {
+            kind: CT_KIND_PUBLISHED,
+            ..CtEntry::default()
+        };
+        assert_eq!(out.partner(&published), None);
+    }
+
+    /// The checksum of `data` computed from scratch, stored as it would lie in memory.
+    fn checksum(data: &[u8]) -> u16 {
+        let mut sum: u32 = data
+            .chunks(2)
+            .map(|c| u32::from(u16::from_ne_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+            .sum();
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        !u16::try_from(sum).unwrap()
+    }
+
+    #[test]
+    fn incremental_checksum_matches_a_full_one() {
+        let mut hdr = [
+            0x45, 0, 0, 0x54, 0x12, 0x34, 0x40, 0, 64, 17, 0, 0, 198, 51, 100, 1, 203, 0, 113, 10,
+        ];
+        let c = checksum(&hdr);
+        hdr[10..12].copy_from_slice(&c.to_ne_bytes());
+        for new in [
+            [10, 89, 0, 2],
+            [255, 255, 255, 255],
+            [0, 0, 0, 0],
+            [10, 0, 0, 1],
+        ] {
+            let mut h = hdr;
+            let old = u32::from_ne_bytes(h[12..16].try_into().unwrap());
+            let csum = u16::from_ne_bytes([h[10], h[11]]);
+            let updated = csum_replace4(csum, old, u32::from_ne_bytes(new));
+            h[12..16].copy_from_slice(&new);
+            h[10..12].copy_from_slice(&[0, 0]);
+            assert_eq!(updated, checksum(&h), "{new:?}");
+        }
+    }
+
+    #[test]
+    fn tcp_states() {
+        let s = ct_next_state(CT_ST_NEW, PROTO_TCP, TCP_SYN);
+        assert_eq!(s, CT_ST_NEW);
+        let s = ct_next_state(s, PROTO_TCP, 0x10);
+        assert_eq!(s, CT_ST_ESTABLISHED);
+        let s = ct_next_state(s, PROTO_TCP, TCP_FIN | 0x10);
+        assert_eq!(s, CT_ST_CLOSING);
+        assert_eq!(ct_next_state(s, PROTO_TCP, 0x10), CT_ST_CLOSING);
+        assert_eq!(ct_next_state(s, PROTO_TCP, TCP_SYN), CT_ST_NEW);
+        assert_eq!(
+            ct_next_state(CT_ST_ESTABLISHED, PROTO_TCP, TCP_RST),
+            CT_ST_CLOSING
+        );
+        assert_eq!(ct_next_state(CT_ST_NEW, PROTO_UDP, 0), CT_ST_ESTABLISHED);
+    }
+}
 
 /// Key data of `ND_PORT_RANGES` (behind the trie's prefix length): byte arrays so there is
 /// no padding between the fields, which the prefix covers in order: the protocol (8 bits),
@@ -246,8 +564,8 @@ const _: () = assert!(size_of::<HairpinEntry>() == 40);
 #[cfg(feature = "user")]
 mod user {
     use super::{
-        CtEntry, CtKey, HairpinEntry, HairpinKey, NetInfo, PortKey, PortRangeKey, PortRangeTarget,
-        PortTarget, SockRnatKey, SockRnatValue,
+        CtEntry, CtKey, HairpinEntry, HairpinKey, LinkKey, NetInfo, PortKey, PortRangeKey,
+        PortRangeTarget, PortTarget, SockRnatKey, SockRnatValue,
     };
 
     macro_rules! aya_pod {
@@ -263,6 +581,7 @@ mod user {
         CtKey,
         CtEntry,
         NetInfo,
+        LinkKey,
         SockRnatKey,
         SockRnatValue,
         HairpinKey,

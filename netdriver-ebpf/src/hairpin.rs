@@ -8,33 +8,33 @@
 //! does the same): a packet from a container's own address would be a martian there.
 //!
 //! State lives in `ND_HAIRPIN` only, so this module does not depend on how `ND_CT` is laid
-//! out; `nd_from_container` calls it once, for packets that no `ND_CT` entry claims.
+//! out; `nd_from_container` calls it once, for packets that no `ND_CT` entry claims, before
+//! the policy (reaching published ports through the host is allowed across networks, as
+//! with Docker). Like every redirect, a hairpin hop decrements the TTL.
 
-use aya_ebpf::{
-    bindings::TC_ACT_OK, btf_maps::lpm_trie::Key, helpers::bpf_ktime_get_ns, programs::TcContext,
-};
+use aya_ebpf::{bindings::TC_ACT_OK, helpers::bpf_ktime_get_ns, programs::TcContext};
 use netdriver_common::{HairpinEntry, HairpinKey, PortTarget};
 
 use crate::{
-    maps::{ND_GATEWAYS, ND_HAIRPIN, is_host_addr},
+    maps::{ND_HAIRPIN, is_host_addr, net_of},
     nat::{self, End},
     parse::{Ipv4, Ports},
     published,
 };
 
 /// Handles hairpin traffic in a packet from a container: the reply of a hairpin flow, or a
-/// new packet to a published port on a host address. Anything else passes (`TC_ACT_OK`).
+/// packet to a published port on a host address. `None`: not hairpin traffic.
 #[inline(always)]
-pub fn from_container(ctx: &TcContext, ip: &Ipv4, ports: Ports) -> Result<i32, u32> {
+pub fn from_container(ctx: &TcContext, ip: &Ipv4, ports: Ports) -> Result<Option<i32>, u32> {
     if let Some(entry) = reply_entry(ip, ports) {
-        return reply(ctx, ip, ports, &entry);
+        return reply(ctx, ip, ports, &entry).map(Some);
     }
     if !is_host_addr(ip.daddr_be) {
-        return Ok(TC_ACT_OK);
+        return Ok(None);
     }
     match published::lookup(ip.daddr_be, ports.dst, ip.proto, true) {
-        Some(target) => forward(ctx, ip, ports, &target),
-        None => Ok(TC_ACT_OK),
+        Some(target) => forward(ctx, ip, ports, &target).map(Some),
+        None => Ok(None),
     }
 }
 
@@ -65,6 +65,10 @@ fn reply_entry(ip: &Ipv4, ports: Ports) -> Option<HairpinEntry> {
 /// The target's reply: from the published address, to the client as it sent.
 #[inline(always)]
 fn reply(ctx: &TcContext, ip: &Ipv4, ports: Ports, entry: &HairpinEntry) -> Result<i32, u32> {
+    if !nat::has_hop_left(ip) {
+        return Ok(TC_ACT_OK);
+    }
+    nat::decrement_ttl(ctx, ip)?;
     nat::rewrite(ctx, ip, ports, End::Src, entry.saddr_be, entry.sport)?;
     nat::rewrite(ctx, ip, ports, End::Dst, entry.daddr_be, entry.dport)?;
     nat::redirect(ctx, entry.dmac, entry.smac, entry.ifindex)
@@ -73,16 +77,20 @@ fn reply(ctx: &TcContext, ip: &Ipv4, ports: Ports, entry: &HairpinEntry) -> Resu
 /// A new (or continuing) packet of a hairpin flow: record the reply, translate, redirect.
 #[inline(always)]
 fn forward(ctx: &TcContext, ip: &Ipv4, ports: Ports, target: &PortTarget) -> Result<i32, u32> {
+    if !nat::has_hop_left(ip) {
+        return Ok(TC_ACT_OK);
+    }
     let to_itself = target.addr_be == ip.saddr_be;
     let source = if to_itself {
-        let Some(gw) = ND_GATEWAYS.get(&Key::new(32, ip.saddr_be)).copied() else {
+        let Some(net) = net_of(ip.saddr_be) else {
             return Ok(TC_ACT_OK);
         };
-        gw
+        net.gateway_be
     } else {
         ip.saddr_be
     };
     remember(ctx, ip, ports, target, source)?;
+    nat::decrement_ttl(ctx, ip)?;
     nat::rewrite(ctx, ip, ports, End::Dst, target.addr_be, target.port)?;
     if to_itself {
         nat::rewrite(ctx, ip, ports, End::Src, source, ports.src)?;

@@ -1,4 +1,5 @@
-//! Entry points of netdriver's tc and cgroup socket programs. Each turns an error into the single drop path.
+//! Entry points of netdriver's tc and cgroup socket programs. Each turns an error into the
+//! single drop path.
 #![no_std]
 #![no_main]
 #![expect(
@@ -8,10 +9,14 @@
 )]
 
 mod container;
+mod ct;
+mod egress;
 mod hairpin;
+mod icmp_err;
 mod maps;
 mod nat;
 mod parse;
+mod policy;
 mod published;
 mod sock;
 mod uplink;
@@ -21,7 +26,8 @@ use aya_ebpf::{
     programs::{SockAddrContext, TcContext},
 };
 
-/// tc ingress of an uplink: DNAT of published ports towards containers.
+/// tc ingress of an uplink: DNAT of published ports and replies of tracked outbound flows
+/// towards containers.
 #[classifier]
 #[expect(
     clippy::needless_pass_by_value,
@@ -31,7 +37,8 @@ pub fn nd_from_uplink(ctx: TcContext) -> i32 {
     uplink::from_uplink(&ctx).unwrap_or_else(maps::drop_packet)
 }
 
-/// tc ingress of a container's host-side veth: reverse translation of published-port replies.
+/// tc ingress of a container's host-side veth: tracked flows, policy (ICC, links, isolation,
+/// internal networks) and the way out (masquerade or forwarding).
 #[classifier]
 #[expect(
     clippy::needless_pass_by_value,

@@ -1,4 +1,5 @@
-//! The maps shared with the daemon (types and names in `netdriver-common`).
+//! The maps shared with the daemon (types and names in `netdriver-common`), and the load-time
+//! globals the loader sets.
 
 use aya_ebpf::{
     bindings::TC_ACT_SHOT,
@@ -7,22 +8,30 @@ use aya_ebpf::{
 };
 use netdriver_common::{
     CT_MAX_ENTRIES, CtEntry, CtKey, DROP_REASONS, HAIRPIN_MAX_ENTRIES, HOST_ADDRS_MAX_ENTRIES,
-    HairpinEntry, HairpinKey, NETS_MAX_ENTRIES, NetInfo, PORT_RANGES_MAX_ENTRIES,
-    PORTS_MAX_ENTRIES, PortKey, PortRangeKey, PortRangeTarget, PortTarget, SOCK_RNAT_MAX_ENTRIES,
-    SockRnatKey, SockRnatValue,
+    HairpinEntry, HairpinKey, LINKS_MAX_ENTRIES, LinkKey, NAT_PORT_MAX_DEFAULT,
+    NAT_PORT_MIN_DEFAULT, NETS_MAX_ENTRIES, NetInfo, PORT_RANGES_MAX_ENTRIES, PORTS_MAX_ENTRIES,
+    PortKey, PortRangeKey, PortRangeTarget, PortTarget, SOCK_RNAT_MAX_ENTRIES, SockRnatKey,
+    SockRnatValue,
 };
 
 /// Published ports.
 #[btf_map]
 pub static ND_PORTS: HashMap<PortKey, PortTarget, { PORTS_MAX_ENTRIES as usize }> = HashMap::new();
 
-/// Translated flows, keyed from the container side.
+/// Connection tracking and NAT state: one entry per direction of a flow. A plain hash, not an
+/// LRU: an LRU evicts live flows silently when it is full, while a hash refuses the new flow
+/// (`DROP_CT_FAILED`) and keeps the existing ones. The daemon sweeps expired entries and sets
+/// the capacity at load time (`--ct-max-entries`).
 #[btf_map]
-pub static ND_CT: LruHashMap<CtKey, CtEntry, { CT_MAX_ENTRIES as usize }> = LruHashMap::new();
+pub static ND_CT: HashMap<CtKey, CtEntry, { CT_MAX_ENTRIES as usize }> = HashMap::new();
 
 /// Container subnets; the key data is the IPv4 address in network order.
 #[btf_map]
 pub static ND_NETS: LpmTrie<u32, NetInfo, { NETS_MAX_ENTRIES as usize }> = LpmTrie::new();
+
+/// Legacy links (parent → child's exposed port), consulted when ICC is off.
+#[btf_map]
+pub static ND_LINKS: HashMap<LinkKey, u32, { LINKS_MAX_ENTRIES as usize }> = HashMap::new();
 
 /// The host's own addresses (network order); the value is unused.
 #[btf_map]
@@ -49,13 +58,28 @@ pub static ND_PORT_RANGES: LpmTrie<
 pub static ND_HAIRPIN: LruHashMap<HairpinKey, HairpinEntry, { HAIRPIN_MAX_ENTRIES as usize }> =
     LruHashMap::new();
 
-/// Gateway address (network order) of each container subnet.
-#[btf_map]
-pub static ND_GATEWAYS: LpmTrie<u32, u32, { NETS_MAX_ENTRIES as usize }> = LpmTrie::new();
-
 /// Drop counters, indexed by `DROP_*` reason.
 #[btf_map]
 pub static ND_DROPS: PerCpuArray<u64, { DROP_REASONS as usize }> = PerCpuArray::new();
+
+/// Masquerade source-port range (inclusive), set by the loader.
+#[unsafe(no_mangle)]
+static ND_NAT_PORT_MIN: u16 = NAT_PORT_MIN_DEFAULT;
+#[unsafe(no_mangle)]
+static ND_NAT_PORT_MAX: u16 = NAT_PORT_MAX_DEFAULT;
+
+/// The masquerade port range.
+#[inline(always)]
+pub fn nat_port_range() -> (u16, u16) {
+    // SAFETY: read-only globals; volatile so the compiler does not fold the defaults in
+    // (the loader rewrites them).
+    unsafe {
+        (
+            core::ptr::read_volatile(&raw const ND_NAT_PORT_MIN),
+            core::ptr::read_volatile(&raw const ND_NAT_PORT_MAX),
+        )
+    }
+}
 
 /// Counts a drop under `reason` and returns the verdict that drops the packet.
 #[inline(always)]
@@ -66,6 +90,12 @@ pub fn drop_packet(reason: u32) -> i32 {
         unsafe { *counter += 1 };
     }
     TC_ACT_SHOT
+}
+
+/// The container network `addr_be` belongs to.
+#[inline(always)]
+pub fn net_of(addr_be: u32) -> Option<NetInfo> {
+    ND_NETS.get(&Key::new(32, addr_be)).copied()
 }
 
 /// Whether `addr_be` is inside a container subnet.
@@ -79,4 +109,11 @@ pub fn in_container_net(addr_be: u32) -> bool {
 pub fn is_host_addr(addr_be: u32) -> bool {
     // SAFETY: only the presence is read.
     unsafe { ND_HOST_ADDRS.get(addr_be) }.is_some()
+}
+
+/// Whether `port`/`proto` is published on `addr_be` (or on every host address), as a single
+/// port or inside a range.
+#[inline(always)]
+pub fn is_published(addr_be: u32, port: u16, proto: u8) -> bool {
+    crate::published::lookup(addr_be, port, proto, true).is_some()
 }

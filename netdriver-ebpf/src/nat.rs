@@ -1,16 +1,18 @@
-//! Address and port rewriting with incremental checksum updates, and the final redirect.
+//! Address and port rewriting with incremental checksum updates, and the final redirects.
 //!
 //! Writes go through `bpf_skb_store_bytes` and the checksum helpers, so no packet pointer is
 //! held across a helper that can move packet data.
 
 use aya_ebpf::{
     bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, TC_ACT_REDIRECT},
-    helpers::bpf_redirect,
+    helpers::{bpf_redirect, bpf_redirect_neigh},
     programs::TcContext,
 };
-use netdriver_common::{DROP_CSUM, DROP_REDIRECT_FAILED, PROTO_UDP};
+use netdriver_common::{DROP_CSUM, DROP_REDIRECT_FAILED, PROTO_ICMP, PROTO_UDP};
 
-use crate::parse::{IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF, Ipv4, Ports, l4_csum_off};
+use crate::parse::{
+    ICMP_ID_OFF, IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF, IP_TTL_OFF, Ipv4, Ports, l4_csum_off,
+};
 
 /// Which end of the packet a translation rewrites.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -20,7 +22,8 @@ pub enum End {
 }
 
 /// Rewrites the `end` address and port of `ip` to `addr_be`/`port` (host order), fixing
-/// the IPv4 and L4 checksums.
+/// the IPv4 and L4 checksums. For ICMP echo the "port" is the identifier. Parts that do not
+/// change are left alone.
 #[inline(always)]
 pub fn rewrite(
     ctx: &TcContext,
@@ -34,6 +37,12 @@ pub fn rewrite(
         End::Src => (IP_SADDR_OFF, ip.saddr_be, ip.l4_off, ports.src),
         End::Dst => (IP_DADDR_OFF, ip.daddr_be, ip.l4_off + 2, ports.dst),
     };
+    let icmp = ip.proto == PROTO_ICMP;
+    let port_off = if icmp {
+        ip.l4_off + ICMP_ID_OFF
+    } else {
+        port_off
+    };
     // A UDP checksum of 0 means "none" and must stay 0; a computed 0 becomes 0xffff.
     let mangled = if ip.proto == PROTO_UDP {
         u64::from(BPF_F_MARK_MANGLED_0)
@@ -41,27 +50,53 @@ pub fn rewrite(
         0
     };
     let csum_off = l4_csum_off(ip);
-    let (old_port_be, new_port_be) = (old_port.to_be(), port.to_be());
-    ctx.l4_csum_replace(
-        csum_off,
-        u64::from(old_addr),
-        u64::from(addr_be),
-        u64::from(BPF_F_PSEUDO_HDR) | mangled | 4,
-    )
-    .map_err(|_| DROP_CSUM)?;
-    ctx.l4_csum_replace(
-        csum_off,
-        u64::from(old_port_be),
-        u64::from(new_port_be),
-        mangled | 2,
-    )
-    .map_err(|_| DROP_CSUM)?;
-    ctx.l3_csum_replace(IP_CSUM_OFF, u64::from(old_addr), u64::from(addr_be), 4)
+    if old_addr != addr_be {
+        // The ICMP checksum covers no pseudo-header.
+        if !icmp {
+            ctx.l4_csum_replace(
+                csum_off,
+                u64::from(old_addr),
+                u64::from(addr_be),
+                u64::from(BPF_F_PSEUDO_HDR) | mangled | 4,
+            )
+            .map_err(|_| DROP_CSUM)?;
+        }
+        ctx.l3_csum_replace(IP_CSUM_OFF, u64::from(old_addr), u64::from(addr_be), 4)
+            .map_err(|_| DROP_CSUM)?;
+        ctx.store(addr_off, &addr_be, 0).map_err(|_| DROP_CSUM)?;
+    }
+    if old_port != port {
+        let (old_port_be, new_port_be) = (old_port.to_be(), port.to_be());
+        ctx.l4_csum_replace(
+            csum_off,
+            u64::from(old_port_be),
+            u64::from(new_port_be),
+            mangled | 2,
+        )
         .map_err(|_| DROP_CSUM)?;
-    ctx.store(addr_off, &addr_be, 0).map_err(|_| DROP_CSUM)?;
-    ctx.store(port_off, &new_port_be, 0)
-        .map_err(|_| DROP_CSUM)?;
+        ctx.store(port_off, &new_port_be, 0)
+            .map_err(|_| DROP_CSUM)?;
+    }
     Ok(())
+}
+
+/// Whether the packet may take one more hop. Redirected packets skip the kernel's forwarding
+/// path, so its TTL handling is done here: a packet whose TTL would expire is left to the
+/// kernel (which answers with ICMP time exceeded).
+#[inline(always)]
+pub fn has_hop_left(ip: &Ipv4) -> bool {
+    ip.ttl > 1
+}
+
+/// Decrements the TTL (and fixes the IPv4 checksum), as a router hop does.
+#[inline(always)]
+pub fn decrement_ttl(ctx: &TcContext, ip: &Ipv4) -> Result<(), u32> {
+    let ttl = ip.ttl.saturating_sub(1);
+    let old = u16::from_ne_bytes([ip.ttl, ip.proto]);
+    let new = u16::from_ne_bytes([ttl, ip.proto]);
+    ctx.l3_csum_replace(IP_CSUM_OFF, u64::from(old), u64::from(new), 2)
+        .map_err(|_| DROP_CSUM)?;
+    ctx.store(IP_TTL_OFF, &ttl, 0).map_err(|_| DROP_CSUM)
 }
 
 /// Sets the Ethernet destination and source and redirects to the egress of `ifindex`.
@@ -73,6 +108,19 @@ pub fn redirect(ctx: &TcContext, dst: [u8; 6], src: [u8; 6], ifindex: u32) -> Re
     ctx.store(0, &macs, 0).map_err(|_| DROP_REDIRECT_FAILED)?;
     // SAFETY: a plain helper call; it only records the target in per-CPU state.
     let verdict = unsafe { bpf_redirect(ifindex, 0) };
+    if verdict == i64::from(TC_ACT_REDIRECT) {
+        Ok(TC_ACT_REDIRECT)
+    } else {
+        Err(DROP_REDIRECT_FAILED)
+    }
+}
+
+/// Redirects to the egress of `ifindex` with the L2 header from the kernel's neighbour table
+/// (resolving the next hop if needed): the route's work without the netfilter hooks.
+#[inline(always)]
+pub fn redirect_neigh(ifindex: u32) -> Result<i32, u32> {
+    // SAFETY: no parameters (the kernel looks the next hop up itself).
+    let verdict = unsafe { bpf_redirect_neigh(ifindex, core::ptr::null_mut(), 0, 0) };
     if verdict == i64::from(TC_ACT_REDIRECT) {
         Ok(TC_ACT_REDIRECT)
     } else {

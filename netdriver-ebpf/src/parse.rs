@@ -3,7 +3,7 @@
 use core::mem::size_of;
 
 use aya_ebpf::programs::TcContext;
-use netdriver_common::{PROTO_TCP, PROTO_UDP};
+use netdriver_common::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 
 pub const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
@@ -12,9 +12,17 @@ pub const IP_CSUM_OFF: usize = ETH_HLEN + 10;
 /// Offset of the IPv4 source address in the frame (the destination follows).
 pub const IP_SADDR_OFF: usize = ETH_HLEN + 12;
 pub const IP_DADDR_OFF: usize = ETH_HLEN + 16;
+/// Offset of the IPv4 TTL (followed by the protocol: one 16-bit checksum word).
+pub const IP_TTL_OFF: usize = ETH_HLEN + 8;
 /// Offsets of the checksum field inside the TCP and UDP headers.
 const TCP_CSUM_OFF: usize = 16;
 const UDP_CSUM_OFF: usize = 6;
+const ICMP_CSUM_OFF: usize = 2;
+/// Offset of the TCP flags byte and of the ICMP echo identifier inside their headers.
+const TCP_FLAGS_OFF: usize = 13;
+pub const ICMP_ID_OFF: usize = 4;
+const ICMP_ECHO_REPLY: u8 = 0;
+const ICMP_ECHO_REQUEST: u8 = 8;
 /// Fragment offset bits of the IPv4 `frag_off` field.
 const IP_OFFSET_MASK: u16 = 0x1fff;
 
@@ -68,17 +76,31 @@ pub struct Ipv4 {
     pub saddr_be: u32,
     pub daddr_be: u32,
     pub proto: u8,
+    pub ttl: u8,
     /// Zero for the first (or only) fragment.
     pub frag_offset: u16,
     /// Offset of the L4 header in the frame, from the IHL field.
     pub l4_off: usize,
 }
 
-/// TCP or UDP ports (host order) of a first fragment.
+/// The first eight bytes of an ICMP echo header.
+#[repr(C)]
+struct IcmpEcho {
+    kind: u8,
+    code: u8,
+    check: [u8; 2],
+    id: [u8; 2],
+    seq: [u8; 2],
+}
+
+/// TCP or UDP ports (host order) of a first fragment; for ICMP echo, the identifier as the
+/// source port of requests and the destination port of replies (the other one 0).
 #[derive(Clone, Copy)]
 pub struct Ports {
     pub src: u16,
     pub dst: u16,
+    /// TCP flags byte (0 for other protocols).
+    pub tcp_flags: u8,
 }
 
 /// Parses Ethernet and IPv4; `None` for anything else (passed on untouched by the callers).
@@ -92,11 +114,12 @@ pub fn ipv4(ctx: &TcContext) -> Option<Ipv4> {
     }
     let ip = ptr_at::<Ipv4Hdr>(ctx, ETH_HLEN)?;
     // SAFETY: as above.
-    let (version_ihl, frag_off, proto, saddr, daddr) = unsafe {
+    let (version_ihl, frag_off, proto, ttl, saddr, daddr) = unsafe {
         (
             (*ip).version_ihl,
             (*ip).frag_off,
             (*ip).proto,
+            (*ip).ttl,
             (*ip).saddr,
             (*ip).daddr,
         )
@@ -111,33 +134,68 @@ pub fn ipv4(ctx: &TcContext) -> Option<Ipv4> {
         saddr_be: u32::from_ne_bytes(saddr),
         daddr_be: u32::from_ne_bytes(daddr),
         proto,
+        ttl,
         frag_offset: u16::from_be_bytes(frag_off) & IP_OFFSET_MASK,
         l4_off: ETH_HLEN + ihl * 4,
     })
 }
 
-/// Reads the ports of a TCP or UDP first fragment.
+/// Reads the ports of a TCP or UDP first fragment, or the identifier of an ICMP echo.
 #[inline(always)]
 pub fn ports(ctx: &TcContext, ip: &Ipv4) -> Option<Ports> {
-    if ip.frag_offset != 0 || (ip.proto != PROTO_TCP && ip.proto != PROTO_UDP) {
+    if ip.frag_offset != 0 {
+        return None;
+    }
+    if ip.proto == PROTO_ICMP {
+        return icmp_echo(ctx, ip);
+    }
+    if ip.proto != PROTO_TCP && ip.proto != PROTO_UDP {
         return None;
     }
     let l4 = ptr_at::<L4Ports>(ctx, ip.l4_off)?;
     // SAFETY: `ptr_at` checked that the ports lie inside the packet.
     let (src, dst) = unsafe { ((*l4).src, (*l4).dst) };
+    let tcp_flags = if ip.proto == PROTO_TCP {
+        let flags = ptr_at::<u8>(ctx, ip.l4_off + TCP_FLAGS_OFF)?;
+        // SAFETY: as above.
+        unsafe { *flags }
+    } else {
+        0
+    };
     Some(Ports {
         src: u16::from_be_bytes(src),
         dst: u16::from_be_bytes(dst),
+        tcp_flags,
     })
+}
+
+#[inline(always)]
+fn icmp_echo(ctx: &TcContext, ip: &Ipv4) -> Option<Ports> {
+    let icmp = ptr_at::<IcmpEcho>(ctx, ip.l4_off)?;
+    // SAFETY: `ptr_at` checked that the echo header lies inside the packet.
+    let (kind, id) = unsafe { ((*icmp).kind, u16::from_be_bytes((*icmp).id)) };
+    match kind {
+        ICMP_ECHO_REQUEST => Some(Ports {
+            src: id,
+            dst: 0,
+            tcp_flags: 0,
+        }),
+        ICMP_ECHO_REPLY => Some(Ports {
+            src: 0,
+            dst: id,
+            tcp_flags: 0,
+        }),
+        _ => None,
+    }
 }
 
 /// Offset of the L4 checksum field in the frame.
 #[inline(always)]
 pub fn l4_csum_off(ip: &Ipv4) -> usize {
     ip.l4_off
-        + if ip.proto == PROTO_TCP {
-            TCP_CSUM_OFF
-        } else {
-            UDP_CSUM_OFF
+        + match ip.proto {
+            PROTO_TCP => TCP_CSUM_OFF,
+            PROTO_ICMP => ICMP_CSUM_OFF,
+            _ => UDP_CSUM_OFF,
         }
 }

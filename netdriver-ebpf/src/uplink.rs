@@ -1,9 +1,14 @@
-//! `nd_from_uplink`: published ports to containers (DNAT), nothing else to containers.
+//! `nd_from_uplink`: published ports to containers (DNAT), replies of tracked outbound flows
+//! back to their container, nothing else to containers.
 
-use aya_ebpf::{bindings::TC_ACT_OK, helpers::bpf_ktime_get_ns, programs::TcContext};
-use netdriver_common::{CtEntry, CtKey, DROP_CT_FAILED, DROP_UNPUBLISHED, PortTarget};
+use aya_ebpf::{bindings::TC_ACT_OK, programs::TcContext};
+use netdriver_common::{
+    CT_ACT_REDIRECT, CT_ACT_SNAT, CT_DIR_IN, CT_DIR_OUT, CT_KIND_PUBLISHED, CT_ST_NEW, CtEntry,
+    DROP_UNPUBLISHED, PortTarget, ct_next_state,
+};
 
 use crate::{
+    ct, icmp_err,
     maps::{ND_CT, in_container_net},
     nat::{self, End},
     parse::{self, Ipv4, Ports},
@@ -18,10 +23,16 @@ pub fn from_uplink(ctx: &TcContext) -> Result<i32, u32> {
     if ip.frag_offset != 0 {
         return Ok(TC_ACT_OK);
     }
-    if let Some(ports) = parse::ports(ctx, &ip)
-        && let Some(target) = published(&ip, ports)
-    {
-        return dnat(ctx, &ip, ports, &target);
+    if let Some(ports) = parse::ports(ctx, &ip) {
+        // Published ports first: a binding always wins over older state (no stale flows).
+        if let Some(target) = published(&ip, ports) {
+            return dnat(ctx, &ip, ports, &target);
+        }
+        if let Some(entry) = ct::lookup(&ct::key(&ip, ports, CT_DIR_IN), ports.tcp_flags) {
+            return ct::apply(ctx, &ip, ports, &entry);
+        }
+    } else if let Some(verdict) = icmp_err::from_uplink(ctx, &ip)? {
+        return Ok(verdict);
     }
     // Outsiders reach containers only through published ports.
     if in_container_net(ip.daddr_be) {
@@ -30,45 +41,56 @@ pub fn from_uplink(ctx: &TcContext) -> Result<i32, u32> {
     Ok(TC_ACT_OK)
 }
 
-/// Looks the destination up as a published port: the exact host address, then any address.
+/// Looks the destination up as a published port: the exact address (a host address, or a
+/// container address in routed mode), then any host address.
 #[inline(always)]
 fn published(ip: &Ipv4, ports: Ports) -> Option<PortTarget> {
-    crate::published::lookup(ip.daddr_be, ports.dst, ip.proto, true)
+    // A wildcard binding is for host addresses, never for a container's.
+    let wildcard = !in_container_net(ip.daddr_be);
+    crate::published::lookup(ip.daddr_be, ports.dst, ip.proto, wildcard)
 }
 
 #[inline(always)]
 fn dnat(ctx: &TcContext, ip: &Ipv4, ports: Ports, target: &PortTarget) -> Result<i32, u32> {
+    if !nat::has_hop_left(ip) {
+        return Ok(TC_ACT_OK);
+    }
     track(ctx, ip, ports, target)?;
+    nat::decrement_ttl(ctx, ip)?;
     nat::rewrite(ctx, ip, ports, End::Dst, target.addr_be, target.port)?;
     nat::redirect(ctx, target.mac, target.gw_mac, target.ifindex)
 }
 
-/// Records (or refreshes) the flow so that `nd_from_container` can translate the replies.
+/// Records (or refreshes) the reply direction so that `nd_from_container` can translate it.
 #[inline(always)]
 fn track(ctx: &TcContext, ip: &Ipv4, ports: Ports, target: &PortTarget) -> Result<(), u32> {
-    let key = CtKey {
-        container_addr_be: target.addr_be,
-        remote_addr_be: ip.saddr_be,
-        container_port: target.port,
-        remote_port: ports.src,
+    let key = netdriver_common::CtKey {
+        saddr_be: target.addr_be,
+        daddr_be: ip.saddr_be,
+        sport: target.port,
+        dport: ports.src,
         proto: ip.proto,
-        _pad: [0; 3],
+        dir: CT_DIR_OUT,
+        _pad: [0; 2],
     };
-    // SAFETY: plain helper call.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = ct::now();
     let entry = CtEntry {
-        host_addr_be: ip.daddr_be,
-        host_port: ports.dst,
-        _pad0: 0,
+        xlate_addr_be: ip.daddr_be,
+        xlate_port: ports.dst,
+        action: CT_ACT_SNAT | CT_ACT_REDIRECT,
+        state: ct_next_state(CT_ST_NEW, ip.proto, ports.tcp_flags),
         // SAFETY: `skb` is the context pointer the kernel passed in.
-        uplink_ifindex: unsafe { (*ctx.skb.skb).ifindex },
-        uplink_mac: ip.eth_dst,
-        peer_mac: ip.eth_src,
+        ifindex: unsafe { (*ctx.skb.skb).ifindex },
+        smac: ip.eth_dst,
+        dmac: ip.eth_src,
+        owner_addr_be: target.addr_be,
+        kind: CT_KIND_PUBLISHED,
+        _pad: [0; 3],
         last_seen_ns: now,
     };
     if let Some(old) = ND_CT.get_ptr_mut(key) {
-        // SAFETY: the entry stays valid until the next update of ND_CT by this program;
-        // racing writers store the same values.
+        // SAFETY: the entry stays valid for this program run; racing writers store the same
+        // values.
         unsafe {
             if same_route(&*old, &entry) {
                 (*old).last_seen_ns = now;
@@ -76,14 +98,15 @@ fn track(ctx: &TcContext, ip: &Ipv4, ports: Ports, target: &PortTarget) -> Resul
             }
         }
     }
-    ND_CT.insert(key, entry, 0).map_err(|_| DROP_CT_FAILED)
+    ct::insert_or_drop(&key, &entry)
 }
 
 #[inline(always)]
 fn same_route(a: &CtEntry, b: &CtEntry) -> bool {
-    a.host_addr_be == b.host_addr_be
-        && a.host_port == b.host_port
-        && a.uplink_ifindex == b.uplink_ifindex
-        && a.uplink_mac == b.uplink_mac
-        && a.peer_mac == b.peer_mac
+    a.xlate_addr_be == b.xlate_addr_be
+        && a.xlate_port == b.xlate_port
+        && a.ifindex == b.ifindex
+        && a.smac == b.smac
+        && a.dmac == b.dmac
+        && a.kind == b.kind
 }

@@ -40,6 +40,9 @@ pub enum Command {
     Port(PortCmd),
     /// Show where the data path is attached and its drop counters.
     Status,
+    /// Remove everything netdriver made (programs, pins, bridges, veths, store entries)
+    /// while no daemon runs.
+    Cleanup(CleanupArgs),
 }
 
 #[derive(Debug, Args)]
@@ -57,11 +60,96 @@ pub struct DaemonArgs {
     /// File whose nameservers a default address pool must avoid.
     #[arg(long, default_value = "/etc/resolv.conf")]
     pub resolv_conf: PathBuf,
+    /// Socket for Docker's remote network and IPAM driver protocol (dockerd looks for
+    /// plugin sockets in /run/docker/plugins; the file name is the driver name).
+    #[arg(long, default_value = "/run/docker/plugins/netdriver.sock")]
+    pub docker_plugin_socket: PathBuf,
+    /// Do not serve the Docker plugin protocol.
+    #[arg(long)]
+    pub no_docker_plugin: bool,
+    /// On SIGINT/SIGTERM, remove everything netdriver made instead of leaving the data
+    /// path running (the default, so traffic flows while the daemon is down).
+    #[arg(long)]
+    pub cleanup_on_exit: bool,
+    /// Capacity of the conntrack/NAT table (a masqueraded flow takes two entries). When it
+    /// is full, new flows are refused (counted and logged); existing ones keep working.
+    #[arg(long, default_value_t = netdriver_common::CT_MAX_ENTRIES)]
+    pub ct_max_entries: u32,
+    /// Source ports masquerade may use, MIN-MAX (keep it clear of the local port range).
+    #[arg(long, default_value = "61000-65535", value_parser = parse_port_range)]
+    pub nat_port_range: (u16, u16),
+    /// Idle timeout of established TCP flows, seconds.
+    #[arg(long, default_value_t = 21600)]
+    pub ct_timeout_tcp: u64,
+    /// Idle timeout of TCP flows before the handshake completes, seconds.
+    #[arg(long, default_value_t = 60)]
+    pub ct_timeout_tcp_syn: u64,
+    /// Idle timeout of TCP flows after a FIN or RST, seconds.
+    #[arg(long, default_value_t = 10)]
+    pub ct_timeout_tcp_close: u64,
+    /// Idle timeout of UDP flows, seconds.
+    #[arg(long, default_value_t = 60)]
+    pub ct_timeout_udp: u64,
+    /// Idle timeout of ICMP echo flows, seconds.
+    #[arg(long, default_value_t = 30)]
+    pub ct_timeout_icmp: u64,
+    /// How often expired conntrack entries are removed, seconds.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub ct_sweep_interval: u64,
     /// cgroup v2 whose processes reach published ports from the host itself (socket hooks;
     /// only sockets of the daemon's network namespace are affected). Default: the root of
     /// the unified hierarchy.
     #[arg(long)]
     pub cgroup: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CleanupArgs {
+    #[arg(long, default_value = "/var/lib/netdriver")]
+    pub state_dir: PathBuf,
+    #[arg(long, default_value = "/sys/fs/bpf/netdriver")]
+    pub bpffs: PathBuf,
+}
+
+impl DaemonArgs {
+    /// The conntrack settings the flags describe.
+    #[must_use]
+    pub fn conntrack(&self) -> crate::service::ConntrackConfig {
+        use std::time::Duration;
+        crate::service::ConntrackConfig {
+            tuning: crate::dataplane::Tuning {
+                ct_max_entries: self.ct_max_entries,
+                nat_ports: self.nat_port_range,
+            },
+            timeouts: crate::dataplane::CtTimeouts {
+                tcp_syn: Duration::from_secs(self.ct_timeout_tcp_syn),
+                tcp_established: Duration::from_secs(self.ct_timeout_tcp),
+                tcp_closing: Duration::from_secs(self.ct_timeout_tcp_close),
+                udp: Duration::from_secs(self.ct_timeout_udp),
+                icmp: Duration::from_secs(self.ct_timeout_icmp),
+            },
+            sweep_interval: Duration::from_secs(self.ct_sweep_interval),
+        }
+    }
+}
+
+/// `MIN-MAX`, 1 <= MIN <= MAX <= 65535.
+fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
+    let (a, b) = s
+        .split_once('-')
+        .ok_or_else(|| format!("{s:?}: expected MIN-MAX"))?;
+    let port = |p: &str| {
+        p.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("{s:?}: ports are 1-65535"))
+    };
+    let (min, max) = (port(a)?, port(b)?);
+    if min > max {
+        return Err(format!("{s:?}: MIN is above MAX"));
+    }
+    Ok((min, max))
 }
 
 #[derive(Debug, Subcommand)]
@@ -80,6 +168,26 @@ pub enum NetworkCmd {
         bridge: Option<String>,
         #[arg(long)]
         mtu: Option<u32>,
+        /// Let containers of the network talk to each other (default true).
+        #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set)]
+        icc: Option<bool>,
+        /// Outbound traffic leaves with the host's address (default true).
+        #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set)]
+        masquerade: Option<bool>,
+        /// Masquerade with this host address instead of the outgoing interface's.
+        #[arg(long, value_name = "IP")]
+        snat_ip: Option<String>,
+        /// No traffic leaves the network or enters it from outside.
+        #[arg(long)]
+        internal: bool,
+        /// nat (default) or routed (no translation; published ports reachable on the
+        /// container's own address).
+        #[arg(long, value_name = "MODE")]
+        gateway_mode: Option<String>,
+        /// Docker driver option KEY=VALUE (repeatable), e.g.
+        /// `com.docker.network.bridge.enable_icc=false`.
+        #[arg(short = 'o', long = "opt", value_name = "KEY=VALUE")]
+        opt: Vec<String>,
     },
     /// List networks.
     Ls,
@@ -109,6 +217,13 @@ pub enum EndpointCmd {
         /// Publish a port: [HOSTIP:][HOSTPORT[-END]:]CPORT[-END][/tcp|/udp].
         #[arg(short = 'p', long = "publish")]
         publish: Vec<String>,
+        /// Declare a port linked endpoints may reach: PORT[-END][/tcp|/udp] (repeatable).
+        #[arg(long)]
+        expose: Vec<String>,
+        /// Link to an endpoint of the same network, NAME[:ALIAS]: this endpoint may open
+        /// connections to its exposed ports even with ICC off (repeatable).
+        #[arg(long)]
+        link: Vec<String>,
     },
     /// List endpoints.
     Ls,
@@ -128,7 +243,7 @@ pub enum PortCmd {
 pub fn run_client(cli: &Cli) -> Result<()> {
     let s = &cli.socket;
     let out = match &cli.command {
-        Command::Daemon(_) => unreachable!("handled by main"),
+        Command::Daemon(_) | Command::Cleanup(_) => unreachable!("handled by main"),
         Command::Network(cmd) => network(cli, cmd)?,
         Command::Endpoint(cmd) => endpoint(cli, cmd)?,
         Command::Port(PortCmd::Ls) => {
@@ -170,8 +285,23 @@ fn network(cli: &Cli, cmd: &NetworkCmd) -> Result<Output> {
             gateway,
             bridge,
             mtu,
+            icc,
+            masquerade,
+            snat_ip,
+            internal,
+            gateway_mode,
+            opt,
         } => {
-            let body = json!({"name": name, "subnet": subnet, "gateway": gateway, "bridge": bridge, "mtu": mtu});
+            let mut options = serde_json::Map::new();
+            for kv in opt {
+                let (k, v) = kv
+                    .split_once('=')
+                    .ok_or_else(|| anyhow::anyhow!("invalid option {kv:?}: expected KEY=VALUE"))?;
+                options.insert(k.to_string(), Value::String(v.to_string()));
+            }
+            let body = json!({"name": name, "subnet": subnet, "gateway": gateway, "bridge": bridge, "mtu": mtu,
+                "icc": icc, "masquerade": masquerade, "snat_ip": snat_ip,
+                "internal": internal.then_some(true), "gateway_mode": gateway_mode, "options": options});
             let v = call(s, "POST", "/v1/networks", Some(&body))?;
             Output::line(v, |v| {
                 format!(
@@ -222,9 +352,11 @@ fn endpoint(cli: &Cli, cmd: &EndpointCmd) -> Result<Output> {
             mac,
             ifname,
             publish,
+            expose,
+            link,
         } => {
             let body = json!({"network": network, "netns": netns, "name": name, "ip": ip, "mac": mac,
-                "ifname": ifname, "ports": publish});
+                "ifname": ifname, "ports": publish, "expose": expose, "links": link});
             let v = call(s, "POST", "/v1/endpoints", Some(&body))?;
             Output::line(v, |v| {
                 let ports: Vec<String> = v["ports"]

@@ -3,9 +3,12 @@
 //! Synchronous on purpose: the daemon holds a [`Dataplane`] behind a `std::sync::Mutex` and
 //! every call is a handful of `bpf(2)`/netlink syscalls.
 
+mod ct;
 mod hairpin;
 mod ranges;
 mod sock;
+#[cfg(test)]
+mod tests;
 
 use std::{
     collections::BTreeMap,
@@ -20,17 +23,20 @@ use aya::{
     pin::PinError,
     programs::{
         Link as _, ProgramError, SchedClassifier, TcAttachType,
+        links::{FdLink, PinnedLink},
         tc::{self, SchedClassifierLink},
     },
     sys::SyscallError,
     util::KernelVersion,
 };
+pub use ct::{CtTimeouts, SweepReport, monotonic_ns};
 use ipnet::Ipv4Net;
 use netdriver_common::{
-    CtEntry, CtKey, DROP_REASONS, GLOBAL_NETNS_COOKIE, HairpinEntry, HairpinKey, MAP_CT, MAP_DROPS,
-    MAP_GATEWAYS, MAP_HAIRPIN, MAP_HOST_ADDRS, MAP_NETS, MAP_PORT_RANGES, MAP_PORTS, MAP_SOCK_RNAT,
-    NetInfo, PROG_FROM_CONTAINER, PROG_FROM_UPLINK, PortKey, PortRangeKey, PortRangeTarget,
-    PortTarget, SockRnatKey, SockRnatValue,
+    CT_MAX_ENTRIES, CtEntry, CtKey, DROP_REASONS, GLOBAL_NAT_PORT_MAX, GLOBAL_NAT_PORT_MIN,
+    GLOBAL_NETNS_COOKIE, HairpinEntry, HairpinKey, LinkKey, MAP_CT, MAP_DROPS, MAP_HAIRPIN,
+    MAP_HOST_ADDRS, MAP_LINKS, MAP_NETS, MAP_PORT_RANGES, MAP_PORTS, MAP_SOCK_RNAT,
+    NAT_PORT_MAX_DEFAULT, NAT_PORT_MIN_DEFAULT, NetInfo, PROG_FROM_CONTAINER, PROG_FROM_UPLINK,
+    PortKey, PortRangeKey, PortRangeTarget, PortTarget, SockRnatKey, SockRnatValue,
 };
 use nix::{
     mount::{MsFlags, mount},
@@ -44,16 +50,34 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 
 /// Every map of the object; all are pinned under the pin directory.
 const MAP_NAMES: [&str; 9] = [
-    MAP_PORT_RANGES,
     MAP_PORTS,
     MAP_CT,
     MAP_NETS,
     MAP_DROPS,
+    MAP_LINKS,
     MAP_HOST_ADDRS,
     MAP_SOCK_RNAT,
+    MAP_PORT_RANGES,
     MAP_HAIRPIN,
-    MAP_GATEWAYS,
 ];
+
+/// Load-time sizes and knobs of the data path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tuning {
+    /// Capacity of `ND_CT` (each flow takes one or two entries).
+    pub ct_max_entries: u32,
+    /// Source ports (and ICMP echo identifiers) masquerade may use, inclusive.
+    pub nat_ports: (u16, u16),
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self {
+            ct_max_entries: CT_MAX_ENTRIES,
+            nat_ports: (NAT_PORT_MIN_DEFAULT, NAT_PORT_MAX_DEFAULT),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
@@ -148,11 +172,21 @@ fn is_not_found(err: &MapError) -> bool {
     }
 }
 
+/// Pinned tc links live in this subdirectory of the pin directory, one file per attachment
+/// (`<program>@<ifname>`): programs stay attached while the daemon is down.
+const LINK_DIR: &str = "links";
+
 /// A tc attachment of one of our programs to an interface.
 struct Attachment {
     ifindex: u32,
-    /// Dropping the link detaches the program.
-    link: SchedClassifierLink,
+    link: AttachedLink,
+}
+
+/// A tcx link is pinned, so it outlives the daemon; unpinning it detaches the program.
+/// Kernels before 6.6 get a netlink tc filter, which dropping removes.
+enum AttachedLink {
+    Pinned(PinnedLink),
+    Netlink(SchedClassifierLink),
 }
 
 /// The loaded programs, their maps and their attachments.
@@ -162,12 +196,12 @@ pub struct Dataplane {
     ports: HashMap<MapData, PortKey, PortTarget>,
     ct: HashMap<MapData, CtKey, CtEntry>,
     nets: LpmTrie<MapData, u32, NetInfo>,
+    links: HashMap<MapData, LinkKey, u32>,
     drops: PerCpuArray<MapData, u64>,
     host_addrs: HashMap<MapData, u32, u32>,
     sock_rnat: HashMap<MapData, SockRnatKey, SockRnatValue>,
     port_ranges: LpmTrie<MapData, PortRangeKey, PortRangeTarget>,
     hairpin: HashMap<MapData, HairpinKey, HairpinEntry>,
-    gateways: LpmTrie<MapData, u32, u32>,
     cgroup: sock::CgroupLinks,
     uplinks: BTreeMap<String, Attachment>,
     containers: BTreeMap<String, Attachment>,
@@ -185,17 +219,38 @@ impl fmt::Debug for Dataplane {
 
 impl Dataplane {
     /// Mounts bpffs at the parent of `pin_dir` (or `pin_dir` itself) if it is not bpffs yet,
-    /// creates `pin_dir`, removes stale pins of our map names, loads the embedded object, pins
-    /// every `ND_*` map under `pin_dir`. The socket programs are told the cookie of the
-    /// calling thread's network namespace: they act on that namespace's sockets only.
+    /// creates `pin_dir`, loads the embedded object, and pins every `ND_*` map under
+    /// `pin_dir` — or adopts the maps already pinned there by a previous run, so flows survive
+    /// a restart. A pinned map whose layout differs from this build's is replaced (and said so).
+    /// The socket programs are told the cookie of the calling thread's network namespace:
+    /// they act on that namespace's sockets only.
     pub fn load(pin_dir: &Path) -> Result<Self, DataplaneError> {
+        Self::load_with(pin_dir, Tuning::default())
+    }
+
+    /// [`Dataplane::load`] with explicit sizes and knobs.
+    pub fn load_with(pin_dir: &Path, tuning: Tuning) -> Result<Self, DataplaneError> {
+        let (nat_min, nat_max) = tuning.nat_ports;
+        if tuning.ct_max_entries == 0 || nat_min == 0 || nat_min > nat_max {
+            return Err(DataplaneError::Invalid {
+                what: "tuning",
+                reason: format!("{tuning:?}: need ct_max_entries > 0 and 0 < min <= max"),
+            });
+        }
         ensure_bpffs(pin_dir)?;
-        for name in MAP_NAMES {
-            remove_pin(&pin_dir.join(name))?;
+        fs::create_dir_all(pin_dir.join(LINK_DIR)).map_err(io_err("create", pin_dir))?;
+        migrate_pins(pin_dir, tuning)?;
+        let paths: Vec<(&str, PathBuf)> = MAP_NAMES.iter().map(|n| (*n, pin_dir.join(n))).collect();
+        let mut loader = EbpfLoader::new();
+        for (name, path) in &paths {
+            loader.map_pin_path(name, path.as_path());
         }
         let cookie = sock::netns_cookie()?;
-        let mut ebpf = EbpfLoader::new()
+        let mut ebpf = loader
             .override_global(GLOBAL_NETNS_COOKIE, &cookie, true)
+            .map_max_entries(MAP_CT, tuning.ct_max_entries)
+            .override_global(GLOBAL_NAT_PORT_MIN, &nat_min, true)
+            .override_global(GLOBAL_NAT_PORT_MAX, &nat_max, true)
             .load(EBPF_OBJECT)
             .map_err(|source| DataplaneError::Object {
                 source: Box::new(source),
@@ -208,12 +263,12 @@ impl Dataplane {
             ports: take_map(&mut ebpf, pin_dir, MAP_PORTS)?,
             ct: take_map(&mut ebpf, pin_dir, MAP_CT)?,
             nets: take_map(&mut ebpf, pin_dir, MAP_NETS)?,
+            links: take_map(&mut ebpf, pin_dir, MAP_LINKS)?,
             drops: take_map(&mut ebpf, pin_dir, MAP_DROPS)?,
             host_addrs: take_map(&mut ebpf, pin_dir, MAP_HOST_ADDRS)?,
             sock_rnat: take_map(&mut ebpf, pin_dir, MAP_SOCK_RNAT)?,
             port_ranges: take_map(&mut ebpf, pin_dir, MAP_PORT_RANGES)?,
             hairpin: take_map(&mut ebpf, pin_dir, MAP_HAIRPIN)?,
-            gateways: take_map(&mut ebpf, pin_dir, MAP_GATEWAYS)?,
             cgroup: sock::CgroupLinks::default(),
             ebpf,
             pin_dir: pin_dir.to_owned(),
@@ -225,7 +280,13 @@ impl Dataplane {
     /// Attaches `nd_from_uplink` to the tc ingress of `ifname`. Idempotent; re-attaches if
     /// the interface was recreated under the same name.
     pub fn attach_uplink(&mut self, ifname: &str) -> Result<(), DataplaneError> {
-        attach(&mut self.ebpf, &mut self.uplinks, PROG_FROM_UPLINK, ifname)
+        attach(
+            &mut self.ebpf,
+            &self.pin_dir,
+            &mut self.uplinks,
+            PROG_FROM_UPLINK,
+            ifname,
+        )
     }
 
     pub fn detach_uplink(&mut self, ifname: &str) -> Result<(), DataplaneError> {
@@ -242,6 +303,7 @@ impl Dataplane {
     pub fn attach_container(&mut self, ifname: &str) -> Result<(), DataplaneError> {
         attach(
             &mut self.ebpf,
+            &self.pin_dir,
             &mut self.containers,
             PROG_FROM_CONTAINER,
             ifname,
@@ -296,53 +358,34 @@ impl Dataplane {
         }
     }
 
-    /// Deletes every `ND_CT` entry whose container address is `addr`. Returns how many.
-    pub fn flush_conntrack(&mut self, addr: Ipv4Addr) -> Result<usize, DataplaneError> {
-        self.flush_conntrack_matching(addr, None)
+    /// Lets `key.parent_addr_be` open connections to `key.port` of `key.child_addr_be`.
+    pub fn add_link(&mut self, key: LinkKey) -> Result<(), DataplaneError> {
+        let key = LinkKey { _pad: 0, ..key };
+        self.links
+            .insert(key, 1, 0)
+            .map_err(map_err("insert into", MAP_LINKS))
     }
 
-    /// Deletes the `ND_CT` entries of one container port (host order) and protocol.
-    pub fn flush_conntrack_port(
-        &mut self,
-        addr: Ipv4Addr,
-        port: u16,
-        proto: u8,
-    ) -> Result<usize, DataplaneError> {
-        self.flush_conntrack_matching(addr, Some((port, proto)))
-    }
-
-    fn flush_conntrack_matching(
-        &mut self,
-        addr: Ipv4Addr,
-        port_proto: Option<(u16, u8)>,
-    ) -> Result<usize, DataplaneError> {
+    /// Removes every link entry that names `addr` as parent or child.
+    pub fn remove_links_of(&mut self, addr: Ipv4Addr) -> Result<usize, DataplaneError> {
         let addr_be = u32::from_ne_bytes(addr.octets());
-        let keys: Vec<CtKey> = self
-            .ct
+        let keys: Vec<LinkKey> = self
+            .links
             .keys()
             .collect::<Result<_, _>>()
-            .map_err(map_err("iterate", MAP_CT))?;
+            .map_err(map_err("iterate", MAP_LINKS))?;
         let mut removed = 0;
-        for key in keys.iter().filter(|key| {
-            key.container_addr_be == addr_be
-                && port_proto.is_none_or(|pp| pp == (key.container_port, key.proto))
-        }) {
-            match self.ct.remove(key) {
+        for key in keys
+            .iter()
+            .filter(|k| k.parent_addr_be == addr_be || k.child_addr_be == addr_be)
+        {
+            match self.links.remove(key) {
                 Ok(()) => removed += 1,
-                // Evicted (LRU) since we listed it.
                 Err(err) if is_not_found(&err) => {}
-                Err(err) => return Err(map_err("remove from", MAP_CT)(err)),
+                Err(err) => return Err(map_err("remove from", MAP_LINKS)(err)),
             }
         }
         Ok(removed)
-    }
-
-    /// The conntrack entries, as stored in `ND_CT`.
-    pub fn conntrack(&self) -> Result<Vec<(CtKey, CtEntry)>, DataplaneError> {
-        self.ct
-            .iter()
-            .collect::<Result<_, _>>()
-            .map_err(map_err("iterate", MAP_CT))
     }
 
     /// Drop counters summed over CPUs, indexed by `DROP_*` reason.
@@ -358,16 +401,48 @@ impl Dataplane {
             .collect()
     }
 
-    /// Removes the pins (called on daemon shutdown; programs detach when the Dataplane is
-    /// dropped). Best effort: tries every pin and reports every error.
-    pub fn unpin(&mut self) -> Result<(), DataplaneError> {
-        let errors: Vec<_> = MAP_NAMES
-            .iter()
-            .filter_map(|name| remove_pin(&self.pin_dir.join(name)).err())
-            .collect();
-        // Only succeeds if nothing else lives there; a shared directory is left alone.
-        let _ = fs::remove_dir(&self.pin_dir);
-        joined(errors)
+    /// Unpins the links of a previous run that no attachment of this run replaced (their
+    /// interface is gone or no longer ours), which detaches those programs.
+    pub fn release_stale_links(&mut self) -> Result<usize, DataplaneError> {
+        let dir = self.pin_dir.join(LINK_DIR);
+        let mut released = 0;
+        for entry in fs::read_dir(&dir).map_err(io_err("list", &dir))?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let ours = name.split_once('@').is_some_and(|(prog, ifname)| {
+                let table = if prog == PROG_FROM_UPLINK {
+                    &self.uplinks
+                } else {
+                    &self.containers
+                };
+                table.contains_key(ifname)
+            });
+            if !ours {
+                tracing::info!(link = %name, "releasing a link no interface of ours needs");
+                remove_pin(&entry.path())?;
+                released += 1;
+            }
+        }
+        Ok(released)
+    }
+
+    /// Detaches every program and removes every pin (`--cleanup-on-exit`, `netdriver
+    /// cleanup`). Without this, programs stay attached and maps pinned while the daemon is
+    /// down, so traffic keeps flowing.
+    pub fn remove_everything(&mut self) -> Result<(), DataplaneError> {
+        let mut errors = Vec::new();
+        for (table, program) in [
+            (&mut self.uplinks, PROG_FROM_UPLINK),
+            (&mut self.containers, PROG_FROM_CONTAINER),
+        ] {
+            let names: Vec<String> = table.keys().cloned().collect();
+            errors.extend(names.iter().filter_map(|n| detach(table, program, n).err()));
+        }
+        errors.extend(remove_pins(&self.pin_dir).err());
+        match errors.len() {
+            0 => Ok(()),
+            1 => Err(errors.remove(0)),
+            _ => Err(DataplaneError::Teardown(errors)),
+        }
     }
 
     /// The directory the maps are pinned in.
@@ -456,6 +531,28 @@ fn mount_bpffs(path: &Path) -> Result<(), DataplaneError> {
     })
 }
 
+/// Removes the pins netdriver made under `pin_dir` (links first, then maps) and the
+/// directory itself when nothing else lives there.
+pub fn remove_pins(pin_dir: &Path) -> Result<(), DataplaneError> {
+    let links = pin_dir.join(LINK_DIR);
+    if let Ok(entries) = fs::read_dir(&links) {
+        for entry in entries.flatten() {
+            remove_pin(&entry.path())?;
+        }
+        let _ = fs::remove_dir(&links);
+    }
+    if let Ok(entries) = fs::read_dir(pin_dir) {
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with("ND_") {
+                remove_pin(&entry.path())?;
+            }
+        }
+    }
+    // Only succeeds if nothing else lives there; a shared directory is left alone.
+    let _ = fs::remove_dir(pin_dir);
+    Ok(())
+}
+
 fn remove_pin(path: &Path) -> Result<(), DataplaneError> {
     match fs::remove_file(path) {
         Err(err) if err.kind() != io::ErrorKind::NotFound => Err(io_err("remove pin", path)(err)),
@@ -504,20 +601,65 @@ fn load_error(program: &'static str, err: ProgramError) -> DataplaneError {
     }
 }
 
-fn take_map<T>(ebpf: &mut Ebpf, pin_dir: &Path, name: &'static str) -> Result<T, DataplaneError>
+/// Takes a map out of the object; the loader already pinned it (or adopted its pin).
+fn take_map<T>(ebpf: &mut Ebpf, _pin_dir: &Path, name: &'static str) -> Result<T, DataplaneError>
 where
     T: TryFrom<aya::maps::Map, Error = MapError>,
 {
     let map = ebpf
         .take_map(name)
         .ok_or(DataplaneError::Missing { object: name })?;
-    let path = pin_dir.join(name);
-    map.pin(&path).map_err(|source| DataplaneError::Pin {
-        map: name,
-        path,
-        source,
-    })?;
     T::try_from(map).map_err(map_err("open", name))
+}
+
+/// Removes pinned maps this build cannot adopt: `ND_*` pins of names it no longer has, and
+/// pins whose key, value or size differ from this build's definition (a layout change). Their
+/// content is re-derived from the store (ports, networks) or lost (flows), and the log says so.
+fn migrate_pins(pin_dir: &Path, tuning: Tuning) -> Result<(), DataplaneError> {
+    let object = aya_obj::Object::parse(EBPF_OBJECT).map_err(|e| DataplaneError::Invalid {
+        what: "embedded eBPF object",
+        reason: e.to_string(),
+    })?;
+    let entries = fs::read_dir(pin_dir).map_err(io_err("list", pin_dir))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("ND_") {
+            continue;
+        }
+        let path = entry.path();
+        let reason = match object.maps.get(&name) {
+            None => Some("no longer used by this version".to_string()),
+            Some(def) => {
+                let max_entries = if name == MAP_CT {
+                    tuning.ct_max_entries
+                } else {
+                    def.max_entries()
+                };
+                layout_change(&path, def, max_entries)
+            }
+        };
+        if let Some(reason) = reason {
+            tracing::warn!(map = %name, "replacing pinned map: {reason}");
+            remove_pin(&path)?;
+        }
+    }
+    Ok(())
+}
+
+/// Why the map pinned at `path` does not fit `def`, if it does not.
+fn layout_change(path: &Path, def: &aya_obj::Map, max_entries: u32) -> Option<String> {
+    let info = match aya::maps::MapInfo::from_pin(path) {
+        Ok(info) => info,
+        Err(e) => return Some(format!("unreadable pin ({e})")),
+    };
+    let pinned = (info.key_size(), info.value_size(), info.max_entries());
+    let wanted = (def.key_size(), def.value_size(), max_entries);
+    (pinned != wanted).then(|| {
+        format!(
+            "layout changed (key/value/max entries {}/{}/{} -> {}/{}/{})",
+            pinned.0, pinned.1, pinned.2, wanted.0, wanted.1, wanted.2
+        )
+    })
 }
 
 fn ifindex(ifname: &str) -> Result<u32, DataplaneError> {
@@ -529,6 +671,7 @@ fn ifindex(ifname: &str) -> Result<u32, DataplaneError> {
 
 fn attach(
     ebpf: &mut Ebpf,
+    pin_dir: &Path,
     attachments: &mut BTreeMap<String, Attachment>,
     program: &'static str,
     ifname: &str,
@@ -539,7 +682,8 @@ fn attach(
             attachments.insert(ifname.to_owned(), old);
             return Ok(());
         }
-        // Same name, new interface: the old link is defunct; dropping it closes it.
+        // Same name, new interface: the old link is defunct; unpinning it releases it.
+        release(old.link);
     }
     let prog_err = |op, source| DataplaneError::Program {
         op,
@@ -548,16 +692,47 @@ fn attach(
         source: Box::new(source),
     };
     // aya uses tcx links from Linux 6.6 on and netlink (which needs clsact) before that.
-    if KernelVersion::current().is_ok_and(|v| v < KernelVersion::new(6, 6, 0)) {
+    let tcx = !KernelVersion::current().is_ok_and(|v| v < KernelVersion::new(6, 6, 0));
+    if !tcx {
         add_clsact(ifname).map_err(|e| prog_err("add clsact for", ProgramError::TcError(e)))?;
     }
+    // A previous run's link (this program's older version, still attached while we were
+    // down) is replaced only once the new one is attached: no packet goes unhandled.
+    let pin = pin_dir.join(LINK_DIR).join(format!("{program}@{ifname}"));
+    let previous = PinnedLink::from_pin(&pin).ok();
     let prog = classifier(ebpf, program)?;
     let link_id = prog
         .attach(ifname, TcAttachType::Ingress)
         .map_err(|e| prog_err("attach", e))?;
     let link = prog.take_link(link_id).map_err(|e| prog_err("attach", e))?;
+    if let Some(previous) = previous {
+        release(AttachedLink::Pinned(previous));
+    }
+    let link = if tcx {
+        let fd = FdLink::try_from(link)
+            .map_err(|e| prog_err("pin", ProgramError::IOError(io::Error::other(e))))?;
+        AttachedLink::Pinned(fd.pin(&pin).map_err(|source| DataplaneError::Pin {
+            map: program,
+            path: pin.clone(),
+            source,
+        })?)
+    } else {
+        AttachedLink::Netlink(link)
+    };
     attachments.insert(ifname.to_owned(), Attachment { ifindex, link });
     Ok(())
+}
+
+/// Detaches a link: a pinned one by removing its pin (the kernel detaches the program once
+/// nothing refers to the link), a netlink one by removing the filter.
+fn release(link: AttachedLink) -> Option<ProgramError> {
+    match link {
+        AttachedLink::Pinned(pinned) => match pinned.unpin() {
+            Ok(_fd) => None,
+            Err(e) => Some(ProgramError::IOError(e)),
+        },
+        AttachedLink::Netlink(link) => link.detach().err(),
+    }
 }
 
 fn add_clsact(ifname: &str) -> Result<(), tc::TcError> {
@@ -575,16 +750,16 @@ fn detach(
     let Some(Attachment { link, .. }) = attachments.remove(ifname) else {
         return Ok(());
     };
-    match link.detach() {
+    match release(link) {
         // A netlink filter goes away with its interface.
-        Err(_) if if_nametoindex(ifname).is_err() => Ok(()),
-        Err(source) => Err(DataplaneError::Program {
+        Some(_) if if_nametoindex(ifname).is_err() => Ok(()),
+        Some(source) => Err(DataplaneError::Program {
             op: "detach",
             program,
             ifname: ifname.to_owned(),
             source: Box::new(source),
         }),
-        Ok(()) => Ok(()),
+        None => Ok(()),
     }
 }
 

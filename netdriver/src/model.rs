@@ -1,11 +1,11 @@
 //! The objects the daemon manages and the API requests that create them.
 
-use std::{net::Ipv4Addr, path::PathBuf};
+use std::{collections::BTreeMap, net::Ipv4Addr, path::PathBuf};
 
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
-use crate::ports::PortBinding;
+use crate::ports::{PortBinding, Proto};
 
 /// A bridge network.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -17,6 +17,45 @@ pub struct Network {
     pub subnet: Ipv4Net,
     pub gateway: Ipv4Addr,
     pub mtu: Option<u32>,
+    /// Containers of the network may talk to each other (Docker's `enable_icc`).
+    #[serde(default = "yes")]
+    pub icc: bool,
+    /// Outbound traffic leaves with the host's address (`enable_ip_masquerade`).
+    #[serde(default = "yes")]
+    pub masquerade: bool,
+    /// Masquerade source address instead of the egress interface's (`host_ipv4`).
+    #[serde(default)]
+    pub snat_ip: Option<Ipv4Addr>,
+    /// No traffic leaves the network in either direction (`com.docker.network.internal`).
+    #[serde(default)]
+    pub internal: bool,
+    #[serde(default)]
+    pub gateway_mode: GatewayMode,
+    /// Host address of bindings that name none (`host_binding_ipv4`).
+    #[serde(default)]
+    pub host_binding_ipv4: Option<Ipv4Addr>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Docker's `gateway_mode_ipv4`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GatewayMode {
+    /// Masquerade outbound (if enabled); from outside only published host ports reach in.
+    #[default]
+    Nat,
+    /// No translation: published ports are reachable on container addresses, nothing else.
+    Routed,
+}
+
+/// A port a container declares (`--expose`): what linked parents may reach with ICC off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExposedPort {
+    pub port: u16,
+    pub proto: Proto,
 }
 
 /// A container's attachment to a network: a veth pair and its published ports.
@@ -39,6 +78,12 @@ pub struct Endpoint {
     pub port_specs: Vec<String>,
     /// The bindings actually allocated.
     pub ports: Vec<PortBinding>,
+    /// Ports declared with `--expose`.
+    #[serde(default)]
+    pub expose: Vec<ExposedPort>,
+    /// Endpoints of the same network this one (the parent) may reach on their exposed ports.
+    #[serde(default)]
+    pub links: Vec<String>,
 }
 
 /// `POST /v1/networks`.
@@ -54,6 +99,20 @@ pub struct CreateNetwork {
     pub bridge: Option<String>,
     #[serde(default)]
     pub mtu: Option<u32>,
+    #[serde(default)]
+    pub icc: Option<bool>,
+    #[serde(default)]
+    pub masquerade: Option<bool>,
+    #[serde(default)]
+    pub snat_ip: Option<String>,
+    #[serde(default)]
+    pub internal: Option<bool>,
+    /// `nat` or `routed`.
+    #[serde(default)]
+    pub gateway_mode: Option<String>,
+    /// Docker's `-o key=value` driver options.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
 }
 
 /// `POST /v1/endpoints`.
@@ -72,6 +131,12 @@ pub struct CreateEndpoint {
     pub ifname: Option<String>,
     #[serde(default)]
     pub ports: Vec<String>,
+    /// `PORT[-END][/tcp|/udp]`.
+    #[serde(default)]
+    pub expose: Vec<String>,
+    /// `NAME[:ALIAS]` of endpoints on the same network.
+    #[serde(default)]
+    pub links: Vec<String>,
 }
 
 /// One row of `GET /v1/ports`.
@@ -104,4 +169,10 @@ pub struct Status {
     pub uplinks: Vec<String>,
     /// Drop counters indexed by reason (`netdriver_common::DROP_*`).
     pub drops: Vec<u64>,
+    /// The name of each drop reason, by index.
+    #[serde(default)]
+    pub drop_reasons: Vec<String>,
+    /// Entries in `ND_CT` at the last sweep.
+    #[serde(default)]
+    pub conntrack_entries: usize,
 }

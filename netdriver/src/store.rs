@@ -16,6 +16,30 @@ use crate::model::{Endpoint, Network};
 const NETWORKS: TableDefinition<&str, &[u8]> = TableDefinition::new("networks");
 const ENDPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("endpoints");
 
+/// The Docker plugin's own records, keyed by Docker id (their types live in the service).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DockerTable {
+    Networks,
+    Endpoints,
+    Pools,
+}
+
+impl DockerTable {
+    const ALL: [Self; 3] = [Self::Networks, Self::Endpoints, Self::Pools];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Networks => "docker_networks",
+            Self::Endpoints => "docker_endpoints",
+            Self::Pools => "docker_ipam_pools",
+        }
+    }
+
+    fn def(self) -> TableDefinition<'static, &'static str, &'static [u8]> {
+        TableDefinition::new(self.name())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("opening store {path}: {source}")]
@@ -60,6 +84,9 @@ impl Store {
         store.write("init", "networks", "", |tx| {
             tx.open_table(NETWORKS)?;
             tx.open_table(ENDPOINTS)?;
+            for t in DockerTable::ALL {
+                tx.open_table(t.def())?;
+            }
             Ok(())
         })?;
         Ok(store)
@@ -87,6 +114,26 @@ impl Store {
 
     pub fn endpoints(&self) -> Result<Vec<Endpoint>, StoreError> {
         self.all(ENDPOINTS, "endpoints")
+    }
+
+    pub fn put_docker<T: Serialize>(
+        &self,
+        table: DockerTable,
+        id: &str,
+        value: &T,
+    ) -> Result<(), StoreError> {
+        self.put(table.def(), table.name(), id, value)
+    }
+
+    pub fn delete_docker(&self, table: DockerTable, id: &str) -> Result<(), StoreError> {
+        self.delete(table.def(), table.name(), id)
+    }
+
+    pub fn docker_records<T: DeserializeOwned>(
+        &self,
+        table: DockerTable,
+    ) -> Result<Vec<T>, StoreError> {
+        self.all(table.def(), table.name())
     }
 
     fn put<T: Serialize>(
@@ -171,14 +218,13 @@ mod tests {
     #[test]
     fn survives_reopen() {
         let dir = std::env::temp_dir().join(format!("nd-store-test-{}", std::process::id()));
-        let net = Network {
-            id: "abc".into(),
-            name: "web".into(),
-            bridge: "nd-abc".into(),
-            subnet: "10.20.0.0/24".parse().unwrap(),
-            gateway: "10.20.0.1".parse().unwrap(),
-            mtu: Some(1400),
-        };
+        // A record in the original layout: the fields added since take their defaults.
+        let net: Network = serde_json::from_str(
+            r#"{"id": "abc", "name": "web", "bridge": "nd-abc", "subnet": "10.20.0.0/24",
+                "gateway": "10.20.0.1", "mtu": 1400}"#,
+        )
+        .unwrap();
+        assert!(net.icc && net.masquerade && !net.internal);
         {
             let s = Store::open(&dir).unwrap();
             s.put_network(&net).unwrap();

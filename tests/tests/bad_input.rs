@@ -366,3 +366,32 @@ fn socket_is_private_and_mtu_applies() {
     let route = world.container_ns("m").ip(&["route"]);
     assert!(route.contains("default via 10.66.0.1"), "{route}");
 }
+
+#[test]
+fn the_daemon_refuses_a_socket_it_cannot_protect() {
+    let world = World::new();
+    let dir = std::env::temp_dir().join(format!("ndt{}open", world.tag));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = world.host.exec(
+        common::netdriver_bin().to_str().unwrap(),
+        &[
+            "--socket",
+            dir.join("nd.sock").to_str().unwrap(),
+            "daemon",
+            "--state-dir",
+            dir.join("state").to_str().unwrap(),
+            "--bpffs",
+            &format!("/sys/fs/bpf/ndt{}open", world.tag),
+            "--no-docker-plugin",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("writable by group or others"),
+        "{err}"
+    );
+    assert!(!dir.join("nd.sock").exists() && !dir.join("state").exists());
+    assert!(!std::path::Path::new(&format!("/sys/fs/bpf/ndt{}open", world.tag)).exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -91,3 +91,72 @@ fn malformed_and_oversized_requests_change_nothing() {
     assert_eq!(before, after, "state changed");
     assert!(!daemon.log().contains("panicked"), "{}", daemon.log());
 }
+
+/// The Docker plugin socket gets the same treatment: oversized, junk and truncated requests
+/// are refused and change nothing.
+#[test]
+fn the_docker_plugin_survives_hostile_requests() {
+    let world = World::new();
+    let daemon = world.daemon();
+    let send = |raw: &[u8]| {
+        let mut s = UnixStream::connect(&daemon.plugin_socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let _ = s.write_all(raw);
+        let mut out = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut s, &mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    let call = |path: &str, body: &str| {
+        send(format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ).as_bytes())
+    };
+    let huge = format!("{{\"NetworkID\": \"{}\"}}", "a".repeat(4 * 1024 * 1024));
+    for (path, body) in [
+        ("/NetworkDriver.CreateNetwork", huge.as_str()),
+        ("/NetworkDriver.CreateNetwork", "{\"NetworkID\": "),
+        (
+            "/NetworkDriver.CreateEndpoint",
+            "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[",
+        ),
+        ("/NetworkDriver.Join", "\u{0}\u{1}binary"),
+        ("/IpamDriver.RequestPool", "{\"Pool\": 7}"),
+        (
+            "/IpamDriver.RequestAddress",
+            "{\"PoolID\": \"nope\", \"Address\": \"999.1.1.1\"}",
+        ),
+    ] {
+        let answer = call(path, body);
+        let status: u16 = answer
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let ok = (400..600).contains(&status) || answer.contains("\"Err\"");
+        assert!(ok, "{path}: {answer:.200}");
+    }
+    for i in 0..10u8 {
+        let bytes: Vec<u8> = (0..300u16)
+            .map(|j| (u16::from(i) * 13 + j * 3).to_le_bytes()[0])
+            .collect();
+        let _ = send(&bytes);
+    }
+    assert!(
+        daemon
+            .json(&["network", "ls"])
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        daemon
+            .json(&["endpoint", "ls"])
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    assert!(!daemon.log().contains("panicked"), "{}", daemon.log());
+    // Still serving.
+    assert!(call("/Plugin.Activate", "").contains("NetworkDriver"));
+}

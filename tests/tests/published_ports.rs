@@ -241,7 +241,7 @@ fn removing_the_endpoint_closes_its_port() {
 }
 
 #[test]
-fn state_survives_a_daemon_restart() {
+fn published_ports_keep_working_while_the_daemon_is_down() {
     let mut world = World::new();
     let mut daemon = world.daemon();
     web(&mut world, &daemon, &["8080:80"]);
@@ -249,17 +249,24 @@ fn state_survives_a_daemon_restart() {
     let _tcp = TcpServer::start(c, "0.0.0.0:80", "web");
     tcp_request(&world.ext, &format!("{HOST_IP}:8080"), TIMEOUT).expect("before restart");
 
+    // Stopped: the programs stay attached through pinned links, the maps stay pinned.
     daemon.stop();
-    let pins: Vec<_> = std::fs::read_dir(&daemon.bpffs)
-        .map(|d| d.flatten().collect())
-        .unwrap_or_default();
-    assert!(pins.is_empty(), "clean shutdown leaves no pins: {pins:?}");
+    assert!(daemon.bpffs.join("ND_PORTS").exists() && daemon.bpffs.join("links").exists());
+    let answer = tcp_request(&world.ext, &format!("{HOST_IP}:8080"), TIMEOUT).expect("daemon down");
+    assert_eq!(answer, format!("web saw {EXT_IP} said hello"));
+
     daemon.restart();
     assert_eq!(daemon.json(&["network", "ls"])[0]["name"], "front");
     assert_eq!(daemon.json(&["port", "ls"])[0]["host_port"], 8080);
     let answer =
         tcp_request(&world.ext, &format!("{HOST_IP}:8080"), TIMEOUT).expect("after restart");
     assert_eq!(answer, format!("web saw {EXT_IP} said hello"));
+    // The restarted daemon adopted the links: one per interface, not one per start.
+    let links: Vec<_> = std::fs::read_dir(daemon.bpffs.join("links"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(links.len(), 2, "{links:?}");
     // The next address is still the next one: the first is remembered as taken.
     let other = world.container("b");
     let ep = daemon.json(&[

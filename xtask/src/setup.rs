@@ -21,6 +21,11 @@ const PACKAGES: &[(&str, &str)] = &[
     ("bpftool", "bpftool"),
     ("iptables", "iptables"),
     ("nft", "nftables"),
+    // The Docker plugin tests run a real dockerd (20.10) with its own containerd, on an
+    // image built from the static busybox.
+    ("dockerd", "docker.io"),
+    ("containerd", "containerd"),
+    ("busybox", "busybox-static"),
 ];
 
 /// What the bench needs besides the above (`cargo xtask bench` only).

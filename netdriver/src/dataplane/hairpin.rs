@@ -1,33 +1,12 @@
-//! Hairpin state: the gateway of each subnet, and forgetting an endpoint's hairpin flows.
+//! Hairpin state: forgetting an endpoint's hairpin flows.
 
 use std::net::Ipv4Addr;
 
-use ipnet::Ipv4Net;
-use netdriver_common::{HairpinKey, MAP_GATEWAYS, MAP_HAIRPIN};
+use netdriver_common::{HairpinKey, MAP_HAIRPIN};
 
-use super::{Dataplane, DataplaneError, is_not_found, map_err, net_key};
+use super::{Dataplane, DataplaneError, is_not_found, map_err};
 
 impl Dataplane {
-    /// Records the gateway of a container subnet (the source of a container's packets to
-    /// its own published port, as Docker does).
-    pub fn add_gateway(
-        &mut self,
-        subnet: Ipv4Net,
-        gateway: Ipv4Addr,
-    ) -> Result<(), DataplaneError> {
-        self.gateways
-            .insert(&net_key(subnet), u32::from_ne_bytes(gateway.octets()), 0)
-            .map_err(map_err("insert into", MAP_GATEWAYS))
-    }
-
-    /// Forgets a subnet's gateway; succeeds if it was not there.
-    pub fn remove_gateway(&mut self, subnet: Ipv4Net) -> Result<(), DataplaneError> {
-        match self.gateways.remove(&net_key(subnet)) {
-            Err(err) if !is_not_found(&err) => Err(map_err("remove from", MAP_GATEWAYS)(err)),
-            _ => Ok(()),
-        }
-    }
-
     /// Deletes the hairpin flows `addr` takes part in, as client or as target.
     pub fn flush_hairpin(&mut self, addr: Ipv4Addr) -> Result<usize, DataplaneError> {
         let addr_be = u32::from_ne_bytes(addr.octets());

@@ -272,27 +272,13 @@ mod tests {
     }
 }
 
-/// Random `-p` strings (a dependency-free fuzzer): parsing never panics, and whatever it
-/// accepts is well formed.
+/// Property tests over random `-p` strings: parsing never panics, and whatever it accepts
+/// is well formed.
 #[cfg(test)]
 mod fuzz {
+    use proptest::prelude::*;
+
     use super::*;
-
-    /// xorshift64*: deterministic, so a failure replays.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-
-        fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-            items[usize::try_from(self.next() % items.len() as u64).unwrap()]
-        }
-    }
 
     const PIECES: &[&str] = &[
         "0",
@@ -323,22 +309,28 @@ mod fuzz {
         "-1",
     ];
 
-    #[test]
-    fn random_specs_never_panic() {
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-        for _ in 0..200_000 {
-            let n = rng.next() % 8;
-            let spec: String = (0..n).map(|_| rng.pick(PIECES)).collect();
-            let Ok(reqs) = parse(&spec) else { continue };
-            assert!(!reqs.is_empty(), "{spec:?}");
-            for r in reqs {
-                assert!(r.container_port > 0, "{spec:?}");
-                assert!(
-                    r.host_port <= r.host_port_end || r.host_port_end == 0,
-                    "{spec:?}"
-                );
-                assert!(r.host_port != 0 || r.host_port_end == 0, "{spec:?}");
+    fn spec() -> impl Strategy<Value = String> {
+        prop::collection::vec(prop::sample::select(PIECES), 0..8).prop_map(|p| p.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(20_000))]
+
+        #[test]
+        fn random_specs_parse_or_fail_cleanly(spec in spec()) {
+            if let Ok(reqs) = parse(&spec) {
+                prop_assert!(!reqs.is_empty());
+                for r in reqs {
+                    prop_assert!(r.container_port > 0);
+                    prop_assert!(r.host_port <= r.host_port_end);
+                    prop_assert!(r.host_port != 0 || r.host_port_end == 0);
+                }
             }
+        }
+
+        #[test]
+        fn any_string_is_safe(spec in any::<String>()) {
+            let _ = parse(&spec);
         }
     }
 }

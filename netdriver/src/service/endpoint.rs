@@ -6,6 +6,7 @@ use netdriver_common::{PortKey, PortTarget};
 
 use super::{ServiceError, State, new_id, validate_ifname, validate_name};
 use crate::{
+    fault,
     ipam::{self, format_mac},
     model::{CreateEndpoint, Endpoint},
     netlink::NetnsHandle,
@@ -60,6 +61,22 @@ impl State {
         for spec in &req.ports {
             requests.extend(ports::parse(spec)?);
         }
+        if net.internal && !requests.is_empty() {
+            return Err(ServiceError::Invalid(format!(
+                "network {:?} is internal: no port can be published on it",
+                net.name
+            )));
+        }
+        // Docker's host_binding_ipv4: the host address of bindings that name none.
+        if let Some(ip) = net.host_binding_ipv4 {
+            for r in requests.iter_mut().filter(|r| r.host_ip.is_none()) {
+                r.host_ip = Some(ip.into());
+            }
+        }
+        let mut expose = Vec::new();
+        for spec in &req.expose {
+            expose.extend(super::links::parse_expose(spec)?);
+        }
         let ep = Endpoint {
             host_ifname: format!("nd{}", &id[..10]),
             id,
@@ -73,7 +90,10 @@ impl State {
             mac: mac.map(format_mac).unwrap_or_default(),
             port_specs: req.ports,
             ports: Vec::new(),
+            expose,
+            links: req.links,
         };
+        self.check_links(&ep)?;
         Ok((ep, requests, wanted_ip))
     }
 
@@ -112,10 +132,12 @@ impl State {
         let mtu = self.networks[&ep.network].net.mtu;
         let peer = format!("np{}", &ep.id[..10]);
         let (host, peer_link) = self.nl.create_veth(&ep.host_ifname, &peer, mtu).await?;
+        fault::point("endpoint-create:veth");
         let bridge = self.bridge_link(&ep.network).await?;
         self.nl.set_master(host.index, bridge.index).await?;
         self.nl.set_up(host.index).await?;
         self.nl.move_to_netns(peer_link.index, &ep.netns).await?;
+        fault::point("endpoint-create:moved");
         let mac = ipam::parse_mac(&ep.mac).expect("stored MAC is valid");
         NetnsHandle::open(&ep.netns)
             .await?
@@ -129,15 +151,20 @@ impl State {
                 mtu,
             )
             .await?;
-        // A previous holder of this address may have left flows behind.
-        self.dp.flush_conntrack(ep.ip)?;
-        self.dp.flush_hairpin(ep.ip)?;
+        // A previous holder of this address or of these host ports may have left flows
+        // behind (moby#53384: UDP flows of a restarted container).
+        self.flush_flows(ep)?;
         self.program_endpoint(ep).await?;
+        fault::point("endpoint-create:published");
         self.store.put_endpoint(ep)?;
+        fault::point("endpoint-create:stored");
         Ok(())
     }
 
-    async fn bridge_link(&self, network: &str) -> Result<crate::netlink::LinkInfo, ServiceError> {
+    pub(super) async fn bridge_link(
+        &self,
+        network: &str,
+    ) -> Result<crate::netlink::LinkInfo, ServiceError> {
         let name = &self.networks[network].net.bridge;
         self.nl.link_by_name(name).await?.ok_or_else(|| {
             ServiceError::Conflict(format!("bridge {name} of network {network} is missing"))
@@ -179,13 +206,30 @@ impl State {
                 self.dp.publish_range(start, &run.blocks(), target)?;
             }
         }
+        self.publish_routed(ep, target)?;
+        self.program_links(ep)?;
         Ok(())
     }
 
-    /// Undoes what `apply_endpoint` did, as far as it got; reports every error it meets.
-    pub(super) async fn teardown_endpoint(&mut self, ep: &Endpoint) -> Vec<ServiceError> {
+    /// Forgets every tracked flow of the endpoint's address and of its host ports.
+    fn flush_flows(&mut self, ep: &Endpoint) -> Result<(), ServiceError> {
+        self.dp.flush_conntrack(ep.ip)?;
+        // One pass over the table for all the host ports (a range may hold thousands).
+        let host_ports = ep
+            .ports
+            .iter()
+            .map(|b| (b.host_port, b.proto.number()))
+            .collect();
+        self.dp.flush_conntrack_host_ports(&host_ports)?;
+        self.dp.flush_hairpin(ep.ip)?;
+        self.dp.flush_sock_rnat(ep.ip)?;
+        Ok(())
+    }
+
+    /// Withdraws published bindings from the data path (single ports and ranges alike).
+    pub(super) fn unpublish_bindings(&mut self, bindings: &[PortBinding]) -> Vec<ServiceError> {
         let mut errors = Vec::new();
-        for run in ports::runs(&ep.ports) {
+        for run in ports::runs(bindings) {
             let start = port_key(&run.first());
             let unpublished = if run.len() == 1 {
                 self.dp.unpublish(&start)
@@ -196,14 +240,24 @@ impl State {
                 errors.push(e.into());
             }
         }
-        if let Err(e) = self.dp.flush_conntrack(ep.ip) {
+        errors
+    }
+
+    /// Undoes what `apply_endpoint` did, as far as it got; reports every error it meets.
+    pub(super) async fn teardown_endpoint(&mut self, ep: &Endpoint) -> Vec<ServiceError> {
+        let mut errors = Vec::new();
+        errors.extend(self.unpublish_bindings(&ep.ports));
+        for key in self.routed_ports(ep) {
+            if let Err(e) = self.dp.unpublish(&key) {
+                errors.push(e.into());
+            }
+        }
+        fault::point("endpoint-remove:unpublished");
+        if let Err(e) = self.dp.remove_links_of(ep.ip) {
             errors.push(e.into());
         }
-        if let Err(e) = self.dp.flush_sock_rnat(ep.ip) {
-            errors.push(e.into());
-        }
-        if let Err(e) = self.dp.flush_hairpin(ep.ip) {
-            errors.push(e.into());
+        if let Err(e) = self.flush_flows(ep) {
+            errors.push(e);
         }
         if let Err(e) = self.dp.detach_container(&ep.host_ifname) {
             errors.push(e.into());
@@ -238,6 +292,7 @@ impl State {
             .cloned()
             .ok_or_else(|| ServiceError::NotFound(format!("no endpoint named {name:?}")))?;
         self.store.delete_endpoint(name)?;
+        fault::point("endpoint-remove:unstored");
         self.endpoints.remove(name);
         let errors = self.teardown_endpoint(&ep).await;
         self.release_endpoint(&ep);
@@ -249,7 +304,7 @@ impl State {
     }
 }
 
-fn port_key(b: &PortBinding) -> PortKey {
+pub(super) fn port_key(b: &PortBinding) -> PortKey {
     PortKey {
         host_addr_be: u32::from_ne_bytes(b.host_ip.octets()),
         host_port: b.host_port,

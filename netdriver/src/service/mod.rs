@@ -1,9 +1,16 @@
 //! The daemon's state and operations: what the API calls. Every change is validated first,
 //! then applied, and rolled back if a step fails, so a failed request leaves nothing behind.
 
+mod cleanup;
+mod conntrack;
+mod docker;
+mod docker_endpoint;
+mod docker_ipam;
 mod endpoint;
 mod error;
+mod links;
 mod network;
+mod options;
 mod reconcile;
 mod uplinks;
 
@@ -14,6 +21,9 @@ use std::{
     path::{Path, PathBuf},
 };
 
+pub use cleanup::cleanup_offline;
+pub use conntrack::ConntrackConfig;
+pub use docker_ipam::{GLOBAL_SPACE, LOCAL_SPACE};
 pub use error::ServiceError;
 use tokio::sync::Mutex;
 
@@ -35,6 +45,8 @@ pub struct Config {
     pub uplinks: Vec<String>,
     /// Where nameservers are read from when picking a default pool.
     pub resolv_conf: PathBuf,
+    /// Conntrack/NAT table size, masquerade ports, timeouts.
+    pub conntrack: ConntrackConfig,
     /// The cgroup v2 the socket hooks are attached to (published ports from the host
     /// itself); `None`: the root of the unified hierarchy, if the machine has one.
     pub cgroup: Option<PathBuf>,
@@ -54,6 +66,12 @@ struct State {
     networks: BTreeMap<String, NetState>,
     endpoints: BTreeMap<String, Endpoint>,
     ports: PortAllocator,
+    /// The Docker plugin's records (networks, endpoints, IPAM pools by Docker id).
+    docker: docker::DockerState,
+    /// `ND_CT` entries after the last sweep.
+    ct_entries: usize,
+    /// Refused-flow counters at the last sweep (conntrack full, NAT ports exhausted).
+    refusals: [u64; 2],
 }
 
 /// The daemon's single entry point for every operation; requests are serialised.
@@ -66,7 +84,7 @@ impl Service {
     pub async fn start(config: Config) -> Result<Self, ServiceError> {
         crate::netlink::enable_ipv4_forwarding()?;
         let store = Store::open(&config.state_dir)?;
-        let mut dp = Dataplane::load(&config.bpffs)?;
+        let mut dp = Dataplane::load_with(&config.bpffs, config.conntrack.tuning)?;
         attach_cgroup(&mut dp, config.cgroup.as_deref())?;
         let nl = Netlink::new()?;
         let mut state = State {
@@ -77,9 +95,13 @@ impl Service {
             networks: BTreeMap::new(),
             endpoints: BTreeMap::new(),
             ports: PortAllocator::default(),
+            docker: docker::DockerState::default(),
+            ct_entries: 0,
+            refusals: [0; 2],
         };
         state.restore().await?;
         state.sync_uplinks().await?;
+        state.dp.release_stale_links()?;
         Ok(Self {
             state: Mutex::new(state),
         })
@@ -164,7 +186,22 @@ impl Service {
         Ok(Status {
             uplinks: state.dp.uplinks(),
             drops: state.dp.drop_counters()?,
+            drop_reasons: netdriver_common::DROP_NAMES
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            conntrack_entries: state.ct_entries,
         })
+    }
+
+    /// Deletes expired conntrack entries (the daemon calls this periodically).
+    pub async fn sweep_conntrack(&self) -> Result<(), ServiceError> {
+        self.state.lock().await.sweep_conntrack()
+    }
+
+    /// How often the daemon should call [`Service::sweep_conntrack`].
+    pub async fn sweep_interval(&self) -> std::time::Duration {
+        self.state.lock().await.config.conntrack.sweep_interval()
     }
 
     /// Attaches to interfaces that appeared since the last look (and forgets vanished ones).
@@ -172,11 +209,17 @@ impl Service {
         self.state.lock().await.sync_uplinks().await
     }
 
-    /// Removes the pins; programs detach when the daemon exits.
-    pub async fn shutdown(&self) -> Result<(), ServiceError> {
+    /// Stops serving. Programs stay attached and maps pinned, so traffic keeps flowing
+    /// until the next start adopts them; with `cleanup`, everything netdriver made goes.
+    /// The socket hooks are the exception: they are detached either way (they act on every
+    /// process of the cgroup, so they never outlive the daemon), and the host reaches
+    /// published ports again once the next start attaches them.
+    pub async fn shutdown(&self, cleanup: bool) -> Result<(), ServiceError> {
         let mut state = self.state.lock().await;
         let detached = state.dp.detach_cgroup();
-        state.dp.unpin()?;
+        if cleanup {
+            state.remove_everything().await?;
+        }
         Ok(detached?)
     }
 }
@@ -200,6 +243,7 @@ impl State {
             }
             self.endpoints.insert(ep.name.clone(), ep);
         }
+        self.restore_docker()?;
         self.reconcile().await?;
         tracing::info!(
             networks = self.networks.len(),
@@ -334,5 +378,88 @@ mod tests {
         .unwrap();
         assert_eq!(nameservers(&p), vec!["172.18.0.53/32".parse().unwrap()]);
         std::fs::remove_file(p).unwrap();
+    }
+}
+
+/// Property tests: random request fields through every parser a request meets. None
+/// panics, and what they accept is well formed.
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::{
+        ipam,
+        model::{CreateEndpoint, CreateNetwork},
+        ports,
+    };
+
+    const PIECES: &[&str] = &[
+        "0",
+        "1",
+        "10",
+        "255",
+        "256",
+        ".",
+        "/",
+        ":",
+        "-",
+        "_",
+        "a",
+        "Z",
+        " ",
+        "",
+        "\u{0}",
+        "é",
+        "/24",
+        "/33",
+        "10.0.0.0",
+        "::",
+        "ff",
+        "02:42",
+        "[",
+        "]",
+        "\"",
+        "{",
+        "}",
+        "9999999999",
+    ];
+
+    fn field() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::collection::vec(prop::sample::select(PIECES), 0..7).prop_map(|p| p.concat()),
+            any::<String>(),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(20_000))]
+
+        #[test]
+        fn random_fields_never_panic(s in field()) {
+            if let Ok(net) = ipam::parse_subnet(&s) {
+                prop_assert_eq!(net.trunc(), net);
+                prop_assert!(net.prefix_len() <= 30);
+            }
+            if let Some(mac) = ipam::parse_mac(&s) {
+                prop_assert_eq!(ipam::parse_mac(&ipam::format_mac(mac)), Some(mac));
+            }
+            if validate_name("network", &s).is_ok() {
+                prop_assert!(!s.is_empty() && s.len() <= 64 && s.is_ascii());
+            }
+            if validate_ifname(&s).is_ok() {
+                prop_assert!(!s.is_empty() && s.len() <= 15 && !s.contains('/'));
+            }
+            let _ = ports::parse(&s);
+        }
+
+        #[test]
+        fn random_request_bodies_never_panic(body in field()) {
+            let _ = serde_json::from_str::<CreateEndpoint>(&body);
+            let _ = serde_json::from_str::<CreateNetwork>(&body);
+            let wrapped = format!("{{\"name\": {body}, \"network\": \"{body}\", \"netns\": \"x\"}}");
+            let _ = serde_json::from_str::<CreateEndpoint>(&wrapped);
+            let _ = serde_json::from_str::<CreateNetwork>(&wrapped);
+        }
     }
 }

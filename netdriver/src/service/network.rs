@@ -3,12 +3,12 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::Ipv4Net;
-use netdriver_common::NetInfo;
+use netdriver_common::{NET_F_ICC, NET_F_INTERNAL, NET_F_MASQUERADE, NET_F_ROUTED, NetInfo};
 
 use super::{NetState, ServiceError, State, nameservers, new_id, validate_ifname, validate_name};
 use crate::{
     ipam::{self, AddressPool, IpamError},
-    model::{CreateNetwork, Network},
+    model::{CreateNetwork, GatewayMode, Network},
 };
 
 const MTU_RANGE: std::ops::RangeInclusive<u32> = 68..=65535;
@@ -47,13 +47,15 @@ impl State {
                 req.name
             )));
         }
-        if let Some(mtu) = req.mtu.filter(|m| !MTU_RANGE.contains(m)) {
+        let policy = super::options::resolve(&req)?;
+        if let Some(mtu) = policy.mtu.filter(|m| !MTU_RANGE.contains(m)) {
             return Err(ServiceError::Invalid(format!(
                 "invalid MTU {mtu}: must be 68-65535"
             )));
         }
         let id = new_id();
-        let bridge = match req.bridge {
+        self.check_snat_ip(policy.snat_ip).await?;
+        let bridge = match policy.bridge {
             Some(b) => b,
             None => format!("nd-{}", &id[..12]),
         };
@@ -75,8 +77,29 @@ impl State {
             bridge,
             subnet,
             gateway,
-            mtu: req.mtu,
+            mtu: policy.mtu,
+            icc: policy.icc,
+            masquerade: policy.masquerade,
+            snat_ip: policy.snat_ip,
+            internal: policy.internal,
+            gateway_mode: policy.gateway_mode,
+            host_binding_ipv4: policy.host_binding_ipv4,
         })
+    }
+
+    /// A masquerade address must be one of the host's (replies must come back here).
+    async fn check_snat_ip(&self, snat_ip: Option<Ipv4Addr>) -> Result<(), ServiceError> {
+        let Some(ip) = snat_ip else {
+            return Ok(());
+        };
+        let local = self.nl.ipv4_addresses().await?;
+        if local.iter().any(|a| a.addr() == ip) {
+            Ok(())
+        } else {
+            Err(ServiceError::Invalid(format!(
+                "masquerade address {ip} is not an address of this host"
+            )))
+        }
     }
 
     async fn check_bridge_name(&self, bridge: &str) -> Result<(), ServiceError> {
@@ -137,8 +160,8 @@ impl State {
             )
             .await?;
         self.nl.set_up(bridge.index).await?;
-        self.dp.add_network(net.subnet, net_info(bridge.index))?;
-        self.dp.add_gateway(net.subnet, net.gateway)?;
+        self.dp
+            .add_network(net.subnet, net_info(bridge.index, net))?;
         self.store.put_network(net)?;
         Ok(())
     }
@@ -146,9 +169,6 @@ impl State {
     /// Best-effort undo of a half-created network.
     async fn undo_network(&mut self, net: &Network) {
         if let Err(e) = self.dp.remove_network(net.subnet) {
-            tracing::warn!(network = %net.name, "undo: {e}");
-        }
-        if let Err(e) = self.dp.remove_gateway(net.subnet) {
             tracing::warn!(network = %net.name, "undo: {e}");
         }
         match self.nl.link_by_name(&net.bridge).await {
@@ -178,8 +198,7 @@ impl State {
             }
         };
         self.nl.set_up(index).await?;
-        self.dp.add_network(net.subnet, net_info(index))?;
-        self.dp.add_gateway(net.subnet, net.gateway)?;
+        self.dp.add_network(net.subnet, net_info(index, net))?;
         Ok(())
     }
 
@@ -209,10 +228,16 @@ impl State {
     }
 }
 
-fn net_info(bridge_ifindex: u32) -> NetInfo {
+fn net_info(bridge_ifindex: u32, net: &Network) -> NetInfo {
+    let flag = |on: bool, bit: u32| if on { bit } else { 0 };
     NetInfo {
         bridge_ifindex,
-        flags: 0,
+        flags: flag(net.icc, NET_F_ICC)
+            | flag(net.masquerade, NET_F_MASQUERADE)
+            | flag(net.internal, NET_F_INTERNAL)
+            | flag(net.gateway_mode == GatewayMode::Routed, NET_F_ROUTED),
+        gateway_be: u32::from_ne_bytes(net.gateway.octets()),
+        snat_addr_be: net.snat_ip.map_or(0, |ip| u32::from_ne_bytes(ip.octets())),
     }
 }
 

@@ -3,12 +3,26 @@
 //! endpoints whose veth pair vanished (deleted behind our back, or a reboot) are re-created;
 //! veths netdriver made but no endpoint owns (a crash mid-create or mid-remove) are deleted.
 
-use super::{ServiceError, State, endpoint::check_netns, uplinks::is_our_veth_name};
+use super::{
+    ServiceError, State,
+    endpoint::{check_netns, port_key},
+    uplinks::is_our_veth_name,
+};
 
 impl State {
     pub(super) async fn reconcile(&mut self) -> Result<(), ServiceError> {
         let endpoints: Vec<_> = self.endpoints.values().cloned().collect();
         for ep in endpoints {
+            if self.is_docker_endpoint(&ep.name) {
+                // dockerd owns its sandboxes (often in its own mount namespace) and replays
+                // Join/Leave itself: re-program what is there, leave the rest to it.
+                if self.nl.link_by_name(&ep.host_ifname).await?.is_some() {
+                    if let Err(e) = self.program_endpoint(&ep).await {
+                        tracing::error!(endpoint = %ep.name, "cannot restore endpoint: {e}");
+                    }
+                }
+                continue;
+            }
             if let Err(e) = check_netns(&ep.netns) {
                 tracing::warn!(endpoint = %ep.name, "namespace gone ({e}); removing the endpoint");
                 self.remove_endpoint(&ep.name).await?;
@@ -24,7 +38,25 @@ impl State {
                 tracing::error!(endpoint = %ep.name, "cannot restore endpoint: {e}");
             }
         }
-        self.delete_orphan_veths().await
+        self.delete_orphan_veths().await?;
+        self.delete_stray_ports()
+    }
+
+    /// Published ports no endpoint owns (a crash between forgetting an endpoint and
+    /// unpublishing its ports) are unpublished.
+    fn delete_stray_ports(&mut self) -> Result<(), ServiceError> {
+        let owned: Vec<_> = self
+            .endpoints
+            .values()
+            .flat_map(|e| e.ports.iter().map(port_key).chain(self.routed_ports(e)))
+            .collect();
+        for (key, _) in self.dp.published()? {
+            if !owned.contains(&key) {
+                tracing::warn!(port = key.host_port, "unpublishing a port no endpoint owns");
+                self.dp.unpublish(&key)?;
+            }
+        }
+        Ok(())
     }
 
     /// Re-creates the veth pair of a stored endpoint, the container side included.
@@ -36,9 +68,17 @@ impl State {
         Ok(())
     }
 
+    fn is_docker_endpoint(&self, name: &str) -> bool {
+        self.docker.endpoints.values().any(|r| r.name == name)
+    }
+
     async fn delete_orphan_veths(&mut self) -> Result<(), ServiceError> {
         for link in self.nl.links().await? {
-            let owned = self.endpoints.values().any(|e| e.host_ifname == link.name);
+            // Both ends share the suffix: `nd…` on the bridge, `np…` before it moves.
+            let owned = self
+                .endpoints
+                .values()
+                .any(|e| e.host_ifname.get(2..) == link.name.get(2..));
             if is_our_veth_name(&link.name) && !owned {
                 tracing::warn!(veth = %link.name, "deleting a veth no endpoint owns");
                 self.nl.delete_link(link.index).await?;

@@ -23,8 +23,13 @@ use std::{
 
 use serde_json::Value;
 
+pub mod dockerd;
+
 pub const HOST_IP: &str = "198.51.100.1";
 pub const EXT_IP: &str = "198.51.100.2";
+/// A server "on the internet": an address of the external namespace behind a route
+/// (see [`World::route_outside`]).
+pub const OUTSIDE_IP: &str = "203.0.113.10";
 /// How long a client waits for an answer that should come.
 pub const TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a client waits to conclude that no answer comes.
@@ -206,6 +211,73 @@ impl World {
     pub fn daemon(&self) -> Daemon {
         Daemon::start(self, &[])
     }
+
+    /// Gives the external namespace [`OUTSIDE_IP`] and the host a route to 203.0.113.0/24
+    /// through it: a destination beyond the uplink that stays inside the test.
+    pub fn route_outside(&self) {
+        self.ext
+            .ip(&["addr", "add", &format!("{OUTSIDE_IP}/32"), "dev", "lo"]);
+        self.host
+            .ip(&["route", "add", "203.0.113.0/24", "via", EXT_IP]);
+    }
+}
+
+/// A UDP socket created in `ns` (it stays in that namespace whichever thread uses it), with
+/// the answer timeout `wait`.
+pub fn udp_socket(ns: &Netns, wait: Duration) -> UdpSocket {
+    let s = ns.run(|| UdpSocket::bind("0.0.0.0:0").expect("bind udp client"));
+    s.set_read_timeout(Some(wait)).unwrap();
+    s
+}
+
+/// Sends one datagram on `sock` and waits for one answer.
+pub fn udp_ask(sock: &UdpSocket, addr: &str) -> Result<String, String> {
+    let addr: SocketAddr = addr.parse().unwrap();
+    sock.send_to(b"hello", addr).map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 128];
+    let (n, _) = sock.recv_from(&mut buf).map_err(|e| e.to_string())?;
+    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+/// A UDP server answering every datagram with the full peer address (`"IP:PORT"`).
+pub fn udp_peer_server(ns: &Netns, addr: &str) -> UdpServer {
+    UdpServer::start_with(ns, addr, |peer| peer.to_string())
+}
+
+/// One ICMP echo from `ns` to `addr`; whether the reply came.
+pub fn ping(ns: &Netns, addr: &str) -> bool {
+    ns.exec("ping", &["-c", "1", "-W", "2", "-q", addr])
+        .status
+        .success()
+}
+
+/// The entries of a pinned map, as `bpftool -j` prints them with BTF (named fields).
+pub fn map_dump(daemon: &Daemon, map: &str) -> Vec<Value> {
+    let path = daemon.bpffs.join(map);
+    let out = run(
+        "bpftool",
+        &["-j", "map", "dump", "pinned", path.to_str().unwrap()],
+    );
+    serde_json::from_str::<Vec<Value>>(&out)
+        .unwrap_or_else(|e| panic!("bpftool output: {e}: {out}"))
+        .into_iter()
+        .map(|e| e.get("formatted").cloned().unwrap_or(e))
+        .collect()
+}
+
+/// No iptables rule and no nftables NAT anywhere in the host namespace.
+pub fn assert_no_firewall_rules(world: &World) {
+    let rules = String::from_utf8_lossy(&world.host.exec("iptables-save", &[]).stdout).into_owned();
+    assert!(
+        !rules.lines().any(|l| l.starts_with("-A")),
+        "unexpected iptables rules:\n{rules}"
+    );
+    let nft =
+        String::from_utf8_lossy(&world.host.exec("nft", &["list", "ruleset"]).stdout).into_owned();
+    assert!(
+        !nft.contains("masquerade") && !nft.contains("snat") && !nft.contains("dnat"),
+        "unexpected nftables rules:\n{nft}"
+    );
 }
 
 /// The real `netdriver daemon` in the host namespace; SIGTERM and cleanup on drop.
@@ -213,9 +285,12 @@ pub struct Daemon {
     child: Option<Child>,
     pub dir: PathBuf,
     pub socket: PathBuf,
+    /// The Docker plugin socket (a per-test path: never the machine's /run/docker/plugins).
+    pub plugin_socket: PathBuf,
     pub bpffs: PathBuf,
     host_ns: PathBuf,
     extra: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Daemon {
@@ -225,13 +300,44 @@ impl Daemon {
         let mut d = Self {
             child: None,
             socket: dir.join("nd.sock"),
+            plugin_socket: dir.join("plugins/netdriver.sock"),
             bpffs: PathBuf::from(format!("/sys/fs/bpf/ndt{}", world.tag)),
             dir,
             host_ns: world.host.path(),
             extra: extra.iter().map(ToString::to_string).collect(),
+            env: Vec::new(),
         };
         d.spawn();
         d
+    }
+
+    /// Sets an environment variable for the next start.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.push((key.into(), value.into()));
+    }
+
+    pub fn clear_env(&mut self) {
+        self.env.clear();
+    }
+
+    /// Starts the daemon, expecting it to crash at a crash point later.
+    pub fn restart_expecting_crash(&mut self) {
+        self.restart();
+    }
+
+    /// Waits for a daemon that hit its crash point to be gone.
+    pub fn wait_crashed(&mut self) {
+        let mut child = self.child.take().expect("daemon started");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if child.try_wait().unwrap().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("daemon did not crash:\n{}", self.log());
     }
 
     fn spawn(&mut self) {
@@ -252,7 +358,10 @@ impl Daemon {
             .arg(&self.bpffs)
             .arg("--resolv-conf")
             .arg(&resolv)
+            .arg("--docker-plugin-socket")
+            .arg(&self.plugin_socket)
             .args(&self.extra)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -383,6 +492,85 @@ impl Daemon {
     }
 }
 
+/// A keep-alive connection to the Docker plugin socket that sends requests exactly as dockerd
+/// does: POST, no Content-Type, an empty body for argument-less calls.
+pub struct PluginConn {
+    stream: UnixStream,
+    pending: Vec<u8>,
+}
+
+impl PluginConn {
+    pub fn open(d: &Daemon) -> Self {
+        let stream = UnixStream::connect(&d.plugin_socket)
+            .unwrap_or_else(|e| panic!("connect {}: {e}", d.plugin_socket.display()));
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        Self {
+            stream,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Sends raw bytes as the request body; returns (status, content type, body).
+    pub fn raw(&mut self, method: &str, call: &str, body: &[u8]) -> (u16, String, String) {
+        let head = format!(
+            "{method} /{call} HTTP/1.1\r\nHost: plugin.moby.localhost\r\nAccept: application/vnd.docker.plugins.v1.2+json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        self.stream.write_all(head.as_bytes()).unwrap();
+        self.stream.write_all(body).unwrap();
+        self.read_response()
+    }
+
+    /// A call with a JSON body (`Null` sends an empty body); returns (status, JSON answer).
+    pub fn call(&mut self, call: &str, body: &Value) -> (u16, Value) {
+        let bytes = if body.is_null() {
+            Vec::new()
+        } else {
+            format!("{body}\n").into_bytes()
+        };
+        let (status, _, text) = self.raw("POST", call, &bytes);
+        let value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{call}: answer is not JSON ({e}): {text:?}"));
+        (status, value)
+    }
+
+    fn read_response(&mut self) -> (u16, String, String) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(end) = self.pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.pending[..end]).into_owned();
+                let header = |name: &str| {
+                    head.lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+                        })
+                        .unwrap_or_default()
+                };
+                let len: usize = header("content-length").parse().expect("content-length");
+                if self.pending.len() >= end + 4 + len {
+                    let body = self.pending[end + 4..end + 4 + len].to_vec();
+                    self.pending.drain(..end + 4 + len);
+                    let status = head
+                        .split_whitespace()
+                        .nth(1)
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0);
+                    let body = String::from_utf8_lossy(&body).into_owned();
+                    return (status, header("content-type"), body);
+                }
+            }
+            assert!(Instant::now() < deadline, "no complete answer in 30s");
+            let mut buf = [0u8; 4096];
+            let n = self.stream.read(&mut buf).expect("read plugin answer");
+            assert!(n > 0, "plugin closed the connection");
+            self.pending.extend_from_slice(&buf[..n]);
+        }
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -456,6 +644,15 @@ pub struct UdpServer {
 
 impl UdpServer {
     pub fn start(ns: &Netns, addr: &str, tag: &'static str) -> Self {
+        Self::start_with(ns, addr, move |peer| format!("{tag} saw {}", peer.ip()))
+    }
+
+    /// A server whose answer to each datagram is `answer(peer)`.
+    pub fn start_with(
+        ns: &Netns,
+        addr: &str,
+        answer: impl Fn(SocketAddr) -> String + Send + 'static,
+    ) -> Self {
         let addr: SocketAddr = addr.parse().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
@@ -469,7 +666,7 @@ impl UdpServer {
             let mut buf = [0u8; 64];
             while !flag.load(Ordering::SeqCst) && Instant::now() < deadline {
                 if let Ok((_, peer)) = sock.recv_from(&mut buf) {
-                    let _ = sock.send_to(format!("{tag} saw {}", peer.ip()).as_bytes(), peer);
+                    let _ = sock.send_to(answer(peer).as_bytes(), peer);
                 }
             }
         });
@@ -514,4 +711,75 @@ pub fn udp_request(ns: &Netns, addr: &str, wait: Duration) -> Result<String, Str
         let (n, _) = s.recv_from(&mut buf).map_err(|e| e.to_string())?;
         Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
     })
+}
+
+/// An echo server (TCP: every connection, every byte; UDP: every datagram) for flows that
+/// must survive daemon restarts. Stops on drop; serves at most 120 s.
+pub struct EchoServer {
+    stop: Arc<AtomicBool>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl EchoServer {
+    pub fn start(ns: &Netns, port: u16) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (flag, ready) = (Arc::clone(&stop), tx.clone());
+        let tcp = ns.spawn(move || {
+            let listener = TcpListener::bind(("0.0.0.0", port)).expect("bind echo");
+            listener.set_nonblocking(true).unwrap();
+            ready.send(()).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(120);
+            let mut conns = Vec::new();
+            while !flag.load(Ordering::SeqCst) && Instant::now() < deadline {
+                if let Ok((conn, _)) = listener.accept() {
+                    conn.set_nonblocking(false).unwrap();
+                    conn.set_read_timeout(Some(Duration::from_secs(10)))
+                        .unwrap();
+                    conns.push(std::thread::spawn(move || echo_tcp(conn)));
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            drop(conns);
+        });
+        let flag = Arc::clone(&stop);
+        let udp = ns.spawn(move || {
+            let sock = UdpSocket::bind(("0.0.0.0", port)).expect("bind udp echo");
+            sock.set_read_timeout(Some(Duration::from_millis(50)))
+                .unwrap();
+            tx.send(()).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(120);
+            let mut buf = [0u8; 1500];
+            while !flag.load(Ordering::SeqCst) && Instant::now() < deadline {
+                if let Ok((n, peer)) = sock.recv_from(&mut buf) {
+                    let _ = sock.send_to(&buf[..n], peer);
+                }
+            }
+        });
+        for _ in 0..2 {
+            rx.recv_timeout(TIMEOUT).expect("echo server started");
+        }
+        Self {
+            stop,
+            handles: vec![tcp, udp],
+        }
+    }
+}
+
+fn echo_tcp(mut conn: TcpStream) {
+    let mut buf = [0u8; 1500];
+    while let Ok(n) = conn.read(&mut buf) {
+        if n == 0 || conn.write_all(&buf[..n]).is_err() {
+            return;
+        }
+    }
+}
+
+impl Drop for EchoServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+    }
 }

@@ -305,7 +305,10 @@ impl Netdriver {
                 .arg("--bpffs")
                 .arg(&self.bpffs)
                 .arg("--resolv-conf")
-                .arg(&resolv),
+                .arg(&resolv)
+                // No plugin socket in the machine's /run/docker/plugins, and nothing left
+                // attached or pinned when the bench stops the daemon.
+                .args(["--no-docker-plugin", "--cleanup-on-exit"]),
             Some(&self.dir.join("daemon.log")),
         )?;
         self.daemon = Some(daemon);

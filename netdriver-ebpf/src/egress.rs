@@ -1,0 +1,173 @@
+//! Flows leaving the container networks: the route (`bpf_fib_lookup`), then masquerade (a
+//! source port claimed in `ND_CT`) or plain forwarding, both tracked in both directions and
+//! redirected past the bridge and netfilter.
+
+use core::mem::{size_of, zeroed};
+
+use aya_ebpf::{
+    bindings::{
+        BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_SKIP_NEIGH, BPF_FIB_LOOKUP_SRC, BPF_NOEXIST,
+        TC_ACT_OK, bpf_fib_lookup,
+    },
+    helpers::{bpf_fib_lookup as fib_lookup, bpf_get_prandom_u32},
+    programs::TcContext,
+};
+use netdriver_common::{
+    CT_ACT_DNAT, CT_ACT_REDIRECT, CT_ACT_REDIRECT_NEIGH, CT_ACT_SNAT, CT_DIR_IN, CT_DIR_OUT,
+    CT_KIND_FORWARD, CT_KIND_MASQ, CT_ST_NEW, CtEntry, CtKey, DROP_CT_FAILED, DROP_NAT_EXHAUSTED,
+    NAT_PORT_ATTEMPTS, NetInfo, PROTO_ICMP, ct_next_state, nat_port_candidate,
+};
+
+use crate::{
+    ct,
+    maps::{is_published, nat_port_range},
+    parse::{Ipv4, Ports},
+};
+
+const AF_INET: u8 = 2;
+const EEXIST: i32 = 17;
+
+/// Where the kernel would send a packet.
+struct Route {
+    ifindex: u32,
+    /// The source address the route picks (what MASQUERADE would use), network order.
+    src_be: u32,
+}
+
+/// A new outbound flow: masqueraded or forwarded as is.
+#[inline(always)]
+pub fn outbound(
+    ctx: &TcContext,
+    ip: &Ipv4,
+    ports: Ports,
+    net: &NetInfo,
+    masquerade: bool,
+) -> Result<i32, u32> {
+    // Local destinations (host addresses) and unroutable ones are the kernel's business.
+    let Some(route) = route(ctx, ip, ports) else {
+        return Ok(TC_ACT_OK);
+    };
+    // SAFETY: `skb` is the context pointer the kernel passed in.
+    let veth = unsafe { (*ctx.skb.skb).ifindex };
+    let now = ct::now();
+    let out_key = ct::key(ip, ports, CT_DIR_OUT);
+    // The reply direction: back to the container, its L2 from the packet.
+    let mut back = CtEntry {
+        xlate_addr_be: ip.saddr_be,
+        xlate_port: ports.src,
+        action: CT_ACT_REDIRECT,
+        state: CT_ST_NEW,
+        ifindex: veth,
+        smac: ip.eth_dst,
+        dmac: ip.eth_src,
+        owner_addr_be: ip.saddr_be,
+        kind: CT_KIND_FORWARD,
+        _pad: [0; 3],
+        last_seen_ns: now,
+    };
+    let mut out = CtEntry {
+        xlate_addr_be: ip.saddr_be,
+        xlate_port: ports.src,
+        action: CT_ACT_REDIRECT_NEIGH,
+        state: ct_next_state(CT_ST_NEW, ip.proto, ports.tcp_flags),
+        ifindex: route.ifindex,
+        smac: [0; 6],
+        dmac: [0; 6],
+        owner_addr_be: ip.saddr_be,
+        kind: CT_KIND_FORWARD,
+        _pad: [0; 3],
+        last_seen_ns: now,
+    };
+    let in_key = if masquerade {
+        let snat = if net.snat_addr_be != 0 {
+            net.snat_addr_be
+        } else {
+            route.src_be
+        };
+        back.action |= CT_ACT_DNAT;
+        back.kind = CT_KIND_MASQ;
+        out.action |= CT_ACT_SNAT;
+        out.kind = CT_KIND_MASQ;
+        out.xlate_addr_be = snat;
+        let (key, port) = claim_port(&out_key, snat, &back)?;
+        out.xlate_port = port;
+        key
+    } else {
+        let key = out_key.partner(&out).unwrap_or_default();
+        ct::insert_or_drop(&key, &back)?;
+        key
+    };
+    if ct::insert(&out_key, &out, 0).is_err() {
+        ct::remove(&in_key);
+        return Err(DROP_CT_FAILED);
+    }
+    ct::apply(ctx, ip, ports, &out)
+}
+
+/// Claims a masquerade port for the flow `out_key` on `snat`: stores the reply entry `back`
+/// under the reply key of the first free candidate (`BPF_NOEXIST` makes the claim atomic).
+/// Ports published on `snat` (or on every address) are never used.
+#[inline(always)]
+fn claim_port(out_key: &CtKey, snat: u32, back: &CtEntry) -> Result<(CtKey, u16), u32> {
+    let (min, max) = nat_port_range();
+    // SAFETY: plain helper call.
+    let seed = unsafe { bpf_get_prandom_u32() };
+    let mut key = CtKey {
+        saddr_be: out_key.daddr_be,
+        daddr_be: snat,
+        sport: out_key.dport,
+        dport: 0,
+        proto: out_key.proto,
+        dir: CT_DIR_IN,
+        _pad: [0; 2],
+    };
+    for attempt in 0..NAT_PORT_ATTEMPTS {
+        let port = nat_port_candidate(min, max, seed, attempt);
+        if out_key.proto != PROTO_ICMP && is_published(snat, port, out_key.proto) {
+            continue;
+        }
+        key.dport = port;
+        match ct::insert(&key, back, u64::from(BPF_NOEXIST)) {
+            Ok(()) => return Ok((key, port)),
+            Err(err) if err == -EEXIST => {}
+            Err(_) => return Err(DROP_CT_FAILED),
+        }
+    }
+    Err(DROP_NAT_EXHAUSTED)
+}
+
+/// The route of a forwarded packet: egress interface and preferred source address. `None`
+/// for local, blackholed or unreachable destinations.
+#[inline(always)]
+fn route(ctx: &TcContext, ip: &Ipv4, ports: Ports) -> Option<Route> {
+    // SAFETY: a plain C struct; all-zero is a valid value.
+    let mut params: bpf_fib_lookup = unsafe { zeroed() };
+    params.family = AF_INET;
+    params.l4_protocol = ip.proto;
+    params.sport = ports.src.to_be();
+    params.dport = ports.dst.to_be();
+    params.__bindgen_anon_3.ipv4_src = ip.saddr_be;
+    params.__bindgen_anon_4.ipv4_dst = ip.daddr_be;
+    // SAFETY: as above.
+    params.ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    #[expect(clippy::cast_possible_truncation, reason = "the struct is 64 bytes")]
+    #[expect(clippy::cast_possible_wrap, reason = "the struct is 64 bytes")]
+    let len = size_of::<bpf_fib_lookup>() as i32;
+    // SAFETY: `params` is a valid, writable `bpf_fib_lookup` of `len` bytes.
+    let rc = unsafe {
+        fib_lookup(
+            ctx.skb.skb.cast(),
+            &raw mut params,
+            len,
+            BPF_FIB_LOOKUP_SRC | BPF_FIB_LOOKUP_SKIP_NEIGH,
+        )
+    };
+    if rc != i64::from(BPF_FIB_LKUP_RET_SUCCESS) {
+        return None;
+    }
+    Some(Route {
+        ifindex: params.ifindex,
+        // SAFETY: the kernel filled the IPv4 member (BPF_FIB_LOOKUP_SRC).
+        src_be: unsafe { params.__bindgen_anon_3.ipv4_src },
+    })
+}

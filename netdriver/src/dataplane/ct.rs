@@ -1,0 +1,273 @@
+//! `ND_CT` from the daemon's side: listing, flushing an endpoint's flows, and sweeping
+//! expired entries (the data path never deletes; it only refreshes `last_seen_ns`).
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::Ipv4Addr,
+    time::Duration,
+};
+
+use netdriver_common::{
+    CT_DIR_IN, CT_KIND_PUBLISHED, CT_ST_CLOSING, CT_ST_ESTABLISHED, CtEntry, CtKey, MAP_CT,
+    PROTO_ICMP, PROTO_TCP,
+};
+
+use super::{Dataplane, DataplaneError, is_not_found, map_err};
+
+/// How long an idle entry lives, by protocol and TCP state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CtTimeouts {
+    /// TCP before the handshake completes.
+    pub tcp_syn: Duration,
+    pub tcp_established: Duration,
+    /// TCP after a FIN or RST.
+    pub tcp_closing: Duration,
+    pub udp: Duration,
+    pub icmp: Duration,
+}
+
+impl Default for CtTimeouts {
+    /// Cilium's defaults (TCP 6 h, SYN 60 s, closing 10 s, other 60 s), ICMP 30 s.
+    fn default() -> Self {
+        Self {
+            tcp_syn: Duration::from_secs(60),
+            tcp_established: Duration::from_secs(6 * 3600),
+            tcp_closing: Duration::from_secs(10),
+            udp: Duration::from_secs(60),
+            icmp: Duration::from_secs(30),
+        }
+    }
+}
+
+impl CtTimeouts {
+    /// The idle timeout of one entry.
+    #[must_use]
+    pub fn of(&self, key: &CtKey, entry: &CtEntry) -> Duration {
+        match key.proto {
+            PROTO_TCP => match entry.state {
+                CT_ST_ESTABLISHED => self.tcp_established,
+                CT_ST_CLOSING => self.tcp_closing,
+                _ => self.tcp_syn,
+            },
+            PROTO_ICMP => self.icmp,
+            _ => self.udp,
+        }
+    }
+
+    fn expired(&self, key: &CtKey, entry: &CtEntry, now_ns: u64) -> bool {
+        let idle = now_ns.saturating_sub(entry.last_seen_ns);
+        u128::from(idle) > self.of(key, entry).as_nanos()
+    }
+}
+
+/// What a sweep did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    pub removed: usize,
+    pub remaining: usize,
+}
+
+/// The keys to delete: entries expired whose partner (if any) is expired or gone. Both
+/// directions of a flow go together, so a one-way stream keeps its reply slot (and its
+/// masquerade port) as long as it flows.
+#[must_use]
+pub fn expired_keys(
+    entries: &HashMap<CtKey, CtEntry>,
+    timeouts: &CtTimeouts,
+    now_ns: u64,
+) -> Vec<CtKey> {
+    entries
+        .iter()
+        .filter(|(key, entry)| {
+            timeouts.expired(key, entry, now_ns)
+                && key
+                    .partner(entry)
+                    .and_then(|p| entries.get_key_value(&p))
+                    .is_none_or(|(pk, pe)| timeouts.expired(pk, pe, now_ns))
+        })
+        .map(|(key, _)| *key)
+        .collect()
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds, the clock of `bpf_ktime_get_ns`.
+#[must_use]
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_MONOTONIC)");
+    let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
+    let nanos = u64::try_from(ts.tv_nsec).unwrap_or(0);
+    secs * 1_000_000_000 + nanos
+}
+
+impl Dataplane {
+    /// The conntrack entries, as stored in `ND_CT`.
+    pub fn conntrack(&self) -> Result<Vec<(CtKey, CtEntry)>, DataplaneError> {
+        self.ct
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(map_err("iterate", MAP_CT))
+    }
+
+    /// Deletes every flow of the container address `addr` (both directions, whatever the
+    /// kind: published, masqueraded, forwarded, linked). Returns how many entries.
+    pub fn flush_conntrack(&mut self, addr: Ipv4Addr) -> Result<usize, DataplaneError> {
+        let a = u32::from_ne_bytes(addr.octets());
+        self.flush_where(|key, entry| {
+            key.saddr_be == a || key.daddr_be == a || entry.owner_addr_be == a
+        })
+    }
+
+    /// Deletes the flows that use host port `port`/`proto` (host order): replies of
+    /// published-port flows (whatever container they went to: the stale-UDP case) and
+    /// masqueraded flows that were given the port before it was published.
+    pub fn flush_conntrack_host_port(
+        &mut self,
+        port: u16,
+        proto: u8,
+    ) -> Result<usize, DataplaneError> {
+        self.flush_where(|key, entry| {
+            key.proto == proto
+                && ((entry.kind == CT_KIND_PUBLISHED && entry.xlate_port == port)
+                    || (key.dir == CT_DIR_IN && key.dport == port))
+        })
+    }
+
+    /// [`Self::flush_conntrack_host_port`] for many (port, protocol) pairs, in one pass.
+    pub fn flush_conntrack_host_ports(
+        &mut self,
+        ports: &std::collections::HashSet<(u16, u8)>,
+    ) -> Result<usize, DataplaneError> {
+        self.flush_where(|key, entry| {
+            (entry.kind == CT_KIND_PUBLISHED && ports.contains(&(entry.xlate_port, key.proto)))
+                || (key.dir == CT_DIR_IN && ports.contains(&(key.dport, key.proto)))
+        })
+    }
+
+    /// Deletes expired entries (see [`expired_keys`]).
+    pub fn sweep_conntrack(
+        &mut self,
+        timeouts: &CtTimeouts,
+        now_ns: u64,
+    ) -> Result<SweepReport, DataplaneError> {
+        let entries: HashMap<CtKey, CtEntry> = self.conntrack()?.into_iter().collect();
+        let expired = expired_keys(&entries, timeouts, now_ns);
+        let removed = self.remove_keys(expired.iter())?;
+        Ok(SweepReport {
+            removed,
+            remaining: entries.len() - removed,
+        })
+    }
+
+    /// Deletes the entries matching `pred`, and their partners.
+    fn flush_where(
+        &mut self,
+        pred: impl Fn(&CtKey, &CtEntry) -> bool,
+    ) -> Result<usize, DataplaneError> {
+        let mut doomed = HashSet::new();
+        for (key, entry) in self.conntrack()? {
+            if pred(&key, &entry) {
+                doomed.extend(key.partner(&entry));
+                doomed.insert(key);
+            }
+        }
+        self.remove_keys(doomed.iter())
+    }
+
+    fn remove_keys<'a>(
+        &mut self,
+        keys: impl Iterator<Item = &'a CtKey>,
+    ) -> Result<usize, DataplaneError> {
+        let mut removed = 0;
+        for key in keys {
+            match self.ct.remove(key) {
+                Ok(()) => removed += 1,
+                // Gone since we listed it (a partner removed twice, a racing flush).
+                Err(err) if is_not_found(&err) => {}
+                Err(err) => return Err(map_err("remove from", MAP_CT)(err)),
+            }
+        }
+        Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use netdriver_common::{CT_DIR_OUT, CT_KIND_MASQ, CT_ST_NEW, PROTO_UDP};
+
+    use super::*;
+
+    const SEC: u64 = 1_000_000_000;
+
+    fn masq_pair(out_seen: u64, in_seen: u64) -> HashMap<CtKey, CtEntry> {
+        let out = CtKey {
+            saddr_be: 1,
+            daddr_be: 2,
+            sport: 1000,
+            dport: 53,
+            proto: PROTO_UDP,
+            dir: CT_DIR_OUT,
+            _pad: [0; 2],
+        };
+        let out_e = CtEntry {
+            xlate_addr_be: 3,
+            xlate_port: 61000,
+            kind: CT_KIND_MASQ,
+            last_seen_ns: out_seen,
+            ..CtEntry::default()
+        };
+        let inn = out.partner(&out_e).unwrap();
+        let in_e = CtEntry {
+            xlate_addr_be: 1,
+            xlate_port: 1000,
+            kind: CT_KIND_MASQ,
+            last_seen_ns: in_seen,
+            ..CtEntry::default()
+        };
+        HashMap::from([(out, out_e), (inn, in_e)])
+    }
+
+    #[test]
+    fn pairs_expire_together() {
+        let t = CtTimeouts {
+            udp: Duration::from_secs(30),
+            ..CtTimeouts::default()
+        };
+        // A one-way stream: the reply entry is old, the forward one fresh: both stay.
+        let entries = masq_pair(100 * SEC, 0);
+        assert!(expired_keys(&entries, &t, 101 * SEC).is_empty());
+        // Both idle past the timeout: both go.
+        assert_eq!(expired_keys(&entries, &t, 131 * SEC).len(), 2);
+        // A lone entry whose partner is gone expires alone.
+        let mut lone = masq_pair(0, 0);
+        lone.retain(|k, _| k.dir == CT_DIR_OUT);
+        assert_eq!(expired_keys(&lone, &t, 31 * SEC).len(), 1);
+    }
+
+    #[test]
+    fn timeouts_follow_tcp_state() {
+        let t = CtTimeouts::default();
+        let key = CtKey {
+            proto: PROTO_TCP,
+            ..CtKey::default()
+        };
+        let mut e = CtEntry {
+            state: CT_ST_NEW,
+            ..CtEntry::default()
+        };
+        assert_eq!(t.of(&key, &e), t.tcp_syn);
+        e.state = CT_ST_ESTABLISHED;
+        assert_eq!(t.of(&key, &e), t.tcp_established);
+        e.state = CT_ST_CLOSING;
+        assert_eq!(t.of(&key, &e), t.tcp_closing);
+        let icmp = CtKey {
+            proto: PROTO_ICMP,
+            ..CtKey::default()
+        };
+        assert_eq!(t.of(&icmp, &e), t.icmp);
+    }
+}

@@ -1,0 +1,446 @@
+//! Policy between containers and towards the outside, all in eBPF: ICC, legacy links,
+//! isolation between networks, internal networks, gateway modes, Docker's options.
+
+mod common;
+
+use common::{
+    Daemon, EXT_IP, HOST_IP, OUTSIDE_IP, SILENCE, TIMEOUT, TcpServer, UdpServer, World,
+    assert_no_firewall_rules, ping, tcp_request, udp_request,
+};
+
+fn endpoint(world: &mut World, daemon: &Daemon, net: &str, role: &str, extra: &[&str]) -> String {
+    let netns = world.container(role);
+    let mut args = vec![
+        "endpoint",
+        "create",
+        net,
+        "--netns",
+        netns.to_str().unwrap(),
+        "--name",
+        role,
+    ];
+    args.extend_from_slice(extra);
+    daemon.json(&args)["ip"].as_str().unwrap().to_string()
+}
+
+fn drops(daemon: &Daemon, name: &str) -> u64 {
+    let status = daemon.json(&["status"]);
+    let i = status["drop_reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|n| n == name)
+        .unwrap();
+    status["drops"][i].as_u64().unwrap()
+}
+
+/// TCP from `from` to `to_ip:port` where `to` listens.
+fn connects(world: &World, from: &str, to: &str, to_ip: &str, port: u16) -> bool {
+    let _srv = TcpServer::start(world.container_ns(to), &format!("0.0.0.0:{port}"), "srv");
+    let wait = SILENCE;
+    tcp_request(world.container_ns(from), &format!("{to_ip}:{port}"), wait).is_ok()
+}
+
+#[test]
+fn icc_off_blocks_containers_of_a_network_both_ways() {
+    let mut world = World::new();
+    let daemon = world.daemon();
+    daemon.json(&["network", "create", "open", "--subnet", "10.70.0.0/24"]);
+    daemon.json(&[
+        "network",
+        "create",
+        "closed",
+        "--subnet",
+        "10.71.0.0/24",
+        "--icc",
+        "false",
+    ]);
+    // The same through Docker's option key.
+    daemon.json(&[
+        "network",
+        "create",
+        "closed2",
+        "--subnet",
+        "10.72.0.0/24",
+        "-o",
+        "com.docker.network.bridge.enable_icc=false",
+    ]);
+    let oa = endpoint(&mut world, &daemon, "open", "oa", &[]);
+    let ob = endpoint(&mut world, &daemon, "open", "ob", &[]);
+    let ca = endpoint(&mut world, &daemon, "closed", "ca", &[]);
+    let cb = endpoint(&mut world, &daemon, "closed", "cb", &[]);
+    let da = endpoint(&mut world, &daemon, "closed2", "da", &[]);
+    let db = endpoint(&mut world, &daemon, "closed2", "db", &[]);
+
+    assert!(connects(&world, "oa", "ob", &ob, 80), "ICC on: a -> b");
+    assert!(connects(&world, "ob", "oa", &oa, 80), "ICC on: b -> a");
+    assert!(ping(world.container_ns("oa"), &ob));
+    assert!(!connects(&world, "ca", "cb", &cb, 80), "ICC off: a -> b");
+    assert!(!connects(&world, "cb", "ca", &ca, 80), "ICC off: b -> a");
+    assert!(!ping(world.container_ns("ca"), &cb));
+    assert!(
+        !connects(&world, "da", "db", &db, 80),
+        "enable_icc=false: a -> b"
+    );
+    assert!(
+        !connects(&world, "db", "da", &da, 80),
+        "enable_icc=false: b -> a"
+    );
+    assert!(drops(&daemon, "icc") > 0);
+    assert_eq!(
+        daemon.json(&["network", "inspect", "closed2"])["icc"],
+        false
+    );
+    // The gateway (the host) stays reachable with ICC off.
+    let _host = TcpServer::start(&world.host, "10.71.0.1:2222", "host");
+    let answer = tcp_request(world.container_ns("ca"), "10.71.0.1:2222", TIMEOUT).unwrap();
+    assert_eq!(answer, format!("host saw {ca} said hello"));
+    assert_no_firewall_rules(&world);
+}
+
+#[test]
+fn links_let_the_parent_reach_exposed_ports_only() {
+    let mut world = World::new();
+    let daemon = world.daemon();
+    daemon.json(&[
+        "network",
+        "create",
+        "app",
+        "--subnet",
+        "10.73.0.0/24",
+        "--icc",
+        "false",
+    ]);
+    let db = endpoint(
+        &mut world,
+        &daemon,
+        "app",
+        "db",
+        &["--expose", "5432", "--expose", "53/udp"],
+    );
+    let web = endpoint(
+        &mut world,
+        &daemon,
+        "app",
+        "web",
+        &["--link", "db:database"],
+    );
+    endpoint(&mut world, &daemon, "app", "other", &[]);
+
+    assert!(
+        connects(&world, "web", "db", &db, 5432),
+        "parent -> exposed TCP"
+    );
+    let _dns = UdpServer::start(world.container_ns("db"), "0.0.0.0:53", "dns");
+    assert_eq!(
+        udp_request(world.container_ns("web"), &format!("{db}:53"), TIMEOUT).unwrap(),
+        format!("dns saw {web}")
+    );
+    assert!(!connects(&world, "web", "db", &db, 8080), "not exposed");
+    assert!(
+        !connects(&world, "db", "web", &web, 80),
+        "the child cannot open to the parent"
+    );
+    assert!(!connects(&world, "other", "db", &db, 5432), "not linked");
+
+    // The child is re-created (same name): the parent's link applies again.
+    daemon.json(&["endpoint", "rm", "db"]);
+    let db2 = endpoint(&mut world, &daemon, "app", "db2", &["--expose", "5432"]);
+    assert!(
+        !connects(&world, "web", "db2", &db2, 5432),
+        "db2 is not linked"
+    );
+    daemon.json(&["endpoint", "rm", "db2"]);
+    let netns = world.container_ns("db").path();
+    let db3 = daemon.json(&[
+        "endpoint",
+        "create",
+        "app",
+        "--netns",
+        netns.to_str().unwrap(),
+        "--name",
+        "db",
+        "--expose",
+        "5432",
+    ])["ip"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(connects(&world, "web", "db", &db3, 5432), "link re-applied");
+
+    // Bad links are clear errors and change nothing.
+    let before = daemon.json(&["endpoint", "ls"]).as_array().unwrap().len();
+    let x = world.container("x");
+    let x = x.to_str().unwrap();
+    let err = daemon.fails(&[
+        "endpoint", "create", "app", "--netns", x, "--link", "nobody",
+    ]);
+    assert!(err.contains("nobody"), "{err}");
+    daemon.json(&["network", "create", "elsewhere", "--subnet", "10.74.0.0/24"]);
+    let err = daemon.fails(&[
+        "endpoint",
+        "create",
+        "elsewhere",
+        "--netns",
+        x,
+        "--link",
+        "web",
+    ]);
+    assert!(
+        err.contains("across networks") || err.contains("network"),
+        "{err}"
+    );
+    let err = daemon.fails(&["endpoint", "create", "app", "--netns", x, "--expose", "0"]);
+    assert!(err.contains("exposed port"), "{err}");
+    assert_eq!(
+        daemon.json(&["endpoint", "ls"]).as_array().unwrap().len(),
+        before
+    );
+    let (status, body) = daemon.http(&format!(
+        "POST /v1/endpoints HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+        r#"{"network":"app","netns":"/var/run/netns/none","links":["ghost"]}"#.len(),
+        r#"{"network":"app","netns":"/var/run/netns/none","links":["ghost"]}"#
+    ));
+    assert!((400..500).contains(&status), "{status} {body}");
+}
+
+#[test]
+fn networks_are_isolated_from_each_other() {
+    let mut world = World::new();
+    let daemon = world.daemon();
+    daemon.json(&["network", "create", "red", "--subnet", "10.75.0.0/24"]);
+    daemon.json(&["network", "create", "blue", "--subnet", "10.76.0.0/24"]);
+    let r = endpoint(&mut world, &daemon, "red", "r", &[]);
+    let b = endpoint(&mut world, &daemon, "blue", "b", &["-p", "8080:80"]);
+    assert!(!connects(&world, "r", "b", &b, 80), "red -> blue");
+    assert!(!connects(&world, "b", "r", &r, 80), "blue -> red");
+    assert!(!ping(world.container_ns("r"), &b));
+    assert!(drops(&daemon, "isolated") > 0);
+    // The published port stays reachable from outside.
+    let _srv = TcpServer::start(world.container_ns("b"), "0.0.0.0:80", "blue");
+    assert_eq!(
+        tcp_request(&world.ext, &format!("{HOST_IP}:8080"), TIMEOUT).unwrap(),
+        format!("blue saw {EXT_IP} said hello")
+    );
+}
+
+#[test]
+fn internal_networks_keep_traffic_inside() {
+    let mut world = World::new();
+    world.route_outside();
+    let daemon = world.daemon();
+    daemon.json(&[
+        "network",
+        "create",
+        "vault",
+        "--subnet",
+        "10.77.0.0/24",
+        "--internal",
+    ]);
+    daemon.json(&[
+        "network",
+        "create",
+        "vault2",
+        "--subnet",
+        "10.78.0.0/24",
+        "-o",
+        "com.docker.network.internal=true",
+    ]);
+    let a = endpoint(&mut world, &daemon, "vault", "a", &[]);
+    let b = endpoint(&mut world, &daemon, "vault", "b", &[]);
+    endpoint(&mut world, &daemon, "vault2", "c", &[]);
+    let _out = TcpServer::start(&world.ext, &format!("{OUTSIDE_IP}:80"), "outside");
+    let _udp = UdpServer::start(&world.ext, &format!("{OUTSIDE_IP}:53"), "dns");
+
+    assert!(connects(&world, "a", "b", &b, 80), "inside works");
+    assert!(connects(&world, "b", "a", &a, 80), "inside works back");
+    for role in ["a", "c"] {
+        let ns = world.container_ns(role);
+        assert!(tcp_request(ns, &format!("{OUTSIDE_IP}:80"), SILENCE).is_err());
+        assert!(udp_request(ns, &format!("{OUTSIDE_IP}:53"), SILENCE).is_err());
+        assert!(!ping(ns, OUTSIDE_IP));
+        assert!(tcp_request(ns, &format!("{EXT_IP}:80"), SILENCE).is_err());
+    }
+    assert!(drops(&daemon, "internal") > 0);
+    // Nothing comes in either, even with a route.
+    world
+        .ext
+        .ip(&["route", "add", "10.77.0.0/24", "via", HOST_IP]);
+    let _inside = TcpServer::start(world.container_ns("a"), "0.0.0.0:81", "inside");
+    assert!(tcp_request(&world.ext, &format!("{a}:81"), SILENCE).is_err());
+    // Publishing on an internal network is refused.
+    let x = world.container("x");
+    let err = daemon.fails(&[
+        "endpoint",
+        "create",
+        "vault",
+        "--netns",
+        x.to_str().unwrap(),
+        "-p",
+        "8080:80",
+    ]);
+    assert!(err.contains("internal"), "{err}");
+}
+
+#[test]
+fn routed_mode_opens_published_ports_on_container_addresses_only() {
+    let mut world = World::new();
+    world.route_outside();
+    let daemon = world.daemon();
+    daemon.json(&[
+        "network",
+        "create",
+        "direct",
+        "--subnet",
+        "10.79.0.0/24",
+        "--gateway-mode",
+        "routed",
+    ]);
+    let ip = endpoint(
+        &mut world,
+        &daemon,
+        "direct",
+        "r",
+        &["-p", "8080:80", "-p", "53/udp"],
+    );
+    world
+        .ext
+        .ip(&["route", "add", "10.79.0.0/24", "via", HOST_IP]);
+    let r = world.container_ns("r");
+    let _web = TcpServer::start(r, "0.0.0.0:80", "web");
+    let _dns = UdpServer::start(r, "0.0.0.0:53", "dns");
+    let _closed = TcpServer::start(r, "0.0.0.0:81", "closed");
+
+    assert_eq!(
+        tcp_request(&world.ext, &format!("{ip}:80"), TIMEOUT).unwrap(),
+        format!("web saw {EXT_IP} said hello"),
+        "published port on the container address, untranslated"
+    );
+    assert_eq!(
+        udp_request(&world.ext, &format!("{ip}:53"), TIMEOUT).unwrap(),
+        format!("dns saw {EXT_IP}")
+    );
+    assert!(tcp_request(&world.ext, &format!("{ip}:81"), SILENCE).is_err());
+    assert!(tcp_request(&world.ext, &format!("{ip}:8080"), SILENCE).is_err());
+    // Outbound keeps the container address (no masquerade in routed mode).
+    let _out = TcpServer::start(&world.ext, &format!("{OUTSIDE_IP}:80"), "outside");
+    assert_eq!(
+        tcp_request(r, &format!("{OUTSIDE_IP}:80"), TIMEOUT).unwrap(),
+        format!("outside saw {ip} said hello")
+    );
+    let net = daemon.json(&["network", "inspect", "direct"]);
+    assert_eq!(
+        (net["gateway_mode"].as_str(), net["masquerade"].as_bool()),
+        (Some("routed"), Some(false))
+    );
+
+    // And in nat mode the container address stays closed, published or not.
+    daemon.json(&["network", "create", "nat", "--subnet", "10.80.0.0/24"]);
+    let nat = endpoint(&mut world, &daemon, "nat", "n", &["-p", "9090:80"]);
+    world
+        .ext
+        .ip(&["route", "add", "10.80.0.0/24", "via", HOST_IP]);
+    let _n = TcpServer::start(world.container_ns("n"), "0.0.0.0:80", "n");
+    assert!(tcp_request(&world.ext, &format!("{nat}:80"), SILENCE).is_err());
+    assert!(tcp_request(&world.ext, &format!("{HOST_IP}:9090"), TIMEOUT).is_ok());
+}
+
+#[test]
+fn contradictory_network_options_are_refused_and_change_nothing() {
+    let world = World::new();
+    let daemon = world.daemon();
+    let cases: [&[&str]; 8] = [
+        &["--internal", "--gateway-mode", "routed"],
+        &["--gateway-mode", "routed", "--masquerade", "true"],
+        &["--masquerade", "false", "--snat-ip", HOST_IP],
+        &["--internal", "--masquerade", "true"],
+        &[
+            "--icc",
+            "false",
+            "-o",
+            "com.docker.network.bridge.enable_icc=true",
+        ],
+        &["--gateway-mode", "isolated"],
+        &["-o", "com.docker.network.bridge.no_such_option=1"],
+        &["-o", "com.docker.network.driver.mtu=big"],
+    ];
+    for flags in cases {
+        let mut args = vec!["network", "create", "n", "--subnet", "10.81.0.0/24"];
+        args.extend_from_slice(flags);
+        let err = daemon.fails(&args);
+        assert!(!err.is_empty(), "{flags:?}");
+    }
+    assert!(
+        daemon
+            .json(&["network", "ls"])
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        !world
+            .host
+            .ip(&["-o", "link", "show", "type", "bridge"])
+            .contains("nd-"),
+        "no bridge left behind"
+    );
+    // The Docker keys that are honoured show up in inspect.
+    let net = daemon.json(&[
+        "network",
+        "create",
+        "n",
+        "--subnet",
+        "10.81.0.0/24",
+        "-o",
+        "com.docker.network.bridge.enable_ip_masquerade=false",
+        "-o",
+        "com.docker.network.driver.mtu=1400",
+        "-o",
+        "com.docker.network.bridge.host_binding_ipv4=198.51.100.1",
+        "-o",
+        "com.docker.network.bridge.gateway_mode_ipv4=nat",
+    ]);
+    assert_eq!(net["masquerade"], false);
+    assert_eq!(net["mtu"], 1400);
+    assert_eq!(net["host_binding_ipv4"], HOST_IP);
+}
+
+#[test]
+fn policy_survives_a_daemon_restart() {
+    let mut world = World::new();
+    world.route_outside();
+    let mut daemon = world.daemon();
+    daemon.json(&[
+        "network",
+        "create",
+        "app",
+        "--subnet",
+        "10.82.0.0/24",
+        "--icc",
+        "false",
+    ]);
+    let db = endpoint(&mut world, &daemon, "app", "db", &["--expose", "5432"]);
+    let web = endpoint(&mut world, &daemon, "app", "web", &["--link", "db"]);
+    daemon.restart();
+    let net = daemon.json(&["network", "inspect", "app"]);
+    assert_eq!(
+        (net["icc"].as_bool(), net["masquerade"].as_bool()),
+        (Some(false), Some(true))
+    );
+    assert_eq!(
+        daemon.json(&["endpoint", "inspect", "web"])["links"][0],
+        "db"
+    );
+    assert!(connects(&world, "web", "db", &db, 5432), "link restored");
+    assert!(!connects(&world, "db", "web", &web, 80), "ICC off restored");
+    let _out = TcpServer::start(&world.ext, &format!("{OUTSIDE_IP}:80"), "outside");
+    assert_eq!(
+        tcp_request(
+            world.container_ns("web"),
+            &format!("{OUTSIDE_IP}:80"),
+            TIMEOUT
+        )
+        .unwrap(),
+        format!("outside saw {HOST_IP} said hello")
+    );
+}
