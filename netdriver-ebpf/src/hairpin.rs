@@ -13,7 +13,7 @@
 //! with Docker). Like every redirect, a hairpin hop decrements the TTL.
 
 use aya_ebpf::{bindings::TC_ACT_OK, helpers::bpf_ktime_get_ns, programs::TcContext};
-use netdriver_common::{HairpinEntry, HairpinKey, PortTarget};
+use netdriver_common::{HairpinEntry, HairpinKey, PROTO_TCP, PortTarget, TCP_SYN};
 
 use crate::{
     maps::{ND_HAIRPIN, is_host_addr, net_of},
@@ -32,9 +32,49 @@ pub fn from_container(ctx: &TcContext, ip: &Ipv4, ports: Ports) -> Result<Option
     if !is_host_addr(ip.daddr_be) {
         return Ok(None);
     }
-    match published::lookup(ip.daddr_be, ports.dst, ip.proto, true) {
-        Some(target) => forward(ctx, ip, ports, &target).map(Some),
-        None => Ok(None),
+    let Some(target) = published::lookup(ip.daddr_be, ports.dst, ip.proto, true) else {
+        return Ok(None);
+    };
+    let Some(source) = source_for(ip, &target) else {
+        return Ok(None);
+    };
+    // A TCP packet that neither opens a connection nor belongs to a known hairpin flow is
+    // not one: typically the reply to a host connection whose ephemeral source port is also
+    // a published port.
+    let key = reply_key(ip, ports, &target, source);
+    if ip.proto == PROTO_TCP
+        && ports.tcp_flags & (TCP_SYN | TCP_ACK) != TCP_SYN
+        && ND_HAIRPIN.get_ptr(key).is_none()
+    {
+        return Ok(None);
+    }
+    forward(ctx, ip, ports, &target, source, key).map(Some)
+}
+
+/// TCP's ACK flag (byte 13 of the header).
+const TCP_ACK: u8 = 0x10;
+
+/// The source the target sees: the client's own address, or its gateway when the client is
+/// the target itself (its own address would be a martian there). `None`: no network known.
+#[inline(always)]
+fn source_for(ip: &Ipv4, target: &PortTarget) -> Option<u32> {
+    if target.addr_be == ip.saddr_be {
+        net_of(ip.saddr_be).map(|net| net.gateway_be)
+    } else {
+        Some(ip.saddr_be)
+    }
+}
+
+/// The key of the replies the target sends to `source`.
+#[inline(always)]
+fn reply_key(ip: &Ipv4, ports: Ports, target: &PortTarget, source: u32) -> HairpinKey {
+    HairpinKey {
+        saddr_be: target.addr_be,
+        daddr_be: source,
+        sport: target.port,
+        dport: ports.src,
+        proto: ip.proto,
+        _pad: [0; 3],
     }
 }
 
@@ -76,44 +116,28 @@ fn reply(ctx: &TcContext, ip: &Ipv4, ports: Ports, entry: &HairpinEntry) -> Resu
 
 /// A new (or continuing) packet of a hairpin flow: record the reply, translate, redirect.
 #[inline(always)]
-fn forward(ctx: &TcContext, ip: &Ipv4, ports: Ports, target: &PortTarget) -> Result<i32, u32> {
+fn forward(
+    ctx: &TcContext,
+    ip: &Ipv4,
+    ports: Ports,
+    target: &PortTarget,
+    source: u32,
+    key: HairpinKey,
+) -> Result<i32, u32> {
     if !nat::has_hop_left(ip) {
         return Ok(TC_ACT_OK);
     }
-    let to_itself = target.addr_be == ip.saddr_be;
-    let source = if to_itself {
-        let Some(net) = net_of(ip.saddr_be) else {
-            return Ok(TC_ACT_OK);
-        };
-        net.gateway_be
-    } else {
-        ip.saddr_be
-    };
-    remember(ctx, ip, ports, target, source)?;
+    remember(ctx, ip, ports, key)?;
     nat::decrement_ttl(ctx, ip)?;
     nat::rewrite(ctx, ip, ports, End::Dst, target.addr_be, target.port)?;
-    if to_itself {
+    if source != ip.saddr_be {
         nat::rewrite(ctx, ip, ports, End::Src, source, ports.src)?;
     }
     nat::redirect(ctx, target.mac, target.gw_mac, target.ifindex)
 }
 
 #[inline(always)]
-fn remember(
-    ctx: &TcContext,
-    ip: &Ipv4,
-    ports: Ports,
-    target: &PortTarget,
-    source: u32,
-) -> Result<(), u32> {
-    let key = HairpinKey {
-        saddr_be: target.addr_be,
-        daddr_be: source,
-        sport: target.port,
-        dport: ports.src,
-        proto: ip.proto,
-        _pad: [0; 3],
-    };
+fn remember(ctx: &TcContext, ip: &Ipv4, ports: Ports, key: HairpinKey) -> Result<(), u32> {
     let entry = HairpinEntry {
         saddr_be: ip.daddr_be,
         daddr_be: ip.saddr_be,
