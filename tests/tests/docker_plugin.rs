@@ -330,7 +330,8 @@ fn bridge_options_apply() {
     let generic = json!({
         "com.docker.network.bridge.name": "ndbr-opts",
         "com.docker.network.bridge.host_binding_ipv4": HOST_IP,
-        "com.docker.network.bridge.enable_icc": "true"
+        "com.docker.network.bridge.enable_icc": "false",
+        "com.docker.network.bridge.enable_ip_masquerade": "false"
     });
     ok(
         &mut c,
@@ -339,6 +340,13 @@ fn bridge_options_apply() {
                 "IPv4Data": [{"Pool": "10.20.0.0/24", "Gateway": "10.20.0.1/24"}]}),
     );
     assert_eq!(d.json(&["network", "ls"])[0]["bridge"], "ndbr-opts");
+    // Docker's bridge options reach the data path's policy.
+    let net = &d.json(&["network", "ls"])[0];
+    assert_eq!(
+        (&net["icc"], &net["masquerade"]),
+        (&json!(false), &json!(false)),
+        "{net}"
+    );
     ok(
         &mut c,
         "NetworkDriver.CreateEndpoint",

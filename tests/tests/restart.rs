@@ -137,17 +137,16 @@ fn orphan_veths_from_a_crash_are_removed() {
 }
 
 /// Sends `count` numbered messages, one every 20 ms, over one TCP connection and one UDP
-/// socket from the external namespace; returns (TCP echoes, UDP echoes) received.
-fn long_flows(world: &World, count: u32) -> std::thread::JoinHandle<(u32, u32)> {
-    world.ext.spawn(move || {
-        let mut tcp =
-            TcpStream::connect_timeout(&format!("{HOST_IP}:8080").parse().unwrap(), TIMEOUT)
-                .unwrap();
+/// socket from `ns` to `addr`; returns (TCP echoes, UDP echoes) received.
+fn long_flows(ns: &common::Netns, addr: &str, count: u32) -> std::thread::JoinHandle<(u32, u32)> {
+    let addr: std::net::SocketAddr = addr.parse().unwrap();
+    ns.spawn(move || {
+        let mut tcp = TcpStream::connect_timeout(&addr, TIMEOUT).unwrap();
         tcp.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         let udp = UdpSocket::bind("0.0.0.0:0").unwrap();
         udp.set_read_timeout(Some(Duration::from_millis(500)))
             .unwrap();
-        udp.connect(format!("{HOST_IP}:8080")).unwrap();
+        udp.connect(addr).unwrap();
         let (mut tcp_ok, mut udp_ok) = (0, 0);
         for i in 0..count {
             let msg = format!("{i:08}");
@@ -191,9 +190,9 @@ fn established_flows_survive_sigkill_and_restart() {
         "-p",
         "8080:80/udp",
     ]);
-    let _echo = EchoServer::start(world.container_ns("a"), 80);
+    let _echo = EchoServer::start(world.container_ns("a"), "0.0.0.0", 80);
     let count = 150;
-    let flows = long_flows(&world, count);
+    let flows = long_flows(&world.ext, &format!("{HOST_IP}:8080"), count);
     let start = Instant::now();
     std::thread::sleep(Duration::from_millis(500));
     daemon.kill();
@@ -416,4 +415,42 @@ fn a_pinned_map_with_an_old_layout_is_replaced_and_said_so() {
     assert_eq!(answer, format!("a saw {EXT_IP} said hello"));
     let info = run("bpftool", &["map", "show", "pinned", pin.to_str().unwrap()]);
     assert!(!info.contains("key 4B"), "{info}");
+}
+
+#[test]
+fn masqueraded_flows_survive_sigkill_and_restart() {
+    let mut world = World::new();
+    world.route_outside();
+    let mut daemon = world.daemon();
+    daemon.json(&["network", "create", "net", "--subnet", "10.44.0.0/24"]);
+    let ns = world.container("a");
+    daemon.json(&[
+        "endpoint",
+        "create",
+        "net",
+        "--netns",
+        ns.to_str().unwrap(),
+        "--name",
+        "a",
+    ]);
+    let _echo = EchoServer::start(&world.ext, common::OUTSIDE_IP, 7000);
+    let count = 150;
+    let flows = long_flows(
+        world.container_ns("a"),
+        &format!("{}:7000", common::OUTSIDE_IP),
+        count,
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    daemon.kill();
+    std::thread::sleep(Duration::from_millis(700));
+    daemon.restart();
+    let (tcp_ok, udp_ok) = flows.join().unwrap();
+    eprintln!(
+        "masqueraded flows across SIGKILL and restart: tcp {tcp_ok}/{count}, udp {udp_ok}/{count}"
+    );
+    assert_eq!(
+        (tcp_ok, udp_ok),
+        (count, count),
+        "messages lost across the restart"
+    );
 }

@@ -223,10 +223,19 @@ impl State {
         create.gateway = gateway;
         create.bridge = generic.get(OPT_BRIDGE_NAME).cloned();
         create.mtu = mtu;
+        let internal = wire::bool_option(&req.options, wire::OPT_INTERNAL).unwrap_or(false);
+        create.internal = internal.then_some(true);
+        // The rest of `-o` (ICC, masquerade, gateway mode, SNAT address, ...) means what it
+        // means to Docker's bridge driver; the network options resolve and check it.
+        create.options = generic
+            .iter()
+            .filter(|(k, _)| ![OPT_BRIDGE_NAME, OPT_MTU, OPT_HOST_BINDING].contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let record = DockerNetwork {
             network_id: req.network_id.clone(),
             name,
-            internal: wire::bool_option(&req.options, wire::OPT_INTERNAL).unwrap_or(false),
+            internal,
             host_binding_ipv4,
             aux_addresses,
             generic,

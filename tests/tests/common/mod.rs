@@ -721,7 +721,10 @@ pub struct EchoServer {
 }
 
 impl EchoServer {
-    pub fn start(ns: &Netns, port: u16) -> Self {
+    /// Serves on `port` of every address; UDP answers from `udp_ip` (a UDP socket bound to
+    /// every address answers from whatever address the route back picks).
+    pub fn start(ns: &Netns, udp_ip: &str, port: u16) -> Self {
+        let udp_ip: std::net::IpAddr = udp_ip.parse().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = std::sync::mpsc::channel();
         let (flag, ready) = (Arc::clone(&stop), tx.clone());
@@ -744,7 +747,7 @@ impl EchoServer {
         });
         let flag = Arc::clone(&stop);
         let udp = ns.spawn(move || {
-            let sock = UdpSocket::bind(("0.0.0.0", port)).expect("bind udp echo");
+            let sock = UdpSocket::bind((udp_ip, port)).expect("bind udp echo");
             sock.set_read_timeout(Some(Duration::from_millis(50)))
                 .unwrap();
             tx.send(()).unwrap();
