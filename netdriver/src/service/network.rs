@@ -137,6 +137,12 @@ impl State {
 
     /// The first default pool clear of routes, interface addresses, nameservers and networks.
     async fn pick_subnet(&self) -> Result<Ipv4Net, ServiceError> {
+        Ok(ipam::pick_pool(&self.taken_subnets().await?)?)
+    }
+
+    /// What a default pool must not overlap: routes (but the default route), interface
+    /// addresses, nameservers, and the networks' subnets.
+    pub(super) async fn taken_subnets(&self) -> Result<Vec<Ipv4Net>, ServiceError> {
         let mut taken: Vec<Ipv4Net> = self
             .nl
             .ipv4_routes()
@@ -147,7 +153,7 @@ impl State {
         taken.extend(self.nl.ipv4_addresses().await?);
         taken.extend(nameservers(&self.config.resolv_conf));
         taken.extend(self.networks.values().map(|n| n.net.subnet));
-        Ok(ipam::pick_pool(&taken)?)
+        Ok(taken)
     }
 
     async fn apply_network(&mut self, net: &Network) -> Result<(), ServiceError> {
