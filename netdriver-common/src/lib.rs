@@ -24,11 +24,35 @@ pub const MAP_CT: &str = "ND_CT";
 pub const MAP_NETS: &str = "ND_NETS";
 pub const MAP_DROPS: &str = "ND_DROPS";
 pub const MAP_LINKS: &str = "ND_LINKS";
+/// The host's own IPv4 addresses (in the daemon's namespace): where a wildcard published
+/// port is reachable from the host itself and from containers (hairpin).
+pub const MAP_HOST_ADDRS: &str = "ND_HOST_ADDRS";
+/// What the socket hooks translated, so replies and `getpeername` show the address the
+/// application used.
+pub const MAP_SOCK_RNAT: &str = "ND_SOCK_RNAT";
+/// Hairpin flows (a container reaching a published port through a host address), keyed by
+/// the reply as the target container sends it.
+pub const MAP_HAIRPIN: &str = "ND_HAIRPIN";
+/// Published port ranges (LPM trie over protocol, host address and port prefix): a range
+/// costs at most 30 entries whatever its length. Consulted when `ND_PORTS` has no entry.
+pub const MAP_PORT_RANGES: &str = "ND_PORT_RANGES";
 
 /// Program names (the functions in netdriver-ebpf).
 pub const PROG_FROM_UPLINK: &str = "nd_from_uplink";
 pub const PROG_FROM_CONTAINER: &str = "nd_from_container";
 pub const PROG_XDP_UPLINK: &str = "nd_xdp_uplink";
+/// cgroup `sock_addr` programs: published ports from the host itself, without a proxy.
+pub const PROG_SOCK_CONNECT4: &str = "nd_sock_connect4";
+pub const PROG_SOCK_SENDMSG4: &str = "nd_sock_sendmsg4";
+pub const PROG_SOCK_RECVMSG4: &str = "nd_sock_recvmsg4";
+pub const PROG_SOCK_GETPEERNAME4: &str = "nd_sock_getpeername4";
+/// cgroup bind4: published host ports are reserved.
+pub const PROG_SOCK_BIND4: &str = "nd_sock_bind4";
+
+/// Load-time global: the cookie of the daemon's network namespace. The socket hooks are
+/// attached to a cgroup, and cgroups span namespaces: they act only on sockets whose
+/// namespace has this cookie (0, the unset value, matches nothing).
+pub const GLOBAL_NETNS_COOKIE: &str = "ND_NETNS_COOKIE";
 
 /// Load-time globals of the eBPF object (set by the loader): the source ports (and ICMP echo
 /// identifiers) masquerade may use, inclusive, host order.
@@ -48,6 +72,14 @@ pub const NAT_PORT_ATTEMPTS: u32 = 32;
 pub const PORTS_MAX_ENTRIES: u32 = 65536;
 /// Default capacity of the connection-tracking map (the daemon's `--ct-max-entries`).
 pub const CT_MAX_ENTRIES: u32 = 262_144;
+/// Capacity of the host-address map.
+pub const HOST_ADDRS_MAX_ENTRIES: u32 = 4096;
+/// Capacity of the socket reverse-translation map (LRU).
+pub const SOCK_RNAT_MAX_ENTRIES: u32 = 65536;
+/// Capacity of the port-range trie (a range takes at most 30 entries).
+pub const PORT_RANGES_MAX_ENTRIES: u32 = 16384;
+/// Capacity of the hairpin flow map (LRU).
+pub const HAIRPIN_MAX_ENTRIES: u32 = 65536;
 /// Capacity of the network-subnet LPM trie.
 pub const NETS_MAX_ENTRIES: u32 = 1024;
 /// Capacity of the legacy-link map.
@@ -469,9 +501,105 @@ mod tests {
     }
 }
 
+/// Key data of `ND_PORT_RANGES` (behind the trie's prefix length): byte arrays so there is
+/// no padding between the fields, which the prefix covers in order: the protocol (8 bits),
+/// the host address (32, `0.0.0.0` for every address), then the leading bits of the port.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct PortRangeKey {
+    pub proto: u8,
+    pub host_addr: [u8; 4],
+    /// Big-endian, so that a prefix is a block of consecutive ports.
+    pub port_be: [u8; 2],
+    pub _pad: u8,
+}
+const _: () = assert!(size_of::<PortRangeKey>() == 8);
+/// Bits of `PortRangeKey` before the port.
+pub const PORT_RANGE_PREFIX_BASE: u32 = 40;
+
+/// Value of `ND_PORT_RANGES`: the container side of a published range. Host port `p` goes
+/// to container port `target.port + (p - host_start)`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct PortRangeTarget {
+    pub target: PortTarget,
+    /// First host port of the whole range (not of this trie entry's block), host order.
+    pub host_start: u16,
+    pub _pad: [u16; 3],
+}
+const _: () = assert!(size_of::<PortRangeTarget>() == 32);
+
+/// Key of `ND_SOCK_RNAT`: a socket (its cookie) and the container address and port the
+/// socket hooks sent it to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct SockRnatKey {
+    pub cookie: u64,
+    /// Container address, network order.
+    pub addr_be: u32,
+    /// Container port, host order.
+    pub port: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+const _: () = assert!(size_of::<SockRnatKey>() == 16);
+
+/// Value of `ND_SOCK_RNAT`: the address and port the application asked for.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct SockRnatValue {
+    /// Network order.
+    pub addr_be: u32,
+    /// Host order.
+    pub port: u16,
+    pub _pad: u16,
+}
+const _: () = assert!(size_of::<SockRnatValue>() == 8);
+
+/// Key of `ND_HAIRPIN`: a reply of a hairpin flow as the target container sends it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct HairpinKey {
+    pub saddr_be: u32,
+    pub daddr_be: u32,
+    /// Host order.
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(size_of::<HairpinKey>() == 16);
+
+/// Value of `ND_HAIRPIN`: how to turn the reply into what the client expects and where to
+/// send it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct HairpinEntry {
+    /// The host address the client sent to (the reply's new source), network order.
+    pub saddr_be: u32,
+    /// The client's own address (the reply's new destination), network order.
+    pub daddr_be: u32,
+    /// The published host port and the client's port, host order.
+    pub sport: u16,
+    pub dport: u16,
+    /// The client's host-side veth; replies are redirected to its egress.
+    pub ifindex: u32,
+    /// The client's MAC (destination of the reply frame).
+    pub dmac: [u8; 6],
+    /// The client's gateway MAC (source of the reply frame).
+    pub smac: [u8; 6],
+    pub _pad: u32,
+    /// `bpf_ktime_get_ns` when the flow was last seen.
+    pub last_seen_ns: u64,
+}
+const _: () = assert!(size_of::<HairpinEntry>() == 40);
+
 #[cfg(feature = "user")]
 mod user {
-    use super::{CtEntry, CtKey, LinkKey, NetInfo, PortKey, PortTarget};
+    use super::{
+        CtEntry, CtKey, HairpinEntry, HairpinKey, LinkKey, NetInfo, PortKey, PortRangeKey,
+        PortRangeTarget, PortTarget, SockRnatKey, SockRnatValue,
+    };
 
     macro_rules! aya_pod {
         ($($t:ty),* $(,)?) => { $(
@@ -480,5 +608,18 @@ mod user {
             unsafe impl aya::Pod for $t {}
         )* };
     }
-    aya_pod!(PortKey, PortTarget, CtKey, CtEntry, NetInfo, LinkKey);
+    aya_pod!(
+        PortKey,
+        PortTarget,
+        CtKey,
+        CtEntry,
+        NetInfo,
+        LinkKey,
+        SockRnatKey,
+        SockRnatValue,
+        HairpinKey,
+        HairpinEntry,
+        PortRangeKey,
+        PortRangeTarget,
+    );
 }

@@ -1,5 +1,5 @@
-//! Entry points of netdriver's tc and XDP programs. Each turns an error into the single drop
-//! path.
+//! Entry points of netdriver's tc, XDP and cgroup socket programs. Each turns an error into
+//! the single drop path.
 #![no_std]
 #![no_main]
 #![expect(
@@ -11,17 +11,20 @@
 mod container;
 mod ct;
 mod egress;
+mod hairpin;
 mod icmp_err;
 mod maps;
 mod nat;
 mod parse;
 mod pkt;
 mod policy;
+mod published;
+mod sock;
 mod uplink;
 
 use aya_ebpf::{
-    macros::{classifier, xdp},
-    programs::{TcContext, XdpContext},
+    macros::{cgroup_sock_addr, classifier, xdp},
+    programs::{SockAddrContext, TcContext, XdpContext},
 };
 
 /// tc ingress of an uplink: DNAT of published ports and replies of tracked outbound flows
@@ -59,6 +62,56 @@ pub fn nd_xdp_uplink(ctx: XdpContext) -> u32 {
 )]
 pub fn nd_from_container(ctx: TcContext) -> i32 {
     container::from_container(&ctx).unwrap_or_else(maps::drop_packet)
+}
+
+/// cgroup connect4: a host process connecting to a published port goes to the container.
+#[cgroup_sock_addr(connect4)]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "#[cgroup_sock_addr] passes the context by value"
+)]
+pub fn nd_sock_connect4(ctx: SockAddrContext) -> i32 {
+    sock::connect4(&ctx)
+}
+
+/// cgroup sendmsg4: the same for unconnected UDP datagrams.
+#[cgroup_sock_addr(sendmsg4)]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "#[cgroup_sock_addr] passes the context by value"
+)]
+pub fn nd_sock_sendmsg4(ctx: SockAddrContext) -> i32 {
+    sock::sendmsg4(&ctx)
+}
+
+/// cgroup recvmsg4: replies appear to come from the address the client used.
+#[cgroup_sock_addr(recvmsg4)]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "#[cgroup_sock_addr] passes the context by value"
+)]
+pub fn nd_sock_recvmsg4(ctx: SockAddrContext) -> i32 {
+    sock::recvmsg4(&ctx)
+}
+
+/// cgroup getpeername4: the peer is the address the client connected to.
+#[cgroup_sock_addr(getpeername4)]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "#[cgroup_sock_addr] passes the context by value"
+)]
+pub fn nd_sock_getpeername4(ctx: SockAddrContext) -> i32 {
+    sock::getpeername4(&ctx)
+}
+
+/// cgroup bind4: host processes cannot bind a published host address and port.
+#[cgroup_sock_addr(bind4)]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "#[cgroup_sock_addr] passes the context by value"
+)]
+pub fn nd_sock_bind4(ctx: SockAddrContext) -> i32 {
+    sock::bind4(&ctx)
 }
 
 #[cfg(not(test))]

@@ -3,12 +3,15 @@
 
 use aya_ebpf::{
     bindings::{TC_ACT_SHOT, xdp_action::XDP_DROP},
-    btf_maps::{HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
+    btf_maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
     macros::btf_map,
 };
 use netdriver_common::{
-    CT_MAX_ENTRIES, CtEntry, CtKey, DROP_REASONS, LINKS_MAX_ENTRIES, LinkKey, NAT_PORT_MAX_DEFAULT,
-    NAT_PORT_MIN_DEFAULT, NETS_MAX_ENTRIES, NetInfo, PORTS_MAX_ENTRIES, PortKey, PortTarget,
+    CT_MAX_ENTRIES, CtEntry, CtKey, DROP_REASONS, HAIRPIN_MAX_ENTRIES, HOST_ADDRS_MAX_ENTRIES,
+    HairpinEntry, HairpinKey, LINKS_MAX_ENTRIES, LinkKey, NAT_PORT_MAX_DEFAULT,
+    NAT_PORT_MIN_DEFAULT, NETS_MAX_ENTRIES, NetInfo, PORT_RANGES_MAX_ENTRIES, PORTS_MAX_ENTRIES,
+    PortKey, PortRangeKey, PortRangeTarget, PortTarget, SOCK_RNAT_MAX_ENTRIES, SockRnatKey,
+    SockRnatValue,
 };
 
 /// Published ports.
@@ -29,6 +32,31 @@ pub static ND_NETS: LpmTrie<u32, NetInfo, { NETS_MAX_ENTRIES as usize }> = LpmTr
 /// Legacy links (parent → child's exposed port), consulted when ICC is off.
 #[btf_map]
 pub static ND_LINKS: HashMap<LinkKey, u32, { LINKS_MAX_ENTRIES as usize }> = HashMap::new();
+
+/// The host's own addresses (network order); the value is unused.
+#[btf_map]
+pub static ND_HOST_ADDRS: HashMap<u32, u32, { HOST_ADDRS_MAX_ENTRIES as usize }> = HashMap::new();
+
+/// Translations made by the socket hooks, for replies and `getpeername`.
+#[btf_map]
+pub static ND_SOCK_RNAT: LruHashMap<
+    SockRnatKey,
+    SockRnatValue,
+    { SOCK_RNAT_MAX_ENTRIES as usize },
+> = LruHashMap::new();
+
+/// Published port ranges.
+#[btf_map]
+pub static ND_PORT_RANGES: LpmTrie<
+    PortRangeKey,
+    PortRangeTarget,
+    { PORT_RANGES_MAX_ENTRIES as usize },
+> = LpmTrie::new();
+
+/// Hairpin flows, keyed by the reply as the target container sends it.
+#[btf_map]
+pub static ND_HAIRPIN: LruHashMap<HairpinKey, HairpinEntry, { HAIRPIN_MAX_ENTRIES as usize }> =
+    LruHashMap::new();
 
 /// Drop counters, indexed by `DROP_*` reason.
 #[btf_map]
@@ -100,18 +128,16 @@ pub fn in_container_net(addr_be: u32) -> bool {
     ND_NETS.get(&Key::new(32, addr_be)).is_some()
 }
 
-/// Whether `port`/`proto` is published on `addr_be` (or on every host address).
+/// Whether `addr_be` is one of the host's own addresses.
+#[inline(always)]
+pub fn is_host_addr(addr_be: u32) -> bool {
+    // SAFETY: only the presence is read.
+    unsafe { ND_HOST_ADDRS.get(addr_be) }.is_some()
+}
+
+/// Whether `port`/`proto` is published on `addr_be` (or on every host address), as a single
+/// port or inside a range.
 #[inline(always)]
 pub fn is_published(addr_be: u32, port: u16, proto: u8) -> bool {
-    let mut key = PortKey {
-        host_addr_be: addr_be,
-        host_port: port,
-        proto,
-        _pad: 0,
-    };
-    if ND_PORTS.get_ptr(key).is_some() {
-        return true;
-    }
-    key.host_addr_be = 0;
-    ND_PORTS.get_ptr(key).is_some()
+    crate::published::lookup(addr_be, port, proto, true).is_some()
 }

@@ -3,12 +3,12 @@
 
 use netdriver_common::{
     CT_ACT_REDIRECT, CT_ACT_SNAT, CT_DIR_IN, CT_DIR_OUT, CT_KIND_PUBLISHED, CT_ST_NEW, CtEntry,
-    DROP_UNPUBLISHED, PortKey, PortTarget, ct_next_state,
+    DROP_UNPUBLISHED, PortTarget, ct_next_state,
 };
 
 use crate::{
     ct, icmp_err,
-    maps::{ND_CT, ND_PORTS, in_container_net},
+    maps::{ND_CT, in_container_net},
     nat::{self, End, Hop},
     parse::{self, Ipv4, Ports},
     pkt::Packet,
@@ -45,23 +45,9 @@ pub fn from_uplink<P: Packet>(ctx: &P) -> Result<i32, u32> {
 /// container address in routed mode), then any host address.
 #[inline(always)]
 fn published(ip: &Ipv4, ports: Ports) -> Option<PortTarget> {
-    let mut key = PortKey {
-        host_addr_be: ip.daddr_be,
-        host_port: ports.dst,
-        proto: ip.proto,
-        _pad: 0,
-    };
-    // SAFETY: the value is copied out at once, before any map update.
-    if let Some(target) = unsafe { ND_PORTS.get(key) } {
-        return Some(*target);
-    }
     // A wildcard binding is for host addresses, never for a container's.
-    if in_container_net(ip.daddr_be) {
-        return None;
-    }
-    key.host_addr_be = 0;
-    // SAFETY: as above.
-    unsafe { ND_PORTS.get(key) }.copied()
+    let wildcard = !in_container_net(ip.daddr_be);
+    crate::published::lookup(ip.daddr_be, ports.dst, ip.proto, wildcard)
 }
 
 #[inline(always)]

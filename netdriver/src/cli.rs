@@ -107,6 +107,11 @@ pub struct DaemonArgs {
     /// How often expired conntrack entries are removed, seconds.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub ct_sweep_interval: u64,
+    /// cgroup v2 whose processes reach published ports from the host itself (socket hooks;
+    /// only sockets of the daemon's network namespace are affected). Default: the root of
+    /// the unified hierarchy.
+    #[arg(long)]
+    pub cgroup: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -4,6 +4,9 @@
 //! every call is a handful of `bpf(2)`/netlink syscalls.
 
 mod ct;
+mod hairpin;
+mod ranges;
+mod sock;
 #[cfg(test)]
 mod tests;
 mod xdp;
@@ -31,22 +34,35 @@ pub use ct::{CtTimeouts, SweepReport, monotonic_ns};
 use ipnet::Ipv4Net;
 use netdriver_common::{
     CT_MAX_ENTRIES, CtEntry, CtKey, DROP_REASONS, GLOBAL_NAT_PORT_MAX, GLOBAL_NAT_PORT_MIN,
-    GLOBAL_REDIRECT_PEER, LinkKey, MAP_CT, MAP_DROPS, MAP_LINKS, MAP_NETS, MAP_PORTS,
-    NAT_PORT_MAX_DEFAULT, NAT_PORT_MIN_DEFAULT, NetInfo, PROG_FROM_CONTAINER, PROG_FROM_UPLINK,
-    PROG_XDP_UPLINK, PortKey, PortTarget,
+    GLOBAL_NETNS_COOKIE, GLOBAL_REDIRECT_PEER, HairpinEntry, HairpinKey, LinkKey, MAP_CT,
+    MAP_DROPS, MAP_HAIRPIN, MAP_HOST_ADDRS, MAP_LINKS, MAP_NETS, MAP_PORT_RANGES, MAP_PORTS,
+    MAP_SOCK_RNAT, NAT_PORT_MAX_DEFAULT, NAT_PORT_MIN_DEFAULT, NetInfo, PROG_FROM_CONTAINER,
+    PROG_FROM_UPLINK, PROG_XDP_UPLINK, PortKey, PortRangeKey, PortRangeTarget, PortTarget,
+    SockRnatKey, SockRnatValue,
 };
 use nix::{
     mount::{MsFlags, mount},
     net::if_::if_nametoindex,
     sys::statfs::{BPF_FS_MAGIC, statfs},
 };
+pub use sock::default_cgroup;
 pub use xdp::UplinkMode;
 
 /// The object built from netdriver-ebpf by `build.rs`.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netdriver"));
 
 /// Every map of the object; all are pinned under the pin directory.
-const MAP_NAMES: [&str; 5] = [MAP_PORTS, MAP_CT, MAP_NETS, MAP_DROPS, MAP_LINKS];
+const MAP_NAMES: [&str; 9] = [
+    MAP_PORTS,
+    MAP_CT,
+    MAP_NETS,
+    MAP_DROPS,
+    MAP_LINKS,
+    MAP_HOST_ADDRS,
+    MAP_SOCK_RNAT,
+    MAP_PORT_RANGES,
+    MAP_HAIRPIN,
+];
 
 /// Load-time sizes and knobs of the data path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,6 +208,11 @@ pub struct Dataplane {
     nets: LpmTrie<MapData, u32, NetInfo>,
     links: HashMap<MapData, LinkKey, u32>,
     drops: PerCpuArray<MapData, u64>,
+    host_addrs: HashMap<MapData, u32, u32>,
+    sock_rnat: HashMap<MapData, SockRnatKey, SockRnatValue>,
+    port_ranges: LpmTrie<MapData, PortRangeKey, PortRangeTarget>,
+    hairpin: HashMap<MapData, HairpinKey, HairpinEntry>,
+    cgroup: sock::CgroupLinks,
     uplinks: BTreeMap<String, Attachment>,
     /// `nd_xdp_uplink` attachments (`UplinkMode::Xdp`), in front of the tc ones.
     xdp_uplinks: BTreeMap<String, Attachment>,
@@ -214,6 +235,8 @@ impl Dataplane {
     /// creates `pin_dir`, loads the embedded object, and pins every `ND_*` map under
     /// `pin_dir` — or adopts the maps already pinned there by a previous run, so flows survive
     /// a restart. A pinned map whose layout differs from this build's is replaced (and said so).
+    /// The socket programs are told the cookie of the calling thread's network namespace:
+    /// they act on that namespace's sockets only.
     pub fn load(pin_dir: &Path) -> Result<Self, DataplaneError> {
         Self::load_with(pin_dir, Tuning::default())
     }
@@ -236,7 +259,9 @@ impl Dataplane {
             loader.map_pin_path(name, path.as_path());
         }
         let redirect_peer = u8::from(tuning.redirect_peer);
+        let cookie = sock::netns_cookie()?;
         let mut ebpf = loader
+            .override_global(GLOBAL_NETNS_COOKIE, &cookie, true)
             .map_max_entries(MAP_CT, tuning.ct_max_entries)
             .override_global(GLOBAL_NAT_PORT_MIN, &nat_min, true)
             .override_global(GLOBAL_NAT_PORT_MAX, &nat_max, true)
@@ -248,6 +273,7 @@ impl Dataplane {
         for program in [PROG_FROM_UPLINK, PROG_FROM_CONTAINER] {
             load_program(&mut ebpf, program)?;
         }
+        sock::load(&mut ebpf)?;
         if tuning.uplink_mode == UplinkMode::Xdp {
             xdp::load(&mut ebpf)?;
         }
@@ -257,6 +283,11 @@ impl Dataplane {
             nets: take_map(&mut ebpf, pin_dir, MAP_NETS)?,
             links: take_map(&mut ebpf, pin_dir, MAP_LINKS)?,
             drops: take_map(&mut ebpf, pin_dir, MAP_DROPS)?,
+            host_addrs: take_map(&mut ebpf, pin_dir, MAP_HOST_ADDRS)?,
+            sock_rnat: take_map(&mut ebpf, pin_dir, MAP_SOCK_RNAT)?,
+            port_ranges: take_map(&mut ebpf, pin_dir, MAP_PORT_RANGES)?,
+            hairpin: take_map(&mut ebpf, pin_dir, MAP_HAIRPIN)?,
+            cgroup: sock::CgroupLinks::default(),
             ebpf,
             pin_dir: pin_dir.to_owned(),
             uplinks: BTreeMap::new(),
@@ -462,6 +493,15 @@ impl Dataplane {
     }
 }
 
+/// No error, one error, or all of them.
+fn joined(mut errors: Vec<DataplaneError>) -> Result<(), DataplaneError> {
+    match errors.len() {
+        0 => Ok(()),
+        1 => Err(errors.remove(0)),
+        _ => Err(DataplaneError::Teardown(errors)),
+    }
+}
+
 fn validate_port_key(key: PortKey) -> Result<PortKey, DataplaneError> {
     use netdriver_common::{PROTO_TCP, PROTO_UDP};
     if key.proto != PROTO_TCP && key.proto != PROTO_UDP {
@@ -577,7 +617,14 @@ fn classifier<'a>(
 }
 
 fn load_program(ebpf: &mut Ebpf, program: &'static str) -> Result<(), DataplaneError> {
-    classifier(ebpf, program)?.load().map_err(|err| match err {
+    classifier(ebpf, program)?
+        .load()
+        .map_err(|err| load_error(program, err))
+}
+
+/// A load failure, with the verifier's log when there is one.
+fn load_error(program: &'static str, err: ProgramError) -> DataplaneError {
+    match err {
         ProgramError::LoadError {
             io_error,
             verifier_log,
@@ -592,7 +639,7 @@ fn load_program(ebpf: &mut Ebpf, program: &'static str) -> Result<(), DataplaneE
             ifname: String::new(),
             source: Box::new(source),
         },
-    })
+    }
 }
 
 /// Takes a map out of the object; the loader already pinned it (or adopted its pin).

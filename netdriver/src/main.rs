@@ -35,6 +35,7 @@ fn run_daemon(cli: &Cli, args: &netdriver::cli::DaemonArgs) -> anyhow::Result<()
         uplinks: args.uplinks.clone(),
         resolv_conf: args.resolv_conf.clone(),
         conntrack: args.conntrack(),
+        cgroup: args.cgroup.clone(),
     };
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -59,6 +60,7 @@ fn run_cleanup(cli: &Cli, args: &netdriver::cli::CleanupArgs) -> anyhow::Result<
         uplinks: Vec::new(),
         resolv_conf: std::path::PathBuf::new(),
         conntrack: netdriver::service::ConntrackConfig::default(),
+        cgroup: None,
     };
     let report = tokio::runtime::Builder::new_current_thread()
         .enable_all()

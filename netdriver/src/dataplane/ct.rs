@@ -125,18 +125,26 @@ impl Dataplane {
         })
     }
 
-    /// Deletes the flows that use one of the host `ports` (`(port, proto)`, host order):
-    /// replies of published-port flows (whatever container they went to: the stale-UDP case)
-    /// and masqueraded flows that were given the port before it was published. One pass over
-    /// `ND_CT` for all of them: a 10,000-port range must not list the table 10,000 times.
+    /// Deletes the flows that use host port `port`/`proto` (host order): replies of
+    /// published-port flows (whatever container they went to: the stale-UDP case) and
+    /// masqueraded flows that were given the port before it was published.
+    pub fn flush_conntrack_host_port(
+        &mut self,
+        port: u16,
+        proto: u8,
+    ) -> Result<usize, DataplaneError> {
+        self.flush_where(|key, entry| {
+            key.proto == proto
+                && ((entry.kind == CT_KIND_PUBLISHED && entry.xlate_port == port)
+                    || (key.dir == CT_DIR_IN && key.dport == port))
+        })
+    }
+
+    /// [`Self::flush_conntrack_host_port`] for many (port, protocol) pairs, in one pass.
     pub fn flush_conntrack_host_ports(
         &mut self,
-        ports: &[(u16, u8)],
+        ports: &std::collections::HashSet<(u16, u8)>,
     ) -> Result<usize, DataplaneError> {
-        if ports.is_empty() {
-            return Ok(0);
-        }
-        let ports: HashSet<(u16, u8)> = ports.iter().copied().collect();
         self.flush_where(|key, entry| {
             (entry.kind == CT_KIND_PUBLISHED && ports.contains(&(entry.xlate_port, key.proto)))
                 || (key.dir == CT_DIR_IN && ports.contains(&(key.dport, key.proto)))

@@ -135,8 +135,12 @@ impl PortAllocator {
                     owner: holder,
                 });
             }
-            if !on_host(port) {
-                return Err(PortError::HostInUse { proto, port });
+            if let Some(ip) = ips.iter().find(|ip| !host_free(proto, **ip, port)) {
+                return Err(PortError::HostInUse {
+                    proto,
+                    ip: *ip,
+                    port,
+                });
             }
             return Ok(port);
         }

@@ -1,14 +1,16 @@
 //! Published ports: the `-p` syntax, host-port allocation, and which ports host sockets hold.
 
 mod alloc;
+mod runs;
 mod spec;
 
 use std::{
     collections::HashSet,
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
 pub use alloc::{EPHEMERAL_ATTEMPTS, PortAllocator, PortBinding};
+pub use runs::{PortRun, runs};
 pub use spec::{PortRequest, Proto, parse};
 
 #[derive(Debug, thiserror::Error)]
@@ -22,8 +24,12 @@ pub enum PortError {
         port: u16,
         owner: String,
     },
-    #[error("host port {port}/{proto} is in use by a process on the host")]
-    HostInUse { proto: Proto, port: u16 },
+    #[error("host port {ip}:{port}/{proto} is in use by a process on the host")]
+    HostInUse {
+        proto: Proto,
+        ip: Ipv4Addr,
+        port: u16,
+    },
     #[error("no free host port in {start}-{end}/{proto}")]
     RangeExhausted { proto: Proto, start: u16, end: u16 },
     #[error("no free ephemeral host port for {proto} in {begin}-{end}")]
@@ -32,11 +38,12 @@ pub enum PortError {
     Ipv6Unsupported(Ipv6Addr),
 }
 
-/// Ports bound by sockets of the current network namespace, from /proc/net/{tcp,udp}{,6}:
-/// listening TCP sockets and every bound UDP socket.
+/// Sockets of the current network namespace that hold a port, from
+/// /proc/net/{tcp,udp}{,6}: listening TCP sockets and every bound UDP socket, with the
+/// address each is bound to.
 #[derive(Debug, Default)]
 pub struct HostSockets {
-    held: HashSet<(Proto, u16)>,
+    held: HashSet<(Proto, IpAddr, u16)>,
 }
 
 impl HostSockets {
@@ -51,21 +58,40 @@ impl HostSockets {
             ("/proc/net/udp6", Proto::Udp),
         ] {
             if let Ok(text) = std::fs::read_to_string(file) {
-                held.extend(parse_proc_net(&text, proto).map(|p| (proto, p)));
+                held.extend(parse_proc_net(&text, proto).map(|(ip, p)| (proto, ip, p)));
             }
         }
         Self { held }
     }
 
-    /// Whether no host socket holds `port` (on any address: a conservative view).
+    /// Whether no host socket holds `port` where a binding on `ip` would need it: a socket
+    /// on the same address, on a wildcard (`0.0.0.0`, or `[::]`, dual-stack) or on the
+    /// IPv4-mapped form of the address; for a binding on `0.0.0.0`, any IPv4 socket.
+    /// A socket on a specific IPv6 address never clashes with an IPv4 binding.
     #[must_use]
-    pub fn is_free(&self, proto: Proto, port: u16) -> bool {
-        !self.held.contains(&(proto, port))
+    pub fn is_free(&self, proto: Proto, ip: Ipv4Addr, port: u16) -> bool {
+        !self
+            .held
+            .iter()
+            .any(|&(p, held, held_port)| p == proto && held_port == port && clashes(held, ip))
     }
 }
 
-/// Local ports of sockets in a /proc/net table: TCP in LISTEN (state 0A), UDP any.
-fn parse_proc_net(text: &str, proto: Proto) -> impl Iterator<Item = u16> + '_ {
+fn clashes(held: IpAddr, ip: Ipv4Addr) -> bool {
+    let held = match held {
+        IpAddr::V4(v4) => v4,
+        IpAddr::V6(v6) if v6.is_unspecified() => return true,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4,
+            None => return false,
+        },
+    };
+    held.is_unspecified() || ip.is_unspecified() || held == ip
+}
+
+/// Local addresses and ports of sockets in a /proc/net table: TCP in LISTEN (state 0A),
+/// UDP any.
+fn parse_proc_net(text: &str, proto: Proto) -> impl Iterator<Item = (IpAddr, u16)> + '_ {
     text.lines().skip(1).filter_map(move |line| {
         let mut fields = line.split_whitespace();
         let local = fields.nth(1)?;
@@ -73,9 +99,31 @@ fn parse_proc_net(text: &str, proto: Proto) -> impl Iterator<Item = u16> + '_ {
         if proto == Proto::Tcp && state != "0A" {
             return None;
         }
-        let port = local.rsplit_once(':')?.1;
-        u16::from_str_radix(port, 16).ok()
+        let (addr, port) = local.rsplit_once(':')?;
+        Some((parse_proc_addr(addr)?, u16::from_str_radix(port, 16).ok()?))
     })
+}
+
+/// An address as /proc/net prints it: 32-bit words in hex, each in the CPU's byte order.
+fn parse_proc_addr(hex: &str) -> Option<IpAddr> {
+    let word = |i: usize| -> Option<[u8; 4]> {
+        Some(
+            u32::from_str_radix(hex.get(i * 8..i * 8 + 8)?, 16)
+                .ok()?
+                .to_ne_bytes(),
+        )
+    };
+    match hex.len() {
+        8 => Some(IpAddr::V4(Ipv4Addr::from(word(0)?))),
+        32 => {
+            let mut bytes = [0u8; 16];
+            for i in 0..4 {
+                bytes[i * 4..i * 4 + 4].copy_from_slice(&word(i)?);
+            }
+            Some(IpAddr::V6(Ipv6Addr::from(bytes)))
+        }
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -87,9 +135,49 @@ mod tests {
         let tcp = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
    0: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0000000000000000 100 0 0 10 0\n\
    1: 0100007F:0050 0100007F:D431 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0000000000000000 20 4 30 10 -1\n";
-        let ports: Vec<u16> = parse_proc_net(tcp, Proto::Tcp).collect();
-        assert_eq!(ports, vec![8080]);
-        let udp: Vec<u16> = parse_proc_net(tcp, Proto::Udp).collect();
+        let ports: Vec<_> = parse_proc_net(tcp, Proto::Tcp).collect();
+        assert_eq!(ports, vec![(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8080)]);
+        let udp: Vec<u16> = parse_proc_net(tcp, Proto::Udp).map(|(_, p)| p).collect();
         assert_eq!(udp, vec![8080, 80]);
+    }
+
+    #[test]
+    fn ipv6_addresses() {
+        assert_eq!(
+            parse_proc_addr("00000000000000000000000000000000"),
+            Some("::".parse().unwrap())
+        );
+        assert_eq!(
+            parse_proc_addr("0000000000000000FFFF00000100007F"),
+            Some("::ffff:127.0.0.1".parse().unwrap())
+        );
+        assert_eq!(
+            parse_proc_addr("B80D0120000000000000000001000000"),
+            Some("2001:db8::1".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn a_host_socket_blocks_exactly_the_addresses_it_holds() {
+        let a: Ipv4Addr = "198.51.100.1".parse().unwrap();
+        let b: Ipv4Addr = "198.51.100.7".parse().unwrap();
+        let any = Ipv4Addr::UNSPECIFIED;
+        let only = |ip: &str| HostSockets {
+            held: [(Proto::Tcp, ip.parse().unwrap(), 8080)].into(),
+        };
+        let on_a = only("198.51.100.1");
+        assert!(!on_a.is_free(Proto::Tcp, a, 8080));
+        assert!(on_a.is_free(Proto::Tcp, b, 8080), "another address is free");
+        assert!(
+            !on_a.is_free(Proto::Tcp, any, 8080),
+            "the wildcard needs every address"
+        );
+        assert!(on_a.is_free(Proto::Udp, a, 8080), "per protocol");
+        assert!(on_a.is_free(Proto::Tcp, a, 8081));
+        for wildcard in ["0.0.0.0", "::"] {
+            assert!(!only(wildcard).is_free(Proto::Tcp, b, 8080), "{wildcard}");
+        }
+        assert!(!only("::ffff:198.51.100.1").is_free(Proto::Tcp, a, 8080));
+        assert!(only("2001:db8::1").is_free(Proto::Tcp, any, 8080));
     }
 }

@@ -239,7 +239,7 @@ impl State {
         }
         let mut ep = self.endpoint_of(&record)?;
         let sockets = HostSockets::read();
-        let host_free = |proto, _ip, port| sockets.is_free(proto, port);
+        let host_free = |proto, ip, port| sockets.is_free(proto, ip, port);
         let ephemeral = crate::netlink::ip_local_port_range()?;
         ep.ports = self
             .ports
@@ -269,18 +269,13 @@ impl State {
 
     /// Withdraws the endpoint's published ports and forgets their flows.
     fn unpublish_ports(&mut self, ep: &Endpoint) -> Vec<ServiceError> {
-        let mut errors = Vec::new();
-        for b in &ep.ports {
-            if let Err(e) = self.dp.unpublish(&super::endpoint::port_key(b)) {
-                errors.push(e.into());
-            }
-        }
-        let ports: Vec<(u16, u8)> = ep
+        let mut errors = self.unpublish_bindings(&ep.ports);
+        let host_ports = ep
             .ports
             .iter()
             .map(|b| (b.host_port, b.proto.number()))
             .collect();
-        if let Err(e) = self.dp.flush_conntrack_host_ports(&ports) {
+        if let Err(e) = self.dp.flush_conntrack_host_ports(&host_ports) {
             errors.push(e.into());
         }
         errors

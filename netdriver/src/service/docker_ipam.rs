@@ -7,7 +7,7 @@ use std::{collections::BTreeSet, net::Ipv4Addr};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
-use super::{ServiceError, State, nameservers};
+use super::{ServiceError, State};
 use crate::{
     ipam::{self, IpamError},
     plugin::wire::{
@@ -155,16 +155,7 @@ impl State {
 
     /// The first default pool clear of routes, addresses, nameservers, networks and pools.
     async fn pick_ipam_pool(&self) -> Result<Ipv4Net, ServiceError> {
-        let mut taken: Vec<Ipv4Net> = self
-            .nl
-            .ipv4_routes()
-            .await?
-            .into_iter()
-            .filter(|r| r.prefix_len() > 0)
-            .collect();
-        taken.extend(self.nl.ipv4_addresses().await?);
-        taken.extend(nameservers(&self.config.resolv_conf));
-        taken.extend(self.networks.values().map(|n| n.net.subnet));
+        let mut taken = self.taken_subnets().await?;
         taken.extend(self.docker.pools.values().map(|p| p.pool));
         Ok(ipam::pick_pool(&taken)?)
     }

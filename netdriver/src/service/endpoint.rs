@@ -111,7 +111,7 @@ impl State {
             ep.mac = format_mac(ipam::mac_from_ip(ep.ip));
         }
         let sockets = HostSockets::read();
-        let host_free = |proto, _ip, port| sockets.is_free(proto, port);
+        let host_free = |proto, ip, port| sockets.is_free(proto, ip, port);
         let ephemeral = crate::netlink::ip_local_port_range()?;
         match self
             .ports
@@ -205,14 +205,18 @@ impl State {
             mac: ipam::parse_mac(&ep.mac).expect("stored MAC is valid"),
             gw_mac: bridge.mac.unwrap_or_default(),
         };
-        for b in &ep.ports {
-            self.dp.publish(
-                port_key(b),
-                PortTarget {
-                    port: b.container_port,
-                    ..target
-                },
-            )?;
+        // Runs of consecutive ports are one range in the data path, whatever their length.
+        for run in ports::runs(&ep.ports) {
+            let target = PortTarget {
+                port: run.container_start,
+                ..target
+            };
+            let start = port_key(&run.first());
+            if run.len() == 1 {
+                self.dp.publish(start, target)?;
+            } else {
+                self.dp.publish_range(start, &run.blocks(), target)?;
+            }
         }
         self.publish_routed(ep, target)?;
         self.program_links(ep)?;
@@ -222,26 +226,41 @@ impl State {
     /// Forgets every tracked flow of the endpoint's address and of its host ports.
     fn flush_flows(&mut self, ep: &Endpoint) -> Result<(), ServiceError> {
         self.dp.flush_conntrack(ep.ip)?;
-        let ports: Vec<(u16, u8)> = ep
+        // One pass over the table for all the host ports (a range may hold thousands).
+        let host_ports = ep
             .ports
             .iter()
             .map(|b| (b.host_port, b.proto.number()))
             .collect();
-        self.dp.flush_conntrack_host_ports(&ports)?;
+        self.dp.flush_conntrack_host_ports(&host_ports)?;
+        self.dp.flush_hairpin(ep.ip)?;
+        self.dp.flush_sock_rnat(ep.ip)?;
         Ok(())
+    }
+
+    /// Withdraws published bindings from the data path (single ports and ranges alike).
+    pub(super) fn unpublish_bindings(&mut self, bindings: &[PortBinding]) -> Vec<ServiceError> {
+        let mut errors = Vec::new();
+        for run in ports::runs(bindings) {
+            let start = port_key(&run.first());
+            let unpublished = if run.len() == 1 {
+                self.dp.unpublish(&start)
+            } else {
+                self.dp.unpublish_range(&start, &run.blocks())
+            };
+            if let Err(e) = unpublished {
+                errors.push(e.into());
+            }
+        }
+        errors
     }
 
     /// Undoes what `apply_endpoint` did, as far as it got; reports every error it meets.
     pub(super) async fn teardown_endpoint(&mut self, ep: &Endpoint) -> Vec<ServiceError> {
         let mut errors = Vec::new();
-        let keys: Vec<PortKey> = ep
-            .ports
-            .iter()
-            .map(port_key)
-            .chain(self.routed_ports(ep))
-            .collect();
-        for key in &keys {
-            if let Err(e) = self.dp.unpublish(key) {
+        errors.extend(self.unpublish_bindings(&ep.ports));
+        for key in self.routed_ports(ep) {
+            if let Err(e) = self.dp.unpublish(&key) {
                 errors.push(e.into());
             }
         }

@@ -47,6 +47,9 @@ pub struct Config {
     pub resolv_conf: PathBuf,
     /// Conntrack/NAT table size, masquerade ports, timeouts.
     pub conntrack: ConntrackConfig,
+    /// The cgroup v2 the socket hooks are attached to (published ports from the host
+    /// itself); `None`: the root of the unified hierarchy, if the machine has one.
+    pub cgroup: Option<PathBuf>,
 }
 
 /// A network and what is in use inside it.
@@ -81,7 +84,8 @@ impl Service {
     pub async fn start(config: Config) -> Result<Self, ServiceError> {
         crate::netlink::enable_ipv4_forwarding()?;
         let store = Store::open(&config.state_dir)?;
-        let dp = Dataplane::load_with(&config.bpffs, config.conntrack.tuning)?;
+        let mut dp = Dataplane::load_with(&config.bpffs, config.conntrack.tuning)?;
+        attach_cgroup(&mut dp, config.cgroup.as_deref())?;
         let nl = Netlink::new()?;
         let mut state = State {
             config,
@@ -208,11 +212,16 @@ impl Service {
 
     /// Stops serving. Programs stay attached and maps pinned, so traffic keeps flowing
     /// until the next start adopts them; with `cleanup`, everything netdriver made goes.
+    /// The socket hooks are the exception: they are detached either way (they act on every
+    /// process of the cgroup, so they never outlive the daemon), and the host reaches
+    /// published ports again once the next start attaches them.
     pub async fn shutdown(&self, cleanup: bool) -> Result<(), ServiceError> {
+        let mut state = self.state.lock().await;
+        let detached = state.dp.detach_cgroup();
         if cleanup {
-            self.state.lock().await.remove_everything().await?;
+            state.remove_everything().await?;
         }
-        Ok(())
+        Ok(detached?)
     }
 }
 
@@ -262,6 +271,23 @@ impl State {
                 .collect(),
         }
     }
+}
+
+/// Attaches the socket hooks to `explicit`, or to the unified hierarchy's root. Without
+/// cgroup v2 the daemon still runs, and the host itself cannot reach published ports.
+fn attach_cgroup(dp: &mut Dataplane, explicit: Option<&Path>) -> Result<(), ServiceError> {
+    let Some(path) = explicit
+        .map(Path::to_path_buf)
+        .or_else(crate::dataplane::default_cgroup)
+    else {
+        tracing::warn!(
+            "no cgroup v2 hierarchy mounted: published ports are not reachable from the host itself"
+        );
+        return Ok(());
+    };
+    dp.attach_cgroup(&path)?;
+    tracing::info!(cgroup = %path.display(), "socket hooks attached");
+    Ok(())
 }
 
 /// A random 64-hex-digit id, like Docker's.

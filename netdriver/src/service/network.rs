@@ -24,6 +24,10 @@ impl State {
             return Err(e);
         }
         tracing::info!(network = %net.name, subnet = %net.subnet, bridge = %net.bridge, "network created");
+        // The gateway is a host address now: the host reaches published ports through it.
+        if let Err(e) = self.sync_host_addrs().await {
+            tracing::warn!("refreshing host addresses: {e}");
+        }
         let pool = AddressPool::new(net.subnet, net.gateway);
         self.networks.insert(
             net.name.clone(),
@@ -133,6 +137,12 @@ impl State {
 
     /// The first default pool clear of routes, interface addresses, nameservers and networks.
     async fn pick_subnet(&self) -> Result<Ipv4Net, ServiceError> {
+        Ok(ipam::pick_pool(&self.taken_subnets().await?)?)
+    }
+
+    /// What a default pool must not overlap: routes (but the default route), interface
+    /// addresses, nameservers, and the networks' subnets.
+    pub(super) async fn taken_subnets(&self) -> Result<Vec<Ipv4Net>, ServiceError> {
         let mut taken: Vec<Ipv4Net> = self
             .nl
             .ipv4_routes()
@@ -143,7 +153,7 @@ impl State {
         taken.extend(self.nl.ipv4_addresses().await?);
         taken.extend(nameservers(&self.config.resolv_conf));
         taken.extend(self.networks.values().map(|n| n.net.subnet));
-        Ok(ipam::pick_pool(&taken)?)
+        Ok(taken)
     }
 
     async fn apply_network(&mut self, net: &Network) -> Result<(), ServiceError> {
@@ -216,6 +226,9 @@ impl State {
         self.store.delete_network(name)?;
         self.networks.remove(name);
         self.undo_network(&net).await;
+        if let Err(e) = self.sync_host_addrs().await {
+            tracing::warn!("refreshing host addresses: {e}");
+        }
         tracing::info!(network = %name, "network removed");
         Ok(())
     }

@@ -7,8 +7,10 @@ use super::{ServiceError, State};
 use crate::netlink::LinkInfo;
 
 impl State {
-    /// Attaches to uplinks that appeared and forgets those that vanished.
+    /// Attaches to uplinks that appeared and forgets those that vanished; refreshes the host
+    /// addresses the socket hooks and hairpin consult.
     pub(super) async fn sync_uplinks(&mut self) -> Result<(), ServiceError> {
+        self.sync_host_addrs().await?;
         let links = self.nl.links().await?;
         let wanted: HashSet<String> = self.uplink_candidates(&links);
         for name in self.dp.uplinks() {
@@ -26,6 +28,14 @@ impl State {
                 Err(e) => tracing::warn!(uplink = %name, "cannot attach: {e}"),
             }
         }
+        Ok(())
+    }
+
+    /// Copies the namespace's IPv4 addresses into the data path (`ND_HOST_ADDRS`).
+    pub(super) async fn sync_host_addrs(&mut self) -> Result<(), ServiceError> {
+        let addrs = self.nl.ipv4_addresses().await?;
+        self.dp
+            .set_host_addrs(&addrs.iter().map(ipnet::Ipv4Net::addr).collect())?;
         Ok(())
     }
 

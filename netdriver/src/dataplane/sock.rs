@@ -1,0 +1,240 @@
+//! The cgroup socket hooks (published ports from the host itself) and the host addresses
+//! they consult.
+
+use std::{
+    collections::HashSet,
+    fs, io,
+    net::Ipv4Addr,
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf,
+    programs::{
+        CgroupAttachMode, CgroupSockAddr, ProgramError, cgroup_sock_addr::CgroupSockAddrLinkId,
+    },
+};
+use netdriver_common::{
+    MAP_HOST_ADDRS, MAP_SOCK_RNAT, PROG_SOCK_BIND4, PROG_SOCK_CONNECT4, PROG_SOCK_GETPEERNAME4,
+    PROG_SOCK_RECVMSG4, PROG_SOCK_SENDMSG4, SockRnatKey,
+};
+
+use super::{Dataplane, DataplaneError, io_err, is_not_found, map_err};
+
+/// The socket programs, all attached to the same cgroup.
+pub(super) const SOCK_PROGRAMS: [&str; 5] = [
+    PROG_SOCK_BIND4,
+    PROG_SOCK_CONNECT4,
+    PROG_SOCK_SENDMSG4,
+    PROG_SOCK_RECVMSG4,
+    PROG_SOCK_GETPEERNAME4,
+];
+
+/// The cgroup attachments of the socket programs.
+#[derive(Debug, Default)]
+pub(super) struct CgroupLinks {
+    pub(super) cgroup: Option<PathBuf>,
+    links: Vec<(&'static str, CgroupSockAddrLinkId)>,
+}
+
+fn program<'a>(
+    ebpf: &'a mut Ebpf,
+    program: &'static str,
+) -> Result<&'a mut CgroupSockAddr, DataplaneError> {
+    ebpf.program_mut(program)
+        .ok_or(DataplaneError::Missing { object: program })?
+        .try_into()
+        .map_err(|source| prog_err("look up", program, "", source))
+}
+
+fn prog_err(
+    op: &'static str,
+    program: &'static str,
+    at: &str,
+    source: ProgramError,
+) -> DataplaneError {
+    DataplaneError::Program {
+        op,
+        program,
+        ifname: at.to_owned(),
+        source: Box::new(source),
+    }
+}
+
+/// Loads the socket programs (they are attached later, by [`Dataplane::attach_cgroup`]).
+pub(super) fn load(ebpf: &mut Ebpf) -> Result<(), DataplaneError> {
+    for name in SOCK_PROGRAMS {
+        program(ebpf, name)?
+            .load()
+            .map_err(|err| super::load_error(name, err))?;
+    }
+    Ok(())
+}
+
+/// The cookie of the calling thread's network namespace (`SO_NETNS_COOKIE`, Linux 5.14).
+pub(super) fn netns_cookie() -> Result<u64, DataplaneError> {
+    let err = |source| DataplaneError::Io {
+        op: "read the network namespace cookie",
+        path: PathBuf::from("SO_NETNS_COOKIE"),
+        source,
+    };
+    let sock = std::net::UdpSocket::bind("0.0.0.0:0").map_err(err)?;
+    let mut cookie = 0u64;
+    let mut len = libc::socklen_t::try_from(size_of::<u64>()).expect("8 fits");
+    // SAFETY: a valid socket fd and an 8-byte out buffer with its length.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_NETNS_COOKIE,
+            (&raw mut cookie).cast(),
+            &raw mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(err(io::Error::last_os_error()));
+    }
+    Ok(cookie)
+}
+
+/// The mount point of the cgroup v2 (unified) hierarchy, from /proc/self/mountinfo.
+#[must_use]
+pub fn default_cgroup() -> Option<PathBuf> {
+    let text = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    cgroup2_mount(&text)
+}
+
+fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        (right.split_whitespace().next()? == "cgroup2")
+            .then(|| left.split_whitespace().nth(4).map(PathBuf::from))
+            .flatten()
+    })
+}
+
+impl Dataplane {
+    /// Attaches the socket hooks to the cgroup v2 at `path` (bpf links: they go away with the
+    /// daemon, even when it is killed). Idempotent.
+    pub fn attach_cgroup(&mut self, path: &Path) -> Result<(), DataplaneError> {
+        if self.cgroup.cgroup.is_some() {
+            return Ok(());
+        }
+        let dir = fs::File::open(path).map_err(io_err("open cgroup", path))?;
+        let at = path.display().to_string();
+        for name in SOCK_PROGRAMS {
+            let attached = program(&mut self.ebpf, name)?
+                .attach(&dir, CgroupAttachMode::Single)
+                .map_err(|e| prog_err("attach", name, &at, e));
+            match attached {
+                Ok(id) => self.cgroup.links.push((name, id)),
+                Err(e) => {
+                    let _ = self.detach_cgroup();
+                    return Err(e);
+                }
+            }
+        }
+        self.cgroup.cgroup = Some(path.to_owned());
+        Ok(())
+    }
+
+    /// Detaches the socket hooks; best effort, reports every error.
+    pub fn detach_cgroup(&mut self) -> Result<(), DataplaneError> {
+        let at = self
+            .cgroup
+            .cgroup
+            .take()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let mut errors = Vec::new();
+        for (name, id) in std::mem::take(&mut self.cgroup.links) {
+            let detached = program(&mut self.ebpf, name)
+                .and_then(|p| p.detach(id).map_err(|e| prog_err("detach", name, &at, e)));
+            if let Err(e) = detached {
+                errors.push(e);
+            }
+        }
+        super::joined(errors)
+    }
+
+    /// The cgroup the socket hooks are attached to.
+    #[must_use]
+    pub fn cgroup(&self) -> Option<&Path> {
+        self.cgroup.cgroup.as_deref()
+    }
+
+    /// Forgets the socket translations towards a container address (the endpoint went away).
+    pub fn flush_sock_rnat(&mut self, addr: Ipv4Addr) -> Result<(), DataplaneError> {
+        let addr_be = u32::from_ne_bytes(addr.octets());
+        let keys: Vec<SockRnatKey> = self
+            .sock_rnat
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(map_err("iterate", MAP_SOCK_RNAT))?;
+        for key in keys.iter().filter(|k| k.addr_be == addr_be) {
+            match self.sock_rnat.remove(key) {
+                Err(err) if !is_not_found(&err) => {
+                    return Err(map_err("remove from", MAP_SOCK_RNAT)(err));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes `ND_HOST_ADDRS` hold exactly `addrs`.
+    pub fn set_host_addrs(&mut self, addrs: &HashSet<Ipv4Addr>) -> Result<(), DataplaneError> {
+        let wanted: HashSet<u32> = addrs
+            .iter()
+            .map(|a| u32::from_ne_bytes(a.octets()))
+            .collect();
+        let present: HashSet<u32> = self
+            .host_addrs
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(map_err("iterate", MAP_HOST_ADDRS))?;
+        for gone in present.difference(&wanted) {
+            match self.host_addrs.remove(gone) {
+                Err(err) if !is_not_found(&err) => {
+                    return Err(map_err("remove from", MAP_HOST_ADDRS)(err));
+                }
+                _ => {}
+            }
+        }
+        for new in wanted.difference(&present) {
+            self.host_addrs
+                .insert(new, 1, 0)
+                .map_err(map_err("insert into", MAP_HOST_ADDRS))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_unified_hierarchy() {
+        let hybrid = "\
+24 1 0:22 / /sys rw,nosuid shared:7 - sysfs sysfs rw
+30 24 0:26 / /sys/fs/cgroup ro,nosuid shared:9 - tmpfs tmpfs ro,mode=755
+31 30 0:27 / /sys/fs/cgroup/unified rw,nosuid shared:10 - cgroup2 cgroup2 rw,nsdelegate
+32 30 0:28 / /sys/fs/cgroup/systemd rw,nosuid shared:11 - cgroup cgroup rw,name=systemd
+";
+        assert_eq!(
+            cgroup2_mount(hybrid),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        let unified = "29 23 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw\n";
+        assert_eq!(
+            cgroup2_mount(unified),
+            Some(PathBuf::from("/sys/fs/cgroup"))
+        );
+        assert_eq!(
+            cgroup2_mount("24 1 0:22 / /sys rw - sysfs sysfs rw\n"),
+            None
+        );
+    }
+}
