@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use common::{
     Daemon, EXT_IP, HOST_IP, OUTSIDE_IP, SILENCE, TIMEOUT, TcpServer, UdpServer, World,
-    assert_no_firewall_rules, map_dump, ping, tcp_request, udp_ask, udp_peer_server, udp_request,
-    udp_socket,
+    assert_no_firewall_rules, drops, endpoint, map_dump, ping, tcp_request, udp_ask,
+    udp_peer_server, udp_request, udp_socket,
 };
 use serde_json::Value;
 
@@ -26,34 +26,6 @@ fn container(
     args.extend_from_slice(flags);
     daemon.json(&args);
     endpoint(world, daemon, net, role, &[])
-}
-
-fn endpoint(world: &mut World, daemon: &Daemon, net: &str, role: &str, extra: &[&str]) -> String {
-    let netns = world.container(role);
-    let mut args = vec![
-        "endpoint",
-        "create",
-        net,
-        "--netns",
-        netns.to_str().unwrap(),
-        "--name",
-        role,
-    ];
-    args.extend_from_slice(extra);
-    daemon.json(&args)["ip"].as_str().unwrap().to_string()
-}
-
-/// Drop counter `name` from `status`.
-fn drops(daemon: &Daemon, name: &str) -> u64 {
-    let status = daemon.json(&["status"]);
-    let names: Vec<&str> = status["drop_reasons"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
-    let i = names.iter().position(|n| *n == name).unwrap();
-    status["drops"][i].as_u64().unwrap()
 }
 
 fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {

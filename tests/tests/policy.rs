@@ -4,35 +4,9 @@
 mod common;
 
 use common::{
-    Daemon, EXT_IP, HOST_IP, OUTSIDE_IP, SILENCE, TIMEOUT, TcpServer, UdpServer, World,
-    assert_no_firewall_rules, ping, tcp_request, udp_request,
+    EXT_IP, HOST_IP, OUTSIDE_IP, SILENCE, TIMEOUT, TcpServer, UdpServer, World,
+    assert_no_firewall_rules, drops, endpoint, ping, tcp_request, udp_request,
 };
-
-fn endpoint(world: &mut World, daemon: &Daemon, net: &str, role: &str, extra: &[&str]) -> String {
-    let netns = world.container(role);
-    let mut args = vec![
-        "endpoint",
-        "create",
-        net,
-        "--netns",
-        netns.to_str().unwrap(),
-        "--name",
-        role,
-    ];
-    args.extend_from_slice(extra);
-    daemon.json(&args)["ip"].as_str().unwrap().to_string()
-}
-
-fn drops(daemon: &Daemon, name: &str) -> u64 {
-    let status = daemon.json(&["status"]);
-    let i = status["drop_reasons"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .position(|n| n == name)
-        .unwrap();
-    status["drops"][i].as_u64().unwrap()
-}
 
 /// TCP from `from` to `to_ip:port` where `to` listens.
 fn connects(world: &World, from: &str, to: &str, to_ip: &str, port: u16) -> bool {

@@ -853,3 +853,37 @@ impl Drop for EchoServer {
         }
     }
 }
+
+/// Creates endpoint `role` (a new container namespace) on `net`; returns its address.
+pub fn endpoint(
+    world: &mut World,
+    daemon: &Daemon,
+    net: &str,
+    role: &str,
+    extra: &[&str],
+) -> String {
+    let netns = world.container(role);
+    let mut args = vec![
+        "endpoint",
+        "create",
+        net,
+        "--netns",
+        netns.to_str().unwrap(),
+        "--name",
+        role,
+    ];
+    args.extend_from_slice(extra);
+    daemon.json(&args)["ip"].as_str().unwrap().to_string()
+}
+
+/// Drop counter `name` from `netdriver status`.
+pub fn drops(daemon: &Daemon, name: &str) -> u64 {
+    let status = daemon.json(&["status"]);
+    let i = status["drop_reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|n| n == name)
+        .unwrap();
+    status["drops"][i].as_u64().unwrap()
+}

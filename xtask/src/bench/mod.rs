@@ -245,7 +245,7 @@ fn control_rows(c: &Value) -> String {
     );
     let _ = writeln!(
         s,
-        "| netdriver (`endpoint create -p A-B:A-B`, stored as {} port entries) | {:.3} s | peak +{:.1} MiB, after +{:.1} MiB |",
+        "| netdriver (`endpoint create -p A-B:A-B`, {} ports as one range) | {:.3} s | peak +{:.1} MiB, after +{:.1} MiB |",
         nd["stored_port_entries"],
         secs(&nd["secs"]),
         kib_mib(&mem["peak_extra_kib"]),
