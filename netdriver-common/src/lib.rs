@@ -199,11 +199,16 @@ pub const CT_ST_CLOSING: u8 = 2;
 /// one per packet (two CPUs writing the same entry bounce its line). The sweeper adds this
 /// much slack to every idle timeout, so no active flow is ever seen as idle.
 pub const CT_REFRESH_NS: u64 = 1_000_000_000;
+/// How long a closed (FIN/RST) masqueraded TCP flow must have been idle before a new
+/// connection may take over its NAT port (twice the refresh interval: a half-closed flow
+/// still carrying data is refreshed at least every `CT_REFRESH_NS`).
+pub const CT_RECLAIM_IDLE_NS: u64 = 2 * CT_REFRESH_NS;
 
 /// TCP header flag bits (byte 13 of the header).
 pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
 
 /// Value of `ND_CT`: what to do with the packets of one direction of a flow.
 #[repr(C)]

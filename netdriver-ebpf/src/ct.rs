@@ -71,6 +71,13 @@ pub fn insert_or_drop(key: &CtKey, entry: &CtEntry) -> Result<(), u32> {
     insert(key, entry, 0).map_err(|_| DROP_CT_FAILED)
 }
 
+/// A copy of the entry under `key`, without recording a packet.
+#[inline(always)]
+pub fn peek(key: &CtKey) -> Option<CtEntry> {
+    // SAFETY: copied out at once.
+    unsafe { ND_CT.get(key) }.copied()
+}
+
 #[inline(always)]
 pub fn remove(key: &CtKey) {
     let _ = ND_CT.remove(key);

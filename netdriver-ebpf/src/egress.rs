@@ -14,8 +14,9 @@ use aya_ebpf::{
 };
 use netdriver_common::{
     CT_ACT_DNAT, CT_ACT_REDIRECT, CT_ACT_REDIRECT_NEIGH, CT_ACT_SNAT, CT_DIR_IN, CT_DIR_OUT,
-    CT_KIND_FORWARD, CT_KIND_MASQ, CT_ST_NEW, CtEntry, CtKey, DROP_CT_FAILED, DROP_NAT_EXHAUSTED,
-    NAT_PORT_ATTEMPTS, NetInfo, PROTO_ICMP, ct_next_state, nat_port_candidate,
+    CT_KIND_FORWARD, CT_KIND_MASQ, CT_RECLAIM_IDLE_NS, CT_ST_CLOSING, CT_ST_NEW, CtEntry, CtKey,
+    DROP_CT_FAILED, DROP_NAT_EXHAUSTED, NAT_PORT_ATTEMPTS, NetInfo, PROTO_ICMP, PROTO_TCP, TCP_ACK,
+    TCP_SYN, ct_next_state, nat_port_candidate,
 };
 
 use crate::{
@@ -90,7 +91,8 @@ pub fn outbound(
         out.action |= CT_ACT_SNAT;
         out.kind = CT_KIND_MASQ;
         out.xlate_addr_be = snat;
-        let (key, port) = claim_port(&out_key, snat, &back)?;
+        let opens = ip.proto == PROTO_TCP && ports.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+        let (key, port) = claim_port(&out_key, snat, &back, opens)?;
         out.xlate_port = port;
         key
     } else {
@@ -107,9 +109,16 @@ pub fn outbound(
 
 /// Claims a masquerade port for the flow `out_key` on `snat`: stores the reply entry `back`
 /// under the reply key of the first free candidate (`BPF_NOEXIST` makes the claim atomic).
-/// Ports published on `snat` (or on every address) are never used.
+/// Ports published on `snat` (or on every address) are never used. A TCP SYN (`opens`) may
+/// take over the port of a closed, idle masqueraded flow, as Linux conntrack reopens a
+/// closed tuple, instead of waiting for the sweeper.
 #[inline(always)]
-fn claim_port(out_key: &CtKey, snat: u32, back: &CtEntry) -> Result<(CtKey, u16), u32> {
+fn claim_port(
+    out_key: &CtKey,
+    snat: u32,
+    back: &CtEntry,
+    opens: bool,
+) -> Result<(CtKey, u16), u32> {
     let (min, max) = nat_port_range();
     // SAFETY: plain helper call.
     let seed = unsafe { bpf_get_prandom_u32() };
@@ -130,11 +139,39 @@ fn claim_port(out_key: &CtKey, snat: u32, back: &CtEntry) -> Result<(CtKey, u16)
         key.dport = port;
         match ct::insert(&key, back, u64::from(BPF_NOEXIST)) {
             Ok(()) => return Ok((key, port)),
-            Err(err) if err == -EEXIST => {}
+            Err(err) if err == -EEXIST => {
+                if opens && reclaim_closed(&key) {
+                    match ct::insert(&key, back, u64::from(BPF_NOEXIST)) {
+                        Ok(()) => return Ok((key, port)),
+                        Err(err) if err == -EEXIST => {}
+                        Err(_) => return Err(DROP_CT_FAILED),
+                    }
+                }
+            }
             Err(_) => return Err(DROP_CT_FAILED),
         }
     }
     Err(DROP_NAT_EXHAUSTED)
+}
+
+/// Removes the masqueraded TCP flow whose reply entry is `key` if it is closed (FIN or RST
+/// seen) and idle for `CT_RECLAIM_IDLE_NS`, both its entries; whether it did. The idle time
+/// spares a half-closed flow that still carries data (its entries are refreshed at least
+/// every `CT_REFRESH_NS` while packets flow).
+#[inline(always)]
+fn reclaim_closed(key: &CtKey) -> bool {
+    let Some(old) = ct::peek(key) else {
+        return false;
+    };
+    let idle = ct::now().wrapping_sub(old.last_seen_ns);
+    if old.kind != CT_KIND_MASQ || old.state != CT_ST_CLOSING || idle < CT_RECLAIM_IDLE_NS {
+        return false;
+    }
+    if let Some(partner) = key.partner(&old) {
+        ct::remove(&partner);
+    }
+    ct::remove(key);
+    true
 }
 
 /// The route of a forwarded packet: egress interface and preferred source address. `None`

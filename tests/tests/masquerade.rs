@@ -219,6 +219,34 @@ fn nat_ports_avoid_published_ports_and_exhaustion_is_visible() {
 }
 
 #[test]
+fn a_new_connection_takes_over_the_nat_port_of_a_closed_idle_flow() {
+    let mut world = World::new();
+    world.route_outside();
+    // One NAT port, and neither the closing timeout nor the sweeper would free it in time.
+    let daemon = Daemon::start(
+        &world,
+        &[
+            "--nat-port-range",
+            "61000-61000",
+            "--ct-timeout-tcp-close",
+            "600",
+            "--ct-sweep-interval",
+            "600",
+        ],
+    );
+    container(&mut world, &daemon, "out", "10.89.0.0/24", &[], "c");
+    let _srv = TcpServer::start(&world.ext, &format!("{OUTSIDE_IP}:7100"), "out");
+    let c = world.container_ns("c");
+    let target = format!("{OUTSIDE_IP}:7100");
+    let first = tcp_request(c, &target, TIMEOUT).expect("first connection");
+    assert_eq!(first, format!("out saw {HOST_IP} said hello"));
+    // Closed (FIN both ways) and idle for longer than the reclaim delay.
+    std::thread::sleep(Duration::from_millis(2500));
+    let second = tcp_request(c, &target, TIMEOUT).expect("the closed flow's port is reused");
+    assert_eq!(second, format!("out saw {HOST_IP} said hello"));
+}
+
+#[test]
 fn a_full_conntrack_table_refuses_new_flows_only() {
     let mut world = World::new();
     world.route_outside();
