@@ -710,6 +710,23 @@ fn ifindex(ifname: &str) -> Result<u32, DataplaneError> {
     })
 }
 
+/// The index of `ifname`, or `None` when it already carries this attachment. An attachment
+/// to an older interface of the same name is defunct: it is released.
+fn needs_attach(
+    attachments: &mut BTreeMap<String, Attachment>,
+    ifname: &str,
+) -> Result<Option<u32>, DataplaneError> {
+    let ifindex = ifindex(ifname)?;
+    if let Some(old) = attachments.remove(ifname) {
+        if old.ifindex == ifindex {
+            attachments.insert(ifname.to_owned(), old);
+            return Ok(None);
+        }
+        release(old.link);
+    }
+    Ok(Some(ifindex))
+}
+
 fn attach(
     ebpf: &mut Ebpf,
     pin_dir: &Path,
@@ -717,15 +734,9 @@ fn attach(
     program: &'static str,
     ifname: &str,
 ) -> Result<(), DataplaneError> {
-    let ifindex = ifindex(ifname)?;
-    if let Some(old) = attachments.remove(ifname) {
-        if old.ifindex == ifindex {
-            attachments.insert(ifname.to_owned(), old);
-            return Ok(());
-        }
-        // Same name, new interface: the old link is defunct; unpinning it releases it.
-        release(old.link);
-    }
+    let Some(ifindex) = needs_attach(attachments, ifname)? else {
+        return Ok(());
+    };
     let prog_err = |op, source| DataplaneError::Program {
         op,
         program,

@@ -12,10 +12,11 @@ use common::{
     Daemon, EXT_IP, EchoServer, HOST_IP, SILENCE, TIMEOUT, TcpServer, World, run, tcp_request,
 };
 
-fn setup(world: &mut World, daemon: &common::Daemon) {
+/// Network `net` (10.44.0.0/24) with endpoint `a` publishing 8080/tcp and `ports`.
+fn setup(world: &mut World, daemon: &common::Daemon, ports: &[&str]) {
     daemon.json(&["network", "create", "net", "--subnet", "10.44.0.0/24"]);
     let ns = world.container("a");
-    daemon.json(&[
+    let mut args = vec![
         "endpoint",
         "create",
         "net",
@@ -25,14 +26,18 @@ fn setup(world: &mut World, daemon: &common::Daemon) {
         "a",
         "-p",
         "8080:80",
-    ]);
+    ];
+    for p in ports {
+        args.extend(["-p", p]);
+    }
+    daemon.json(&args);
 }
 
 #[test]
 fn an_endpoint_whose_namespace_is_gone_is_cleaned_up() {
     let mut world = World::new();
     let mut daemon = world.daemon();
-    setup(&mut world, &daemon);
+    setup(&mut world, &daemon, &[]);
     daemon.stop();
     world.remove_container("a");
     daemon.restart();
@@ -62,7 +67,7 @@ fn an_endpoint_whose_namespace_is_gone_is_cleaned_up() {
 fn a_veth_deleted_behind_our_back_is_recreated() {
     let mut world = World::new();
     let mut daemon = world.daemon();
-    setup(&mut world, &daemon);
+    setup(&mut world, &daemon, &[]);
     let veth = daemon.json(&["endpoint", "inspect", "a"])["host_ifname"]
         .as_str()
         .unwrap()
@@ -80,7 +85,7 @@ fn a_veth_deleted_behind_our_back_is_recreated() {
 fn a_reboot_recreates_bridges_and_veths() {
     let mut world = World::new();
     let mut daemon = world.daemon();
-    setup(&mut world, &daemon);
+    setup(&mut world, &daemon, &[]);
     let bridge = daemon.json(&["network", "inspect", "net"])["bridge"]
         .as_str()
         .unwrap()
@@ -175,21 +180,7 @@ fn long_flows(ns: &common::Netns, addr: &str, count: u32) -> std::thread::JoinHa
 fn established_flows_survive_sigkill_and_restart() {
     let mut world = World::new();
     let mut daemon = world.daemon();
-    daemon.json(&["network", "create", "net", "--subnet", "10.44.0.0/24"]);
-    let ns = world.container("a");
-    daemon.json(&[
-        "endpoint",
-        "create",
-        "net",
-        "--netns",
-        ns.to_str().unwrap(),
-        "--name",
-        "a",
-        "-p",
-        "8080:80",
-        "-p",
-        "8080:80/udp",
-    ]);
+    setup(&mut world, &daemon, &["8080:80/udp"]);
     let _echo = EchoServer::start(world.container_ns("a"), "0.0.0.0", 80);
     let count = 150;
     let flows = long_flows(&world.ext, &format!("{HOST_IP}:8080"), count);
@@ -328,7 +319,7 @@ fn cleanup_on_exit_and_the_cleanup_command_remove_everything() {
             &[]
         };
         let mut daemon = Daemon::start(&world, extra);
-        setup(&mut world, &daemon);
+        setup(&mut world, &daemon, &[]);
         if how == "on-exit" {
             daemon.stop();
         } else {
@@ -380,7 +371,7 @@ fn cleanup_on_exit_and_the_cleanup_command_remove_everything() {
 fn a_pinned_map_with_an_old_layout_is_replaced_and_said_so() {
     let mut world = World::new();
     let mut daemon = world.daemon();
-    setup(&mut world, &daemon);
+    setup(&mut world, &daemon, &[]);
     daemon.kill();
     // What an older version with another conntrack layout would have left pinned.
     let pin = daemon.bpffs.join("ND_CT");

@@ -17,7 +17,7 @@ use aya::{
 };
 use netdriver_common::PROG_XDP_UPLINK;
 
-use super::{AttachedLink, Attachment, DataplaneError, LINK_DIR, ifindex, release};
+use super::{AttachedLink, Attachment, DataplaneError, LINK_DIR, needs_attach};
 
 /// Which hook of an uplink runs the published-port DNAT.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -71,14 +71,9 @@ pub(super) fn attach(
     attachments: &mut BTreeMap<String, Attachment>,
     ifname: &str,
 ) -> Result<(), DataplaneError> {
-    let ifindex = ifindex(ifname)?;
-    if let Some(old) = attachments.remove(ifname) {
-        if old.ifindex == ifindex {
-            attachments.insert(ifname.to_owned(), old);
-            return Ok(());
-        }
-        release(old.link);
-    }
+    let Some(ifindex) = needs_attach(attachments, ifname)? else {
+        return Ok(());
+    };
     let prog_err = |op, source| DataplaneError::Program {
         op,
         program: PROG_XDP_UPLINK,
