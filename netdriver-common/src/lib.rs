@@ -20,6 +20,8 @@ pub const PROTO_UDP: u8 = 17;
 
 /// Pinned map names (at most 15 bytes, `ND_` prefix).
 pub const MAP_PORTS: &str = "ND_PORTS";
+/// Published ports on IPv6 host addresses: `PortKey6` -> `PortTarget6`.
+pub const MAP_PORTS6: &str = "ND_PORTS6";
 pub const MAP_CT: &str = "ND_CT";
 pub const MAP_NETS: &str = "ND_NETS";
 pub const MAP_DROPS: &str = "ND_DROPS";
@@ -27,6 +29,8 @@ pub const MAP_LINKS: &str = "ND_LINKS";
 /// The host's own IPv4 addresses (in the daemon's namespace): where a wildcard published
 /// port is reachable from the host itself and from containers (hairpin).
 pub const MAP_HOST_ADDRS: &str = "ND_HOST_ADDRS";
+/// The host's own IPv6 addresses (key: the 16 address bytes), as `ND_HOST_ADDRS` for IPv4.
+pub const MAP_HOST_ADDRS6: &str = "ND_HOST_ADDRS6";
 /// What the socket hooks translated, so replies and `getpeername` show the address the
 /// application used.
 pub const MAP_SOCK_RNAT: &str = "ND_SOCK_RNAT";
@@ -145,6 +149,38 @@ pub struct PortTarget {
     pub gw_mac: [u8; 6],
 }
 const _: () = assert!(size_of::<PortTarget>() == 24);
+
+/// Key of `ND_PORTS6`: a published host port on an IPv6 host address (`host_addr == [0; 16]`
+/// means every IPv6 host address). The IPv6 twin of [`PortKey`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct PortKey6 {
+    /// Host address, network order (the 16 bytes as on the wire).
+    pub host_addr: [u8; 16],
+    /// Host port, host order.
+    pub host_port: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+const _: () = assert!(size_of::<PortKey6>() == 20);
+
+/// Value of `ND_PORTS6`: where a published IPv6 port goes. The IPv6 twin of [`PortTarget`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct PortTarget6 {
+    /// Container IPv6 address, network order.
+    pub addr: [u8; 16],
+    /// Container port, host order.
+    pub port: u16,
+    pub _pad0: u16,
+    /// Index of the host-side veth of the container.
+    pub ifindex: u32,
+    /// MAC address of the container's interface.
+    pub mac: [u8; 6],
+    /// MAC address of the network's bridge (used as source MAC towards the container).
+    pub gw_mac: [u8; 6],
+}
+const _: () = assert!(size_of::<PortTarget6>() == 36);
 
 /// `CtKey::dir`: the packet was seen on a container's veth (`nd_from_container`).
 pub const CT_DIR_OUT: u8 = 0;
