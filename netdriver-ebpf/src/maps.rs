@@ -10,8 +10,8 @@ use netdriver_common::{
     CT_MAX_ENTRIES, CtEntry, CtKey, DROP_REASONS, HAIRPIN_MAX_ENTRIES, HOST_ADDRS_MAX_ENTRIES,
     HairpinEntry, HairpinKey, LINKS_MAX_ENTRIES, LinkKey, NAT_PORT_MAX_DEFAULT,
     NAT_PORT_MIN_DEFAULT, NETS_MAX_ENTRIES, NetInfo, PORT_RANGES_MAX_ENTRIES, PORTS_MAX_ENTRIES,
-    PortKey, PortRangeKey, PortRangeTarget, PortTarget, SOCK_RNAT_MAX_ENTRIES, SockRnatKey,
-    SockRnatValue,
+    PortKey, PortKey6, PortRangeKey, PortRangeTarget, PortTarget, PortTarget6,
+    SOCK_RNAT_MAX_ENTRIES, SockRnatKey, SockRnatValue,
 };
 
 /// Published ports.
@@ -36,6 +36,16 @@ pub static ND_LINKS: HashMap<LinkKey, u32, { LINKS_MAX_ENTRIES as usize }> = Has
 /// The host's own addresses (network order); the value is unused.
 #[btf_map]
 pub static ND_HOST_ADDRS: HashMap<u32, u32, { HOST_ADDRS_MAX_ENTRIES as usize }> = HashMap::new();
+
+/// Published ports on IPv6 host addresses.
+#[btf_map]
+pub static ND_PORTS6: HashMap<PortKey6, PortTarget6, { PORTS_MAX_ENTRIES as usize }> =
+    HashMap::new();
+
+/// The host's own IPv6 addresses (the 16 bytes as on the wire); the value is unused.
+#[btf_map]
+pub static ND_HOST_ADDRS6: HashMap<[u8; 16], u32, { HOST_ADDRS_MAX_ENTRIES as usize }> =
+    HashMap::new();
 
 /// Translations made by the socket hooks, for replies and `getpeername`.
 #[btf_map]
