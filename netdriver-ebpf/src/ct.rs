@@ -1,13 +1,13 @@
 //! Connection tracking: looking flows up, refreshing them, and applying their entry.
 
-use aya_ebpf::helpers::bpf_ktime_get_ns;
+use aya_ebpf::{btf_maps::HashMap, helpers::bpf_ktime_get_ns};
 use netdriver_common::{
-    CT_ACT_DNAT, CT_ACT_REDIRECT, CT_ACT_REDIRECT_NEIGH, CT_ACT_SNAT, CT_REFRESH_NS, CtEntry,
-    CtKey, DROP_CT_FAILED, ct_next_state,
+    CT_ACT_DNAT, CT_ACT_REDIRECT, CT_ACT_REDIRECT_NEIGH, CT_ACT_SNAT, CT_MAX_ENTRIES,
+    CT_REFRESH_NS, CtEntry, CtEntry6, CtKey, CtKey6, CtTimes, DROP_CT_FAILED, ct_next_state,
 };
 
 use crate::{
-    maps::ND_CT,
+    maps::{ND_CT, ND_CT6},
     nat::{self, End, Hop},
     parse::{Ipv4, Ports},
     pkt::Packet,
@@ -34,14 +34,64 @@ pub fn now() -> u64 {
     unsafe { bpf_ktime_get_ns() }
 }
 
+/// A conntrack key of either family, with its table: `ND_CT` for [`CtKey`], `ND_CT6` for
+/// [`CtKey6`]. The table operations below serve both.
+pub trait Flow: Copy + 'static {
+    type Entry: Copy + CtTimes + 'static;
+    fn table() -> &'static HashMap<Self, Self::Entry, { CT_MAX_ENTRIES as usize }>;
+    fn proto(&self) -> u8;
+    fn partner(&self, entry: &Self::Entry) -> Option<Self>;
+    fn kind(entry: &Self::Entry) -> u8;
+}
+
+impl Flow for CtKey {
+    type Entry = CtEntry;
+    #[inline(always)]
+    fn table() -> &'static HashMap<Self, CtEntry, { CT_MAX_ENTRIES as usize }> {
+        &ND_CT
+    }
+    #[inline(always)]
+    fn proto(&self) -> u8 {
+        self.proto
+    }
+    #[inline(always)]
+    fn partner(&self, entry: &CtEntry) -> Option<Self> {
+        CtKey::partner(self, entry)
+    }
+    #[inline(always)]
+    fn kind(entry: &CtEntry) -> u8 {
+        entry.kind
+    }
+}
+
+impl Flow for CtKey6 {
+    type Entry = CtEntry6;
+    #[inline(always)]
+    fn table() -> &'static HashMap<Self, CtEntry6, { CT_MAX_ENTRIES as usize }> {
+        &ND_CT6
+    }
+    #[inline(always)]
+    fn proto(&self) -> u8 {
+        self.proto
+    }
+    #[inline(always)]
+    fn partner(&self, entry: &CtEntry6) -> Option<Self> {
+        CtKey6::partner(self, entry)
+    }
+    #[inline(always)]
+    fn kind(entry: &CtEntry6) -> u8 {
+        entry.kind
+    }
+}
+
 /// Looks `key` up and, on a hit, records the packet (time, TCP state); returns a copy.
 #[inline(always)]
-pub fn lookup(key: &CtKey, tcp_flags: u8) -> Option<CtEntry> {
-    let entry = ND_CT.get_ptr_mut(key)?;
+pub fn lookup<K: Flow>(key: &K, tcp_flags: u8) -> Option<K::Entry> {
+    let entry = K::table().get_ptr_mut(key)?;
     // SAFETY: the entry stays valid for this program run (hash elements are freed after an
     // RCU grace period); concurrent writers store the same kind of values.
     unsafe {
-        let state = ct_next_state((*entry).state, key.proto, tcp_flags);
+        let state = ct_next_state((*entry).state(), key.proto(), tcp_flags);
         touch(&mut *entry, state);
         Some(*entry)
     }
@@ -51,36 +101,46 @@ pub fn lookup(key: &CtKey, tcp_flags: u8) -> Option<CtEntry> {
 /// changes or the stored time is `CT_REFRESH_NS` old: the entry's cache line is shared by
 /// both directions' CPUs, and a write per packet makes it bounce between them.
 #[inline(always)]
-pub fn touch(entry: &mut CtEntry, state: u8) {
+pub fn touch<E: CtTimes>(entry: &mut E, state: u8) {
     let now = now();
-    if state != entry.state || now.wrapping_sub(entry.last_seen_ns) > CT_REFRESH_NS {
-        entry.state = state;
-        entry.last_seen_ns = now;
+    if state != entry.state() || now.wrapping_sub(entry.last_seen_ns()) > CT_REFRESH_NS {
+        entry.set_seen(state, now);
     }
+}
+
+/// Refreshes the entry under `key` if there is one; whether there was.
+#[inline(always)]
+pub fn refresh<K: Flow>(key: &K) -> bool {
+    let Some(old) = K::table().get_ptr_mut(key) else {
+        return false;
+    };
+    // SAFETY: valid for this program run; only the timestamp is written.
+    unsafe { touch(&mut *old, (*old).state()) };
+    true
 }
 
 /// Stores `entry` under `key` (`flags`: `BPF_ANY`/`BPF_NOEXIST`); a full table refuses it.
 #[inline(always)]
-pub fn insert(key: &CtKey, entry: &CtEntry, flags: u64) -> Result<(), i32> {
-    ND_CT.insert(key, entry, flags)
+pub fn insert<K: Flow>(key: &K, entry: &K::Entry, flags: u64) -> Result<(), i32> {
+    K::table().insert(key, entry, flags)
 }
 
 /// Like [`insert`], any error counted as a full table.
 #[inline(always)]
-pub fn insert_or_drop(key: &CtKey, entry: &CtEntry) -> Result<(), u32> {
+pub fn insert_or_drop<K: Flow>(key: &K, entry: &K::Entry) -> Result<(), u32> {
     insert(key, entry, 0).map_err(|_| DROP_CT_FAILED)
 }
 
 /// A copy of the entry under `key`, without recording a packet.
 #[inline(always)]
-pub fn peek(key: &CtKey) -> Option<CtEntry> {
+pub fn peek<K: Flow>(key: &K) -> Option<K::Entry> {
     // SAFETY: copied out at once.
-    unsafe { ND_CT.get(key) }.copied()
+    unsafe { K::table().get(key) }.copied()
 }
 
 #[inline(always)]
-pub fn remove(key: &CtKey) {
-    let _ = ND_CT.remove(key);
+pub fn remove<K: Flow>(key: &K) {
+    let _ = K::table().remove(key);
 }
 
 /// Applies an entry's actions to the packet: translation, then the redirect (or the kernel).
