@@ -1,6 +1,9 @@
 //! Creating and removing endpoints: veth pairs, container addresses and published ports.
 
-use std::{net::Ipv4Addr, path::Path};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::Path,
+};
 
 use netdriver_common::{PortKey, PortTarget};
 
@@ -9,7 +12,7 @@ use crate::{
     dataplane::UplinkMode,
     fault,
     ipam::{self, format_mac},
-    model::{CreateEndpoint, Endpoint},
+    model::{CreateEndpoint, Endpoint, Network},
     netlink::NetnsHandle,
     ports::{self, HostSockets, PortBinding, PortRequest},
 };
@@ -74,6 +77,7 @@ impl State {
                 r.host_ip = Some(ip.into());
             }
         }
+        let requests = bindings_for_network(net, requests)?;
         let mut expose = Vec::new();
         for spec in &req.expose {
             expose.extend(super::links::parse_expose(spec)?);
@@ -88,6 +92,9 @@ impl State {
             ip: Ipv4Addr::UNSPECIFIED,
             prefix_len: net.subnet.prefix_len(),
             gateway: net.gateway,
+            ip6: None,
+            prefix_len6: net.subnet6.map_or(0, |s| s.prefix_len()),
+            gateway6: net.gateway6,
             mac: mac.map(format_mac).unwrap_or_default(),
             port_specs: req.ports,
             ports: Vec::new(),
@@ -211,7 +218,9 @@ impl State {
                 port: run.container_start,
                 ..target
             };
-            let start = port_key(&run.first());
+            let Some(start) = port_key(&run.first()) else {
+                continue;
+            };
             if run.len() == 1 {
                 self.dp.publish(start, target)?;
             } else {
@@ -242,7 +251,9 @@ impl State {
     pub(super) fn unpublish_bindings(&mut self, bindings: &[PortBinding]) -> Vec<ServiceError> {
         let mut errors = Vec::new();
         for run in ports::runs(bindings) {
-            let start = port_key(&run.first());
+            let Some(start) = port_key(&run.first()) else {
+                continue;
+            };
             let unpublished = if run.len() == 1 {
                 self.dp.unpublish(&start)
             } else {
@@ -316,13 +327,49 @@ impl State {
     }
 }
 
-pub(super) fn port_key(b: &PortBinding) -> PortKey {
-    PortKey {
-        host_addr_be: u32::from_ne_bytes(b.host_ip.octets()),
+/// Docker's address families of port bindings: on an IPv6 network a binding that names no
+/// host address is published on `0.0.0.0` and on `[::]` (with one host port); on a network
+/// without IPv6, an IPv6 host address is refused.
+pub(super) fn bindings_for_network(
+    net: &Network,
+    requests: Vec<PortRequest>,
+) -> Result<Vec<PortRequest>, ServiceError> {
+    if let Some(r) = requests
+        .iter()
+        .find(|r| r.host_ip.is_some_and(|ip| ip.is_ipv6()))
+    {
+        if !net.ipv6() {
+            return Err(ServiceError::Invalid(format!(
+                "IPv6 host address {} in a port binding, but network {:?} has no IPv6 (create it with --ipv6)",
+                r.host_ip.expect("checked"),
+                net.name
+            )));
+        }
+    }
+    let mut out = Vec::with_capacity(requests.len() * 2);
+    for r in requests {
+        out.push(r);
+        if r.host_ip.is_none() && net.ipv6() {
+            out.push(PortRequest {
+                host_ip: Some(Ipv6Addr::UNSPECIFIED.into()),
+                ..r
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The `ND_PORTS` key of an IPv4 binding; `None` for an IPv6 one (see `publish_v6`).
+pub(super) fn port_key(b: &PortBinding) -> Option<PortKey> {
+    let IpAddr::V4(ip) = b.host_ip else {
+        return None;
+    };
+    Some(PortKey {
+        host_addr_be: u32::from_ne_bytes(ip.octets()),
         host_port: b.host_port,
         proto: b.proto.number(),
         _pad: 0,
-    }
+    })
 }
 
 fn parse_ip(s: &str) -> Result<Ipv4Addr, ServiceError> {

@@ -173,6 +173,7 @@ impl Service {
                     endpoint: e.name.clone(),
                     network: e.network.clone(),
                     container_ip: e.ip,
+                    container_ip6: e.ip6,
                     binding: *b,
                 })
             })

@@ -84,6 +84,8 @@ impl State {
             internal: policy.internal,
             gateway_mode: policy.gateway_mode,
             host_binding_ipv4: policy.host_binding_ipv4,
+            subnet6: None,
+            gateway6: None,
         })
     }
 
