@@ -22,24 +22,24 @@ impl State {
         &mut self,
         req: CreateEndpoint,
     ) -> Result<Endpoint, ServiceError> {
-        let (ep, requests, wanted_ip) = self.validate_endpoint(req)?;
-        let ep = self.allocate_endpoint(ep, &requests, wanted_ip)?;
+        let (ep, requests, wanted) = self.validate_endpoint(req)?;
+        let ep = self.allocate_endpoint(ep, &requests, wanted)?;
         if let Err(e) = self.apply_endpoint(&ep).await {
             self.teardown_endpoint(&ep).await;
             self.release_endpoint(&ep);
             return Err(e);
         }
-        tracing::info!(endpoint = %ep.name, ip = %ep.ip, ports = ep.ports.len(), "endpoint created");
+        tracing::info!(endpoint = %ep.name, ip = %ep.ip, ip6 = ?ep.ip6, ports = ep.ports.len(), "endpoint created");
         self.endpoints.insert(ep.name.clone(), ep.clone());
         Ok(ep)
     }
 
     /// Checks the request without touching anything; returns the endpoint without its
-    /// address and ports, the parsed port requests and the wanted address.
+    /// addresses and ports, the parsed port requests and the wanted addresses.
     fn validate_endpoint(
         &self,
         req: CreateEndpoint,
-    ) -> Result<(Endpoint, Vec<PortRequest>, Option<Ipv4Addr>), ServiceError> {
+    ) -> Result<(Endpoint, Vec<PortRequest>, Wanted), ServiceError> {
         let net = &self.network_state(&req.network)?.net;
         let id = new_id();
         let name = req.name.unwrap_or_else(|| format!("ep-{}", &id[..12]));
@@ -52,7 +52,10 @@ impl State {
         let ifname = req.ifname.unwrap_or_else(|| "eth0".into());
         validate_ifname(&ifname)?;
         check_netns(&req.netns)?;
-        let wanted_ip = req.ip.as_deref().map(parse_ip).transpose()?;
+        let wanted = Wanted {
+            ip: req.ip.as_deref().map(parse_ip).transpose()?,
+            ip6: req.ip6.as_deref().map(|s| parse_ip6(net, s)).transpose()?,
+        };
         let mac = match req.mac.as_deref() {
             Some(m) => Some(ipam::parse_mac(m).ok_or_else(|| {
                 ServiceError::Invalid(format!(
@@ -102,20 +105,30 @@ impl State {
             links: req.links,
         };
         self.check_links(&ep)?;
-        Ok((ep, requests, wanted_ip))
+        Ok((ep, requests, wanted))
     }
 
-    /// Reserves the address and host ports (in memory only); all or nothing.
+    /// Reserves the addresses and host ports (in memory only); all or nothing.
     fn allocate_endpoint(
         &mut self,
         mut ep: Endpoint,
         requests: &[PortRequest],
-        wanted_ip: Option<Ipv4Addr>,
+        wanted: Wanted,
     ) -> Result<Endpoint, ServiceError> {
-        let pool = &mut self.networks.get_mut(&ep.network).expect("validated").pool;
-        ep.ip = pool.allocate(wanted_ip)?;
+        let net = self.networks.get_mut(&ep.network).expect("validated");
+        ep.ip = net.pool.allocate(wanted.ip)?;
         if ep.mac.is_empty() {
             ep.mac = format_mac(ipam::mac_from_ip(ep.ip));
+        }
+        if let Some(pool6) = net.pool6.as_mut() {
+            let mac = ipam::parse_mac(&ep.mac).expect("valid MAC");
+            match pool6.allocate(wanted.ip6, mac) {
+                Ok(ip6) => ep.ip6 = Some(ip6),
+                Err(e) => {
+                    net.pool.release(ep.ip);
+                    return Err(e.into());
+                }
+            }
         }
         let sockets = HostSockets::read();
         let host_free = |proto, ip, port| sockets.is_free(proto, ip, port);
@@ -129,7 +142,7 @@ impl State {
                 Ok(ep)
             }
             Err(e) => {
-                pool.release(ep.ip);
+                self.release_endpoint(&ep);
                 Err(e.into())
             }
         }
@@ -158,8 +171,8 @@ impl State {
         self.nl.move_to_netns(peer_link.index, &ep.netns).await?;
         fault::point("endpoint-create:moved");
         let mac = ipam::parse_mac(&ep.mac).expect("stored MAC is valid");
-        NetnsHandle::open(&ep.netns)
-            .await?
+        let netns = NetnsHandle::open(&ep.netns).await?;
+        netns
             .configure_container_link(
                 &peer,
                 &ep.ifname,
@@ -170,6 +183,11 @@ impl State {
                 mtu,
             )
             .await?;
+        if let (Some(ip6), Some(gateway6)) = (ep.ip6, ep.gateway6) {
+            netns
+                .configure_container_ipv6(&ep.ifname, ip6, ep.prefix_len6, gateway6)
+                .await?;
+        }
         // A previous holder of this address or of these host ports may have left flows
         // behind (moby#53384: UDP flows of a restarted container).
         self.flush_flows(ep)?;
@@ -227,6 +245,7 @@ impl State {
                 self.dp.publish_range(start, &run.blocks(), target)?;
             }
         }
+        self.publish_v6(ep)?;
         self.publish_routed(ep, target)?;
         self.program_links(ep)?;
         Ok(())
@@ -270,6 +289,7 @@ impl State {
     pub(super) async fn teardown_endpoint(&mut self, ep: &Endpoint) -> Vec<ServiceError> {
         let mut errors = Vec::new();
         errors.extend(self.unpublish_bindings(&ep.ports));
+        errors.extend(self.unpublish_v6(ep));
         for key in self.routed_ports(ep) {
             if let Err(e) = self.dp.unpublish(&key) {
                 errors.push(e.into());
@@ -304,6 +324,9 @@ impl State {
     pub(super) fn release_endpoint(&mut self, ep: &Endpoint) {
         if let Some(n) = self.networks.get_mut(&ep.network) {
             n.pool.release(ep.ip);
+            if let (Some(pool6), Some(ip6)) = (n.pool6.as_mut(), ep.ip6) {
+                pool6.release(ip6);
+            }
         }
         self.ports.release(&ep.name);
     }
@@ -369,6 +392,28 @@ pub(super) fn port_key(b: &PortBinding) -> Option<PortKey> {
         host_port: b.host_port,
         proto: b.proto.number(),
         _pad: 0,
+    })
+}
+
+/// The addresses an endpoint request asks for.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Wanted {
+    pub ip: Option<Ipv4Addr>,
+    pub ip6: Option<Ipv6Addr>,
+}
+
+/// A requested IPv6 address: only on an IPv6 network (IPAM checks the rest).
+pub(super) fn parse_ip6(net: &Network, s: &str) -> Result<Ipv6Addr, ServiceError> {
+    if !net.ipv6() {
+        return Err(ServiceError::Invalid(format!(
+            "IPv6 address {s:?} requested, but network {:?} has no IPv6 (create it with --ipv6)",
+            net.name
+        )));
+    }
+    s.trim().parse().map_err(|_| {
+        ServiceError::Invalid(format!(
+            "invalid IPv6 address {s:?}: expected an address such as 2001:db8:1::10"
+        ))
     })
 }
 

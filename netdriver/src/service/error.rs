@@ -32,6 +32,7 @@ impl ServiceError {
             Self::Invalid(_)
             | Self::Ipam(
                 IpamError::BadSubnet(_)
+                | IpamError::BadSubnet6(_)
                 | IpamError::TooSmall { .. }
                 | IpamError::OutOfSubnet { .. },
             )
