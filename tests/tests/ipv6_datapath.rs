@@ -58,7 +58,7 @@ fn ipv6_published_ports_reach_the_container_with_the_client_address() {
     world
         .host
         .ip(&["addr", "add", "2001:db8:ff::3/64", "dev", "up0", "nodad"]);
-    let daemon = world.daemon();
+    let mut daemon = world.daemon();
     network6(&daemon, "front6", "10.90.0.0/24", "2001:db8:90::/64", &[]);
     // No host address: published on 0.0.0.0 and on [::] (the network has IPv6).
     let exact = format!("[{HOST_IP6}]:9090:80");
@@ -95,6 +95,13 @@ fn ipv6_published_ports_reach_the_container_with_the_client_address() {
     );
     // The container's address itself is not reachable from outside.
     assert!(tcp_request(&world.ext, &sa6(&ip6, 80), SILENCE).is_err());
+
+    // A restarted daemon adopts the pinned IPv6 maps and re-publishes from its store.
+    daemon.restart();
+    let answer = tcp_request(&world.ext, &sa6(HOST_IP6, 8080), TIMEOUT).expect("after restart");
+    assert_eq!(answer, format!("web saw {EXT_IP6} said hello"));
+    let published = common::map_dump(&daemon, "ND_PORTS6");
+    assert_eq!(published.len(), 3, "{published:?}");
 
     // The endpoint goes: its ports stop, over IPv6 too.
     daemon.json(&["endpoint", "rm", "web"]);
