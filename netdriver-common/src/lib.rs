@@ -17,7 +17,7 @@ use bytemuck::{Pod, Zeroable};
 pub const PROTO_ICMP: u8 = 1;
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
-/// ICMPv6 (the IPv6 next-header value).
+/// ICMP for IPv6 (the IPv6 next-header value 58).
 pub const PROTO_ICMPV6: u8 = 58;
 
 /// Pinned map names (at most 15 bytes, `ND_` prefix).

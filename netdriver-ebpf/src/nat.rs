@@ -71,7 +71,7 @@ pub fn mangled_0(proto: u8) -> u64 {
     }
 }
 
-/// Rewrites the `end` port (ICMP/ICMPv6 echo: the identifier) of the L4 header at `l4_off`
+/// Rewrites the `end` port (ICMP/`ICMPv6` echo: the identifier) of the L4 header at `l4_off`
 /// from `old` to `new` (host order), fixing the L4 checksum. Shared by both families.
 #[inline(always)]
 pub fn rewrite_port<P: Packet>(

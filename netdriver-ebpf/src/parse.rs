@@ -152,7 +152,7 @@ pub fn ports<P: Packet>(ctx: &P, ip: &Ipv4) -> Option<Ports> {
     transport(ctx, ip.proto, ip.l4_off)
 }
 
-/// The ports of the TCP or UDP header at `l4_off`, or the identifier of the ICMP or ICMPv6
+/// The ports of the TCP or UDP header at `l4_off`, or the identifier of the ICMP or `ICMPv6`
 /// echo there (whichever `proto` says); `None` for anything else. Shared by both families.
 #[inline(always)]
 pub fn transport<P: Packet>(ctx: &P, proto: u8, l4_off: usize) -> Option<Ports> {

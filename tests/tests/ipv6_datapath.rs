@@ -1,5 +1,5 @@
 //! The IPv6 data path through the real daemon: real packets between namespaces. The uplink
-//! and the external namespace have 2001:db8:ff::/64 addresses ([`World::ipv6_uplink`]).
+//! and the external namespace have `2001:db8:ff::/64` addresses ([`World::ipv6_uplink`]).
 
 mod common;
 

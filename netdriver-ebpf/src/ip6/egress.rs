@@ -60,7 +60,7 @@ fn outbound_flow(ctx: &TcContext, ip: &Ipv6, ports: Ports, net: &NetInfo6) -> Re
     };
     if !find_route(ctx.skb.skb, ip, &ports, &mut route) {
         return Ok(TC_ACT_OK);
-    };
+    }
     let scratch = ND_SCRATCH6.get_ptr_mut(0).ok_or(DROP_CT_FAILED)?;
     // SAFETY: this CPU's slot, used by this program run only (tc programs do not nest on a
     // CPU).

@@ -4,9 +4,9 @@
 //! conntrack table operations (`ct::Flow`) and the masquerade port search
 //! (`egress::claim_free_port`).
 //!
-//! Only the fixed header is parsed: a packet whose next header is not TCP, UDP or ICMPv6
+//! Only the fixed header is parsed: a packet whose next header is not TCP, UDP or `ICMPv6`
 //! (extension headers, fragments) has no ports and is handled like an IPv4 packet without
-//! ports (passed to the kernel, or dropped where policy says so). ICMPv6 neighbour discovery,
+//! ports (passed to the kernel, or dropped where policy says so). `ICMPv6` neighbour discovery,
 //! router solicitation/advertisement and MLD always pass untouched.
 
 pub mod container;

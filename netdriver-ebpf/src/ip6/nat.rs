@@ -1,4 +1,4 @@
-//! IPv6 address rewriting. IPv6 has no header checksum; the TCP, UDP and ICMPv6 checksums
+//! IPv6 address rewriting. IPv6 has no header checksum; the TCP, UDP and `ICMPv6` checksums
 //! cover a pseudo-header with both 128-bit addresses, so an address change is folded into
 //! the L4 checksum as a `bpf_csum_diff` of the 16 bytes (`BPF_F_PSEUDO_HDR`, so a partial
 //! checksum offload stays right). Ports go through the shared `nat::rewrite_port`.
@@ -18,7 +18,7 @@ use crate::{
 };
 
 /// Rewrites the `end` address and port of `ip` to `addr`/`port` (host order), fixing the L4
-/// checksum. For ICMPv6 echo the "port" is the identifier.
+/// checksum. For `ICMPv6` echo the "port" is the identifier.
 #[inline(always)]
 pub fn rewrite(
     ctx: &TcContext,

@@ -13,7 +13,7 @@ const IP6_HLEN: usize = 40;
 pub const IP6_HOP_OFF: usize = ETH_HLEN + 7;
 pub const IP6_SADDR_OFF: usize = ETH_HLEN + 8;
 pub const IP6_DADDR_OFF: usize = ETH_HLEN + 24;
-/// ICMPv6 types of the link's own machinery: MLD (130-132, 143), router solicitation and
+/// `ICMPv6` types of the link's own machinery: MLD (130-132, 143), router solicitation and
 /// advertisement (133, 134), neighbour solicitation and advertisement (135, 136), redirect
 /// (137).
 const ICMPV6_MLD_QUERY: u8 = 130;
@@ -44,7 +44,7 @@ pub struct Ipv6 {
     pub l4_off: usize,
 }
 
-/// Whether the frame's EtherType is IPv6.
+/// Whether the frame's Ethernet type is IPv6.
 #[inline(always)]
 pub fn is_ipv6<P: Packet>(ctx: &P) -> bool {
     ctx.load::<[u8; 2]>(12)
@@ -86,13 +86,13 @@ pub fn ipv6<P: Packet>(ctx: &P) -> Option<Ipv6> {
 }
 
 /// The ports (or echo identifier) of a packet whose fixed header is followed by TCP, UDP or
-/// ICMPv6 echo; `None` otherwise (extension headers included).
+/// `ICMPv6` echo; `None` otherwise (extension headers included).
 #[inline(always)]
 pub fn ports<P: Packet>(ctx: &P, ip: &Ipv6) -> Option<Ports> {
     transport(ctx, ip.proto, ip.l4_off)
 }
 
-/// Whether the packet is ICMPv6 of the link's own machinery (NDP, RS/RA, MLD), which must
+/// Whether the packet is `ICMPv6` of the link's own machinery (NDP, RS/RA, MLD), which must
 /// always pass untouched.
 #[inline(always)]
 pub fn is_link_control<P: Packet>(ctx: &P, ip: &Ipv6) -> bool {
@@ -107,14 +107,14 @@ pub fn is_link_control<P: Packet>(ctx: &P, ip: &Ipv6) -> bool {
     (ICMPV6_MLD_QUERY..=ICMPV6_REDIRECT).contains(&kind) || kind == ICMPV6_MLD2_REPORT
 }
 
-/// Whether `addr` is link-local unicast (fe80::/10) or unspecified (`::`): never routed,
+/// Whether `addr` is link-local unicast (`fe80::/10`) or unspecified (`::`): never routed,
 /// never translated.
 #[inline(always)]
 pub fn is_link_local(addr: &[u8; 16]) -> bool {
     (addr[0] == 0xfe && addr[1] & 0xc0 == 0x80) || same_addr(addr, &[0; 16])
 }
 
-/// Whether `addr` is multicast (ff00::/8).
+/// Whether `addr` is multicast (`ff00::/8`).
 #[inline(always)]
 pub fn is_multicast(addr: &[u8; 16]) -> bool {
     addr[0] == 0xff

@@ -101,7 +101,11 @@ impl State {
     /// outsiders reach its addresses only through published ports). Nothing for an
     /// IPv4-only network. IPv6 masquerade uses the route's source address (`snat_ip` is
     /// IPv4).
-    pub(super) fn add_network6(&mut self, net: &Network, bridge_ifindex: u32) -> Result<(), ServiceError> {
+    pub(super) fn add_network6(
+        &mut self,
+        net: &Network,
+        bridge_ifindex: u32,
+    ) -> Result<(), ServiceError> {
         let (Some(subnet), Some(gateway)) = (net.subnet6, net.gateway6) else {
             return Ok(());
         };

@@ -88,7 +88,10 @@ impl State {
             .collect();
         for (key, _) in self.dp.published6()? {
             if !owned.contains(&key) {
-                tracing::warn!(port = key.host_port, "unpublishing an IPv6 port no endpoint owns");
+                tracing::warn!(
+                    port = key.host_port,
+                    "unpublishing an IPv6 port no endpoint owns"
+                );
                 self.dp.unpublish6(&key)?;
             }
         }

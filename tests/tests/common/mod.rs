@@ -288,10 +288,22 @@ impl World {
     /// Gives the uplink [`HOST_IP6`] and the external namespace [`EXT_IP6`] (no duplicate
     /// address detection, so they are usable at once). IPv4 tests do not call it.
     pub fn ipv6_uplink(&self) {
-        self.host
-            .ip(&["addr", "add", &format!("{HOST_IP6}/64"), "dev", "up0", "nodad"]);
-        self.ext
-            .ip(&["addr", "add", &format!("{EXT_IP6}/64"), "dev", "ext0", "nodad"]);
+        self.host.ip(&[
+            "addr",
+            "add",
+            &format!("{HOST_IP6}/64"),
+            "dev",
+            "up0",
+            "nodad",
+        ]);
+        self.ext.ip(&[
+            "addr",
+            "add",
+            &format!("{EXT_IP6}/64"),
+            "dev",
+            "ext0",
+            "nodad",
+        ]);
     }
 }
 
@@ -791,7 +803,11 @@ pub fn tcp_request(ns: &Netns, addr: &str, wait: Duration) -> Result<String, Str
 pub fn udp_request(ns: &Netns, addr: &str, wait: Duration) -> Result<String, String> {
     let addr: SocketAddr = addr.parse().unwrap();
     ns.run(move || {
-        let any = if addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" };
+        let any = if addr.is_ipv6() {
+            "[::]:0"
+        } else {
+            "0.0.0.0:0"
+        };
         let s = UdpSocket::bind(any).unwrap();
         s.set_read_timeout(Some(wait)).unwrap();
         s.send_to(b"hello", addr).map_err(|e| e.to_string())?;

@@ -92,7 +92,7 @@ fn echo6(src: [u8; 16], dst: [u8; 16], kind: u8, id: u16) -> Vec<u8> {
     frame6(src, dst, PROTO_ICMPV6, l4)
 }
 
-/// A neighbour solicitation (or another ICMPv6 message of type `kind`) for `target`.
+/// A neighbour solicitation (or another ICMP message of type `kind`) for `target`.
 fn ndp(src: [u8; 16], dst: [u8; 16], kind: u8, target: [u8; 16]) -> Vec<u8> {
     let mut l4 = vec![kind, 0, 0, 0, 0, 0, 0, 0];
     l4.extend_from_slice(&target);
