@@ -38,7 +38,11 @@ use aya_ebpf::{
 )]
 pub fn nd_from_uplink(ctx: TcContext) -> i32 {
     if ip6::parse::is_ipv6(&ctx) {
-        return uplink6(ctx.skb.skb);
+        let verdict = uplink6(ctx.skb.skb);
+        if verdict == ip6::GO_ICMP_ERROR {
+            return icmp_error6(ctx.skb.skb);
+        }
+        return verdict;
     }
     uplink4(ctx.skb.skb)
 }
@@ -58,6 +62,11 @@ fn uplink6(skb: *mut __sk_buff) -> i32 {
         Some(ip) => ip6::uplink::from_uplink(&ctx, &ip).unwrap_or_else(maps::drop_packet),
         None => TC_ACT_OK,
     }
+}
+
+#[inline(never)]
+fn icmp_error6(skb: *mut __sk_buff) -> i32 {
+    ip6::icmp_err::from_uplink(&TcContext::new(skb)).unwrap_or_else(maps::drop_packet)
 }
 
 #[inline(never)]

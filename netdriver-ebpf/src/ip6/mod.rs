@@ -6,12 +6,14 @@
 //!
 //! Only the fixed header is parsed: a packet whose next header is not TCP, UDP or `ICMPv6`
 //! (extension headers, fragments) has no ports and is handled like an IPv4 packet without
-//! ports (passed to the kernel, or dropped where policy says so). `ICMPv6` neighbour discovery,
+//! ports (passed to the kernel, or dropped where policy says so). `ICMPv6` errors about
+//! translated flows are translated back to the container (`icmp_err`). `ICMPv6` neighbour discovery,
 //! router solicitation/advertisement and MLD always pass untouched.
 
 pub mod container;
 pub mod ct;
 pub mod egress;
+pub mod icmp_err;
 pub mod nat;
 pub mod parse;
 pub mod policy;
@@ -23,3 +25,7 @@ pub mod uplink;
 /// first one rather than nested in it (nested, the two stack frames exceed 512 bytes). Not a
 /// tc verdict.
 pub const GO_OUTBOUND: i32 = i32::MIN;
+
+/// The same for an `ICMPv6` error arriving on an uplink: `nd_from_uplink` then runs
+/// `icmp_err::from_uplink` as a separate BPF function.
+pub const GO_ICMP_ERROR: i32 = i32::MIN + 1;

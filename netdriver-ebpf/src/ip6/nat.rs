@@ -69,7 +69,7 @@ fn rewrite_addr(skb: *mut __sk_buff, ip: &Ipv6, src: bool, addr: &[u8; 16]) -> u
 /// The one's-complement difference between two addresses, as `bpf_l4_csum_replace` takes it
 /// with a size of 0.
 #[inline(always)]
-fn csum_diff(from: &[u8; 16], to: &[u8; 16]) -> Result<u64, u32> {
+pub fn csum_diff(from: &[u8; 16], to: &[u8; 16]) -> Result<u64, u32> {
     let mut from = words(from);
     let mut to = words(to);
     // SAFETY: both buffers are 16 writable bytes on the stack.

@@ -8,7 +8,7 @@ use netdriver_common::{
 };
 
 use super::{
-    ct as ct6, nat,
+    ct as ct6, icmp_err, nat,
     parse::{self, Ipv6, same_addr},
     published,
 };
@@ -34,8 +34,16 @@ pub fn from_uplink(ctx: &TcContext, ip: &Ipv6) -> Result<i32, u32> {
         if let Some(entry) = ct::lookup(&ct6::key(ip, ports, CT_DIR_IN), ports.tcp_flags) {
             return ct6::apply(ctx, ip, ports, &entry, Hop::Peer);
         }
+    } else if icmp_err::is_error(ctx, ip) {
+        return Ok(super::GO_ICMP_ERROR);
     }
-    // Outsiders reach containers only through published ports.
+    not_published(ip)
+}
+
+/// What is left of traffic from outside: outsiders reach containers only through published
+/// ports; the rest is the host's.
+#[inline(always)]
+pub fn not_published(ip: &Ipv6) -> Result<i32, u32> {
     if net6_of(&ip.daddr).is_some() {
         return Err(DROP_UNPUBLISHED);
     }

@@ -395,3 +395,71 @@ fn ipv6_extension_headers_and_short_frames_are_not_translated() {
         assert_eq!(dp.run(PROG_FROM_UPLINK, &good).0, TC_ACT_REDIRECT);
     });
 }
+
+/// An `ICMPv6` error of type `kind` from `REMOTE6` to `HOST6` quoting a packet
+/// `HOST6:sport -> REMOTE6:dport`.
+fn icmp6_error(kind: u8, proto: u8, sport: u16, dport: u16) -> Vec<u8> {
+    let (remote, host) = (a6(REMOTE6), a6(HOST6));
+    let mut quoted = vec![0x60, 0, 0, 0, 0, 20, proto, 63];
+    quoted.extend_from_slice(&host);
+    quoted.extend_from_slice(&remote);
+    quoted.extend_from_slice(&ports_l4(sport, dport));
+    quoted.extend_from_slice(&[0, 0, 0, 1]);
+    // Packet too big carries the MTU; the others 4 unused bytes.
+    let mut l4 = vec![kind, 0, 0, 0, 0, 0, 0x05, 0x00];
+    l4.extend_from_slice(&quoted);
+    frame6(remote, host, PROTO_ICMPV6, l4)
+}
+
+/// Checks an `ICMPv6` error after translation: addressed to `to`, quoting `to:port`.
+fn assert_icmp6_error_for(out: &[u8], to: [u8; 16], port: u16) {
+    assert_eq!(dst6(out), &to, "outer destination");
+    assert_eq!(&out[70..86], &to, "quoted source");
+    assert_eq!(&out[102..104], &port.to_be_bytes(), "quoted source port");
+    assert_eq!(out[21], 63, "hop limit");
+    assert_checksum6(out);
+}
+
+#[test]
+#[ignore = "needs root and BPF; run by cargo xtask test"]
+fn ipv6_icmp_errors_about_translated_flows_reach_the_container() {
+    with_dataplane(|dp| {
+        net6(dp, "2001:db8:1::/64", 10, NET_F_ICC | NET_F_MASQUERADE);
+        let (remote, host, c1) = (a6(REMOTE6), a6(HOST6), a6(C1_6));
+        // The reply entry of a masqueraded TCP flow c1:40000 -> remote:80 (NAT port 61000).
+        let in_key = CtKey6 {
+            saddr: remote,
+            daddr: host,
+            sport: 80,
+            dport: 61000,
+            proto: PROTO_TCP,
+            dir: CT_DIR_IN,
+            _pad: [0; 2],
+        };
+        let back = CtEntry6 {
+            xlate_addr: c1,
+            owner_addr: c1,
+            xlate_port: 40000,
+            action: CT_ACT_DNAT | CT_ACT_REDIRECT,
+            ifindex: 1,
+            dmac: C1_MAC,
+            kind: CT_KIND_MASQ,
+            ..CtEntry6::default()
+        };
+        dp.ct6.insert(in_key, back, 0).unwrap();
+        // Packet too big about the masqueraded flow: PMTU discovery reaches the container.
+        let (verdict, out) = dp.run(PROG_FROM_UPLINK, &icmp6_error(2, PROTO_TCP, 61000, 80));
+        assert_eq!(verdict, TC_ACT_REDIRECT);
+        assert_icmp6_error_for(&out, c1, 40000);
+        assert_eq!(&out[0..6], &C1_MAC);
+        // Port unreachable about a published port's reply.
+        dp.publish6(key6("", 8080, PROTO_UDP), target(53)).unwrap();
+        let (verdict, out) = dp.run(PROG_FROM_UPLINK, &icmp6_error(1, PROTO_UDP, 8080, 5555));
+        assert_eq!(verdict, TC_ACT_REDIRECT);
+        assert_icmp6_error_for(&out, c1, 53);
+        // About nothing netdriver translated: the host's business, untouched.
+        let unrelated = icmp6_error(2, PROTO_TCP, 33333, 80);
+        let (verdict, out) = dp.run(PROG_FROM_UPLINK, &unrelated);
+        assert_eq!((verdict, out), (TC_ACT_OK, unrelated));
+    });
+}
