@@ -245,6 +245,7 @@ fn bad_cli_input_is_refused_and_changes_nothing() {
 }
 
 #[test]
+#[expect(clippy::too_many_lines, reason = "one table of cases")]
 fn bad_ipv6_input_is_refused_and_changes_nothing() {
     let mut world = World::new();
     let daemon = world.daemon();
