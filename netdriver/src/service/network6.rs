@@ -70,10 +70,19 @@ impl State {
     /// A random unique local /64 clear of the host's IPv6 routes and addresses and of every
     /// network's IPv6 subnet.
     async fn pick_subnet6(&self) -> Result<Ipv6Net, ServiceError> {
+        Ok(v6::pick_pool(
+            &self.taken_subnets6().await?,
+            &mut random_id,
+        )?)
+    }
+
+    /// What a default IPv6 subnet must not overlap: the host's IPv6 routes and addresses
+    /// and the networks' IPv6 subnets.
+    pub(super) async fn taken_subnets6(&self) -> Result<Vec<Ipv6Net>, ServiceError> {
         let mut taken = self.nl.ipv6_routes().await?;
         taken.extend(self.nl.ipv6_addresses().await?);
         taken.extend(self.networks.values().filter_map(|n| n.net.subnet6));
-        Ok(v6::pick_pool(&taken, &mut random_id)?)
+        Ok(taken)
     }
 
     /// Turns IPv6 on for the bridge, gives it the gateway address and `fe80::1/64`, and
@@ -139,7 +148,7 @@ fn parse_gateway6(s: &str, subnet: Ipv6Net) -> Result<Ipv6Addr, ServiceError> {
 }
 
 /// The 40 random bits of an RFC 4193 global id.
-fn random_id() -> [u8; 5] {
+pub(super) fn random_id() -> [u8; 5] {
     let mut id = [0u8; 5];
     // getrandom(2) never returns short for 5 bytes.
     let n = unsafe { libc::getrandom(id.as_mut_ptr().cast(), id.len(), 0) };
