@@ -143,48 +143,113 @@ pub fn remove<K: Flow>(key: &K) {
     let _ = K::table().remove(key);
 }
 
+/// A parsed IP header of either family, as applying an entry needs it (IPv4: any hook;
+/// IPv6: tc).
+pub trait Header<P: Packet> {
+    type Addr: Copy;
+    /// Whether the packet may take one more hop.
+    fn has_hop_left(&self) -> bool;
+    /// Decrements the TTL or hop limit, as a router hop does.
+    fn decrement_hop(&self, ctx: &P) -> Result<(), u32>;
+    /// Rewrites the `end` address and port, fixing the checksums.
+    fn rewrite(
+        &self,
+        ctx: &P,
+        ports: Ports,
+        end: End,
+        addr: Self::Addr,
+        port: u16,
+    ) -> Result<(), u32>;
+}
+
+/// What a conntrack entry of either table says to do with a packet.
+pub trait Action {
+    type Addr: Copy;
+    fn action(&self) -> u8;
+    fn xlate(&self) -> (Self::Addr, u16);
+    /// Redirect target: interface, destination MAC, source MAC.
+    fn target(&self) -> (u32, [u8; 6], [u8; 6]);
+}
+
+impl Action for CtEntry {
+    type Addr = u32;
+    #[inline(always)]
+    fn action(&self) -> u8 {
+        self.action
+    }
+    #[inline(always)]
+    fn xlate(&self) -> (u32, u16) {
+        (self.xlate_addr_be, self.xlate_port)
+    }
+    #[inline(always)]
+    fn target(&self) -> (u32, [u8; 6], [u8; 6]) {
+        (self.ifindex, self.dmac, self.smac)
+    }
+}
+
+impl Action for CtEntry6 {
+    type Addr = [u8; 16];
+    #[inline(always)]
+    fn action(&self) -> u8 {
+        self.action
+    }
+    #[inline(always)]
+    fn xlate(&self) -> ([u8; 16], u16) {
+        (self.xlate_addr, self.xlate_port)
+    }
+    #[inline(always)]
+    fn target(&self) -> (u32, [u8; 6], [u8; 6]) {
+        (self.ifindex, self.dmac, self.smac)
+    }
+}
+
+impl<P: Packet> Header<P> for Ipv4 {
+    type Addr = u32;
+    #[inline(always)]
+    fn has_hop_left(&self) -> bool {
+        nat::has_hop_left(self)
+    }
+    #[inline(always)]
+    fn decrement_hop(&self, ctx: &P) -> Result<(), u32> {
+        nat::decrement_ttl(ctx, self)
+    }
+    #[inline(always)]
+    fn rewrite(&self, ctx: &P, ports: Ports, end: End, addr: u32, port: u16) -> Result<(), u32> {
+        nat::rewrite(ctx, self, ports, end, addr, port)
+    }
+}
+
 /// Applies an entry's actions to the packet: translation, then the redirect (or the kernel).
-/// A redirect is a router hop: the TTL is decremented, and a packet without a hop left goes
-/// to the kernel untranslated. `hop` is how a `CT_ACT_REDIRECT` reaches its interface.
+/// A redirect is a router hop: the TTL (hop limit) is decremented, and a packet without a
+/// hop left goes to the kernel untranslated. `hop` is how a `CT_ACT_REDIRECT` reaches its
+/// interface. One implementation for both families.
 #[inline(always)]
-pub fn apply<P: Packet>(
+pub fn apply<P: Packet, H: Header<P>, E: Action<Addr = H::Addr>>(
     ctx: &P,
-    ip: &Ipv4,
+    ip: &H,
     ports: Ports,
-    entry: &CtEntry,
+    entry: &E,
     hop: Hop,
 ) -> Result<i32, u32> {
-    let redirects = entry.action & (CT_ACT_REDIRECT | CT_ACT_REDIRECT_NEIGH) != 0;
-    if redirects {
-        if !nat::has_hop_left(ip) {
+    let action = entry.action();
+    if action & (CT_ACT_REDIRECT | CT_ACT_REDIRECT_NEIGH) != 0 {
+        if !ip.has_hop_left() {
             return Ok(P::PASS);
         }
-        nat::decrement_ttl(ctx, ip)?;
+        ip.decrement_hop(ctx)?;
     }
-    if entry.action & CT_ACT_SNAT != 0 {
-        nat::rewrite(
-            ctx,
-            ip,
-            ports,
-            End::Src,
-            entry.xlate_addr_be,
-            entry.xlate_port,
-        )?;
+    let (addr, port) = entry.xlate();
+    if action & CT_ACT_SNAT != 0 {
+        ip.rewrite(ctx, ports, End::Src, addr, port)?;
     }
-    if entry.action & CT_ACT_DNAT != 0 {
-        nat::rewrite(
-            ctx,
-            ip,
-            ports,
-            End::Dst,
-            entry.xlate_addr_be,
-            entry.xlate_port,
-        )?;
+    if action & CT_ACT_DNAT != 0 {
+        ip.rewrite(ctx, ports, End::Dst, addr, port)?;
     }
-    if entry.action & CT_ACT_REDIRECT != 0 {
-        nat::redirect(ctx, entry.dmac, entry.smac, entry.ifindex, hop)
-    } else if entry.action & CT_ACT_REDIRECT_NEIGH != 0 {
-        nat::redirect_neigh(ctx, entry.ifindex)
+    let (ifindex, dmac, smac) = entry.target();
+    if action & CT_ACT_REDIRECT != 0 {
+        nat::redirect(ctx, dmac, smac, ifindex, hop)
+    } else if action & CT_ACT_REDIRECT_NEIGH != 0 {
+        nat::redirect_neigh(ctx, ifindex)
     } else {
         Ok(P::PASS)
     }

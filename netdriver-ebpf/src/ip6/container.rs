@@ -24,7 +24,7 @@ pub fn from_container(ctx: &TcContext, ip: &Ipv6) -> Result<i32, u32> {
     if let Some(ports) = ports
         && let Some(entry) = ct::lookup(&ct6::key(ip, ports, CT_DIR_OUT), ports.tcp_flags)
     {
-        return ct6::apply(ctx, ip, ports, &entry, Hop::Egress);
+        return ct::apply(ctx, ip, ports, &entry, Hop::Egress);
     }
     policy::new_flow(ctx, ip, ports)
 }

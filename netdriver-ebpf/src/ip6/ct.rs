@@ -1,17 +1,11 @@
-//! IPv6 conntrack keys and applying an `ND_CT6` entry (the table operations are the shared
-//! ones in `crate::ct`).
+//! IPv6 conntrack keys, and the IPv6 header as `crate::ct::apply` uses it (the table
+//! operations and applying an entry are the shared ones in `crate::ct`).
 
 use aya_ebpf::programs::TcContext;
-use netdriver_common::{
-    CT_ACT_DNAT, CT_ACT_REDIRECT, CT_ACT_REDIRECT_NEIGH, CT_ACT_SNAT, CtEntry6, CtKey6,
-};
+use netdriver_common::CtKey6;
 
 use super::{nat, parse::Ipv6};
-use crate::{
-    nat::{End, Hop, redirect, redirect_neigh},
-    parse::Ports,
-    pkt::Packet,
-};
+use crate::{ct::Header, nat::End, parse::Ports};
 
 /// The key of `ip`/`ports` as seen at the hook `dir` (`CT_DIR_*`).
 #[inline(always)]
@@ -27,33 +21,25 @@ pub fn key(ip: &Ipv6, ports: Ports, dir: u8) -> CtKey6 {
     }
 }
 
-/// Applies an entry's actions, as `crate::ct::apply` does for IPv4.
-#[inline(always)]
-pub fn apply(
-    ctx: &TcContext,
-    ip: &Ipv6,
-    ports: Ports,
-    entry: &CtEntry6,
-    hop: Hop,
-) -> Result<i32, u32> {
-    let redirects = entry.action & (CT_ACT_REDIRECT | CT_ACT_REDIRECT_NEIGH) != 0;
-    if redirects {
-        if !nat::has_hop_left(ip) {
-            return Ok(<TcContext as Packet>::PASS);
-        }
-        nat::decrement_hop_limit(ctx, ip)?;
+impl Header<TcContext> for Ipv6 {
+    type Addr = [u8; 16];
+    #[inline(always)]
+    fn has_hop_left(&self) -> bool {
+        nat::has_hop_left(self)
     }
-    if entry.action & CT_ACT_SNAT != 0 {
-        nat::rewrite(ctx, ip, ports, End::Src, entry.xlate_addr, entry.xlate_port)?;
+    #[inline(always)]
+    fn decrement_hop(&self, ctx: &TcContext) -> Result<(), u32> {
+        nat::decrement_hop_limit(ctx, self)
     }
-    if entry.action & CT_ACT_DNAT != 0 {
-        nat::rewrite(ctx, ip, ports, End::Dst, entry.xlate_addr, entry.xlate_port)?;
-    }
-    if entry.action & CT_ACT_REDIRECT != 0 {
-        redirect(ctx, entry.dmac, entry.smac, entry.ifindex, hop)
-    } else if entry.action & CT_ACT_REDIRECT_NEIGH != 0 {
-        redirect_neigh(ctx, entry.ifindex)
-    } else {
-        Ok(<TcContext as Packet>::PASS)
+    #[inline(always)]
+    fn rewrite(
+        &self,
+        ctx: &TcContext,
+        ports: Ports,
+        end: End,
+        addr: [u8; 16],
+        port: u16,
+    ) -> Result<(), u32> {
+        nat::rewrite(ctx, self, ports, end, addr, port)
     }
 }

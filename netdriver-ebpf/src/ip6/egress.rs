@@ -131,7 +131,7 @@ fn outbound_flow(ctx: &TcContext, ip: &Ipv6, ports: Ports, net: &NetInfo6) -> Re
         ct::remove(&s.in_key);
         return Err(DROP_CT_FAILED);
     }
-    ct6::apply(ctx, ip, ports, &s.out, Hop::Egress)
+    ct::apply(ctx, ip, ports, &s.out, Hop::Egress)
 }
 
 /// Per-CPU room for a new flow's keys and entries: on the stack they would not fit in one

@@ -32,7 +32,7 @@ pub fn from_uplink(ctx: &TcContext, ip: &Ipv6) -> Result<i32, u32> {
             return dnat(ctx, ip, ports, &target);
         }
         if let Some(entry) = ct::lookup(&ct6::key(ip, ports, CT_DIR_IN), ports.tcp_flags) {
-            return ct6::apply(ctx, ip, ports, &entry, Hop::Peer);
+            return ct::apply(ctx, ip, ports, &entry, Hop::Peer);
         }
     } else if icmp_err::is_error(ctx, ip) {
         return Ok(super::GO_ICMP_ERROR);
