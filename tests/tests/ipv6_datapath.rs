@@ -282,3 +282,40 @@ fn ipv6_path_mtu_discovery_works_for_masqueraded_flows() {
         .ip(&["-6", "route", "get", "2001:db8:ee::10"]);
     assert!(cache.contains("mtu 1280"), "{cache}");
 }
+
+#[test]
+fn ipv6_routed_networks_publish_container_addresses_without_translation() {
+    let mut world = World::new();
+    world.ipv6_uplink();
+    let daemon = world.daemon();
+    network6(
+        &daemon,
+        "routed6",
+        "10.96.0.0/24",
+        "2001:db8:96::/64",
+        &["--gateway-mode", "routed"],
+    );
+    let ip6 = endpoint6(&mut world, &daemon, "routed6", "r", &["-p", "8080:80"]);
+    // The outside routes the container subnet through the host.
+    world
+        .ext
+        .ip(&["-6", "route", "add", "2001:db8:96::/64", "via", HOST_IP6]);
+    let _srv = TcpServer::start(world.container_ns("r"), &sa6("::", 80), "routed");
+    let _srv22 = TcpServer::start(world.container_ns("r"), &sa6("::", 22), "ssh");
+    // The container's own address and published port, untranslated.
+    let answer = tcp_request(&world.ext, &sa6(&ip6, 80), TIMEOUT).expect("routed [c]:80");
+    assert_eq!(answer, format!("routed saw {EXT_IP6} said hello"));
+    // The host's address still works too.
+    let answer = tcp_request(&world.ext, &sa6(HOST_IP6, 8080), TIMEOUT).expect("[host]:8080");
+    assert_eq!(answer, format!("routed saw {EXT_IP6} said hello"));
+    // Unpublished ports stay closed.
+    assert!(tcp_request(&world.ext, &sa6(&ip6, 22), SILENCE).is_err());
+    // No masquerade: the outside sees the container's own address.
+    let _ext = TcpServer::start(&world.ext, &sa6(EXT_IP6, 7000), "ext");
+    let answer =
+        tcp_request(world.container_ns("r"), &sa6(EXT_IP6, 7000), TIMEOUT).expect("routed out");
+    assert_eq!(answer, format!("ext saw {ip6} said hello"));
+    // The endpoint goes: so does its routed port.
+    daemon.json(&["endpoint", "rm", "r"]);
+    assert!(common::map_dump(&daemon, "ND_PORTS6").is_empty());
+}
