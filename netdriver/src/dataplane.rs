@@ -36,11 +36,11 @@ use ipnet::Ipv4Net;
 use netdriver_common::{
     CT_MAX_ENTRIES, CtEntry, CtEntry6, CtKey, CtKey6, DROP_REASONS, GLOBAL_NAT_PORT_MAX,
     GLOBAL_NAT_PORT_MIN, GLOBAL_NETNS_COOKIE, GLOBAL_REDIRECT_PEER, HairpinEntry, HairpinKey,
-    LinkKey, MAP_CT, MAP_CT6, MAP_DROPS, MAP_HAIRPIN, MAP_HOST_ADDRS, MAP_HOST_ADDRS6, MAP_LINKS,
-    MAP_NETS, MAP_NETS6, MAP_PORT_RANGES, MAP_PORTS, MAP_PORTS6, MAP_SOCK_RNAT,
-    NAT_PORT_MAX_DEFAULT, NAT_PORT_MIN_DEFAULT, NetInfo, NetInfo6, PROG_FROM_CONTAINER,
-    PROG_FROM_UPLINK, PROG_XDP_UPLINK, PortKey, PortKey6, PortRangeKey, PortRangeTarget,
-    PortTarget, PortTarget6, SockRnatKey, SockRnatValue,
+    LinkKey, LinkKey6, MAP_CT, MAP_CT6, MAP_DROPS, MAP_HAIRPIN, MAP_HOST_ADDRS, MAP_HOST_ADDRS6,
+    MAP_LINKS, MAP_LINKS6, MAP_NETS, MAP_NETS6, MAP_PORT_RANGES, MAP_PORTS, MAP_PORTS6,
+    MAP_SOCK_RNAT, NAT_PORT_MAX_DEFAULT, NAT_PORT_MIN_DEFAULT, NetInfo, NetInfo6,
+    PROG_FROM_CONTAINER, PROG_FROM_UPLINK, PROG_XDP_UPLINK, PortKey, PortKey6, PortRangeKey,
+    PortRangeTarget, PortTarget, PortTarget6, SockRnatKey, SockRnatValue,
 };
 use nix::{
     mount::{MsFlags, mount},
@@ -54,13 +54,14 @@ pub use xdp::UplinkMode;
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netdriver"));
 
 /// Every map of the object; all are pinned under the pin directory.
-const MAP_NAMES: [&str; 13] = [
+const MAP_NAMES: [&str; 14] = [
     MAP_PORTS,
     MAP_PORTS6,
     MAP_HOST_ADDRS6,
     MAP_CT,
     MAP_CT6,
     MAP_NETS6,
+    MAP_LINKS6,
     MAP_NETS,
     MAP_DROPS,
     MAP_LINKS,
@@ -215,6 +216,7 @@ pub struct Dataplane {
     ports6: HashMap<MapData, PortKey6, PortTarget6>,
     ct6: HashMap<MapData, CtKey6, CtEntry6>,
     nets6: LpmTrie<MapData, [u8; 16], NetInfo6>,
+    links6: HashMap<MapData, LinkKey6, u32>,
     links: HashMap<MapData, LinkKey, u32>,
     drops: PerCpuArray<MapData, u64>,
     host_addrs: HashMap<MapData, u32, u32>,
@@ -294,6 +296,7 @@ impl Dataplane {
             ports6: take_map(&mut ebpf, pin_dir, MAP_PORTS6)?,
             ct6: take_map(&mut ebpf, pin_dir, MAP_CT6)?,
             nets6: take_map(&mut ebpf, pin_dir, MAP_NETS6)?,
+            links6: take_map(&mut ebpf, pin_dir, MAP_LINKS6)?,
             links: take_map(&mut ebpf, pin_dir, MAP_LINKS)?,
             drops: take_map(&mut ebpf, pin_dir, MAP_DROPS)?,
             host_addrs: take_map(&mut ebpf, pin_dir, MAP_HOST_ADDRS)?,

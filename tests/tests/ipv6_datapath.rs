@@ -319,3 +319,34 @@ fn ipv6_routed_networks_publish_container_addresses_without_translation() {
     daemon.json(&["endpoint", "rm", "r"]);
     assert!(common::map_dump(&daemon, "ND_PORTS6").is_empty());
 }
+
+#[test]
+fn ipv6_legacy_links_open_one_port_with_icc_off() {
+    let mut world = World::new();
+    world.ipv6_uplink();
+    let daemon = world.daemon();
+    network6(
+        &daemon,
+        "app6",
+        "10.97.0.0/24",
+        "2001:db8:97::/64",
+        &["--icc", "false"],
+    );
+    let db = endpoint6(&mut world, &daemon, "app6", "db", &["--expose", "5432"]);
+    endpoint6(
+        &mut world,
+        &daemon,
+        "app6",
+        "web",
+        &["--link", "db:database"],
+    );
+    endpoint6(&mut world, &daemon, "app6", "other", &[]);
+    // The link opens the exposed port, one way, replies included.
+    assert!(connects6(&world, "web", "db", &db, 5432), "web -> db:5432");
+    assert!(!connects6(&world, "web", "db", &db, 80), "web -> db:80");
+    assert!(!connects6(&world, "other", "db", &db, 5432), "other -> db");
+    assert!(!ping(world.container_ns("web"), &db));
+    // Both ends' links go with an endpoint.
+    daemon.json(&["endpoint", "rm", "db"]);
+    assert!(common::map_dump(&daemon, "ND_LINKS6").is_empty());
+}
