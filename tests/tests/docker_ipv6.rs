@@ -62,7 +62,10 @@ fn docker_ipv6_network_containers_ping_each_other() {
         ]);
     }
     let template = "{{(index .NetworkSettings.Networks \"six\").GlobalIPv6Address}}";
-    let (a6, b6) = (inspect(&dk, "web-a", template), inspect(&dk, "web-b", template));
+    let (a6, b6) = (
+        inspect(&dk, "web-a", template),
+        inspect(&dk, "web-b", template),
+    );
     for addr in [&a6, &b6] {
         assert!(addr.starts_with("2001:db8:63::"), "{addr:?}\n{}", dk.logs());
     }
@@ -82,7 +85,10 @@ fn docker_ipv6_network_containers_ping_each_other() {
     assert!(held.contains(&a6) && held.contains(&b6), "{held:?}");
     assert!(ping6(&dk, "web-a", &b6), "a -> b over IPv6\n{}", d.log());
     assert!(ping6(&dk, "web-b", &a6), "b -> a over IPv6");
-    assert!(ping6(&dk, "web-a", "2001:db8:63::1"), "a -> gateway over IPv6");
+    assert!(
+        ping6(&dk, "web-a", "2001:db8:63::1"),
+        "a -> gateway over IPv6"
+    );
     for name in ["web-a", "web-b"] {
         dk.ok(&["rm", "-f", name]);
     }
