@@ -180,6 +180,23 @@ fn requested_and_sequential_addresses_and_release() {
     daemon.json(&["endpoint", "rm", "a"]);
     let c = create(&mut world, &daemon, "seq", "d", &[]);
     assert_eq!(ip6(&c), "2001:db8:62::1", "the address of a is free again");
+    // A namespace that starts with IPv6 disabled on new interfaces still gets its address.
+    let netns = world.container("e");
+    let e = world.container_ns("e");
+    let off = e.exec("sysctl", &["-qw", "net.ipv6.conf.default.disable_ipv6=1"]);
+    assert!(off.status.success(), "{off:?}");
+    let ep = daemon.json(&[
+        "endpoint",
+        "create",
+        "seq",
+        "--netns",
+        netns.to_str().unwrap(),
+        "--name",
+        "e",
+    ]);
+    assert_eq!(ip6(&ep), "2001:db8:62::2");
+    assert!(ping(e, "2001:db8:62::fe"), "{}", daemon.log());
+    daemon.json(&["endpoint", "rm", "e"]);
     let ls = daemon.json(&["endpoint", "ls"]);
     let listed: Vec<&str> = ls
         .as_array()
