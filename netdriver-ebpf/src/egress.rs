@@ -236,17 +236,22 @@ fn route(ctx: &TcContext, ip: &Ipv4, ports: Ports) -> Option<Route> {
 /// unreachable destinations are not).
 #[inline(always)]
 pub fn fib_lookup_src(ctx: &TcContext, params: &mut bpf_fib_lookup) -> bool {
+    fib_lookup_rc(ctx, params) == i64::from(BPF_FIB_LKUP_RET_SUCCESS)
+}
+
+/// [`fib_lookup_src`]'s helper call, with its `BPF_FIB_LKUP_RET_*` code.
+#[inline(always)]
+pub fn fib_lookup_rc(ctx: &TcContext, params: &mut bpf_fib_lookup) -> i64 {
     #[expect(clippy::cast_possible_truncation, reason = "the struct is 64 bytes")]
     #[expect(clippy::cast_possible_wrap, reason = "the struct is 64 bytes")]
     let len = size_of::<bpf_fib_lookup>() as i32;
     // SAFETY: `params` is a valid, writable `bpf_fib_lookup` of `len` bytes.
-    let rc = unsafe {
+    unsafe {
         fib_lookup(
             ctx.skb.skb.cast(),
             core::ptr::from_mut(params),
             len,
             BPF_FIB_LOOKUP_SRC | BPF_FIB_LOOKUP_SKIP_NEIGH,
         )
-    };
-    rc == i64::from(BPF_FIB_LKUP_RET_SUCCESS)
+    }
 }
