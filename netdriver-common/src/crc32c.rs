@@ -1,0 +1,161 @@
+//! CRC32c (Castagnoli), the SCTP checksum (RFC 9260, appendix A), and its incremental update
+//! after a port rewrite.
+//!
+//! A CRC is linear over GF(2): for two messages of the same length,
+//! `crc(a) ^ crc(b) == raw(a ^ b)`, where `raw` is the CRC register with a zero start and no
+//! final inversion (the start and the inversion cancel out). A port rewrite changes only the
+//! first four bytes of the SCTP packet, so `a ^ b` is those four bytes XORed, followed by
+//! zeros; and appending a zero byte to a message multiplies its register by `x^8` modulo the
+//! polynomial. The update is therefore `raw(first four bytes XOR) * x^(8 * (len - 4))`,
+//! computed by square-and-multiply in at most 16 steps whatever the packet size, without
+//! reading the packet. Every loop has a constant trip count and no data-dependent branch, so
+//! the eBPF verifier walks it once.
+//!
+//! CRC32c is reflected: bit 31 of a register holds the coefficient of `x^0`, bit 0 that of
+//! `x^31`. SCTP stores the final CRC little-endian (`u32::from_le_bytes` of the field).
+
+/// The CRC32c polynomial, reflected.
+const POLY: u32 = 0x82f6_3b78;
+/// `1`, the polynomial `x^0`, in the reflected representation.
+const ONE: u32 = 1 << 31;
+
+/// All ones when `bit` (0 or 1) is 1, else zero: a branchless select.
+const fn mask(bit: u32) -> u32 {
+    0u32.wrapping_sub(bit & 1)
+}
+
+/// `a * b mod P` in the reflected representation.
+#[must_use]
+pub const fn gf_mul(a: u32, b: u32) -> u32 {
+    let mut product = 0;
+    let mut b = b;
+    let mut i = 0;
+    while i < 32 {
+        // Coefficient of x^i in `a`; `b` is the original `b * x^i` by now.
+        product ^= b & mask(a >> (31 - i));
+        b = (b >> 1) ^ (POLY & mask(b));
+        i += 1;
+    }
+    product
+}
+
+/// `x^(8 * 2^k) mod P` for `k` in `0..16`: the square-and-multiply steps of a byte count up to
+/// 65535 (an IP packet's length).
+const ZEROS_POW: [u32; 16] = zeros_pow();
+
+const fn zeros_pow() -> [u32; 16] {
+    // x^8: the reflected register shifted right by 8.
+    let mut table = [0u32; 16];
+    let mut p = ONE >> 8;
+    let mut k = 0;
+    while k < 16 {
+        table[k] = p;
+        p = gf_mul(p, p);
+        k += 1;
+    }
+    table
+}
+
+/// `x^(8 * n) mod P`: the factor by which `n` appended zero bytes multiply a register.
+#[must_use]
+pub fn zeros_factor(n: u16) -> u32 {
+    let mut factor = ONE;
+    let mut k = 0;
+    while k < 16 {
+        let product = gf_mul(factor, ZEROS_POW[k]);
+        let take = mask(u32::from(n) >> k);
+        factor = (product & take) | (factor & !take);
+        k += 1;
+    }
+    factor
+}
+
+/// The CRC register after `data` from the start value `crc` (no inversions).
+#[must_use]
+pub fn crc32c_raw(mut crc: u32, data: &[u8]) -> u32 {
+    for byte in data {
+        crc ^= u32::from(*byte);
+        for _ in 0..8 {
+            crc = (crc >> 1) ^ (POLY & mask(crc));
+        }
+    }
+    crc
+}
+
+/// The CRC32c of `data`, as SCTP computes it (checksum field zero) and stores it
+/// little-endian.
+#[must_use]
+pub fn crc32c(data: &[u8]) -> u32 {
+    !crc32c_raw(!0, data)
+}
+
+/// The CRC32c of an SCTP packet of `len` bytes after its first four bytes (the ports) changed
+/// by `ports_xor` (old XOR new, as they lie in the packet): `crc` is the packet's checksum
+/// (the field read with `u32::from_le_bytes`). `len` is at least 4 (the caller checked it
+/// covers the common header, 12 bytes).
+#[must_use]
+pub fn sctp_crc_update(crc: u32, ports_xor: [u8; 4], len: u16) -> u32 {
+    let delta = crc32c_raw(0, &ports_xor);
+    crc ^ gf_mul(delta, zeros_factor(len.saturating_sub(4)))
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use std::vec::Vec;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn known_answers() {
+        // RFC 3720, B.4 (iSCSI uses the same CRC32c), and the common check value.
+        assert_eq!(crc32c(b"123456789"), 0xe306_9283);
+        assert_eq!(crc32c(&[0; 32]), 0x8a91_36aa);
+        assert_eq!(crc32c(&[0xff; 32]), 0x62a8_ab43);
+        let ascending: Vec<u8> = (0..32).collect();
+        assert_eq!(crc32c(&ascending), 0x46dd_794e);
+    }
+
+    #[test]
+    fn zeros_factor_matches_shifting() {
+        for n in [0u16, 1, 2, 3, 7, 255, 256, 1500, 65535] {
+            let r = 0x1234_5678;
+            let zeros = std::vec![0u8; usize::from(n)];
+            assert_eq!(
+                gf_mul(r, zeros_factor(n)),
+                crc32c_raw(r, &zeros),
+                "n = {n}"
+            );
+        }
+    }
+
+    /// An SCTP-like packet with a valid checksum at bytes 8..12.
+    fn with_crc(mut pkt: Vec<u8>) -> Vec<u8> {
+        pkt[8..12].fill(0);
+        let crc = crc32c(&pkt);
+        pkt[8..12].copy_from_slice(&crc.to_le_bytes());
+        pkt
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+        #[test]
+        fn incremental_update_matches_a_full_crc(
+            body in prop::collection::vec(any::<u8>(), 12..1600),
+            new_ports in any::<[u8; 4]>(),
+        ) {
+            let old = with_crc(body);
+            let mut new = old.clone();
+            new[..4].copy_from_slice(&new_ports);
+            let new = with_crc(new);
+            let field = |p: &[u8]| u32::from_le_bytes(p[8..12].try_into().unwrap());
+            let xor: [u8; 4] = core::array::from_fn(|i| old[i] ^ new_ports[i]);
+            let len = u16::try_from(old.len()).unwrap();
+            prop_assert_eq!(sctp_crc_update(field(&old), xor, len), field(&new));
+        }
+    }
+}
