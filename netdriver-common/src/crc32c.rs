@@ -1,20 +1,20 @@
-//! CRC32c (Castagnoli), the SCTP checksum (RFC 9260, appendix A), and its incremental update
+//! CRC32C (Castagnoli), the SCTP checksum (RFC 9260, appendix A), and its incremental update
 //! after a port rewrite.
 //!
 //! A CRC is linear over GF(2): for two messages of the same length,
 //! `crc(a) ^ crc(b) == raw(a ^ b)`, where `raw` is the CRC register with a zero start and no
 //! final inversion (the start and the inversion cancel out). A port rewrite changes only the
-//! first four bytes of the SCTP packet, so `a ^ b` is those four bytes XORed, followed by
+//! first four bytes of the SCTP packet, so `a ^ b` is the XOR of those four bytes, followed by
 //! zeros; and appending a zero byte to a message multiplies its register by `x^8` modulo the
 //! polynomial. The update is therefore `raw(first four bytes XOR) * x^(8 * (len - 4))`,
-//! computed by square-and-multiply in at most 16 steps whatever the packet size, without
+//! computed from two small tables and two multiplications whatever the packet size, without
 //! reading the packet. Every loop has a constant trip count and no data-dependent branch, so
 //! the eBPF verifier walks it once.
 //!
-//! CRC32c is reflected: bit 31 of a register holds the coefficient of `x^0`, bit 0 that of
+//! CRC32C is reflected: bit 31 of a register holds the coefficient of `x^0`, bit 0 that of
 //! `x^31`. SCTP stores the final CRC little-endian (`u32::from_le_bytes` of the field).
 
-/// The CRC32c polynomial, reflected.
+/// The CRC32C polynomial, reflected.
 const POLY: u32 = 0x82f6_3b78;
 /// `1`, the polynomial `x^0`, in the reflected representation.
 const ONE: u32 = 1 << 31;
@@ -39,35 +39,42 @@ pub const fn gf_mul(a: u32, b: u32) -> u32 {
     product
 }
 
-/// `x^(8 * 2^k) mod P` for `k` in `0..16`: the square-and-multiply steps of a byte count up to
-/// 65535 (an IP packet's length).
-const ZEROS_POW: [u32; 16] = zeros_pow();
+/// `x^(8 * l) mod P` for `l` in `0..256`, and `x^(8 * 256 * h) mod P` for `h` in `0..256`: a
+/// byte count `n < 65536` appends `x^(8 * n) = HIGH[n >> 8] * LOW[n & 0xff]`. Two 1 KiB
+/// tables instead of square-and-multiply: the eBPF verifier walks every inlined copy of this
+/// code once per path that reaches it, so it must be short.
+const LOW: [u32; 256] = powers(ONE >> 8);
+const HIGH: [u32; 256] = powers(x8n_slow(256));
 
-const fn zeros_pow() -> [u32; 16] {
-    // x^8: the reflected register shifted right by 8.
-    let mut table = [0u32; 16];
-    let mut p = ONE >> 8;
-    let mut k = 0;
-    while k < 16 {
-        table[k] = p;
-        p = gf_mul(p, p);
-        k += 1;
+/// `[1, step, step^2, ...]`.
+const fn powers(step: u32) -> [u32; 256] {
+    let mut table = [0u32; 256];
+    let mut p = ONE;
+    let mut i = 0;
+    while i < 256 {
+        table[i] = p;
+        p = gf_mul(p, step);
+        i += 1;
     }
     table
+}
+
+/// `x^(8 * n)` by repeated multiplication (compile time only).
+const fn x8n_slow(n: u32) -> u32 {
+    let mut p = ONE;
+    let mut i = 0;
+    while i < n {
+        p = gf_mul(p, ONE >> 8);
+        i += 1;
+    }
+    p
 }
 
 /// `x^(8 * n) mod P`: the factor by which `n` appended zero bytes multiply a register.
 #[must_use]
 pub fn zeros_factor(n: u16) -> u32 {
-    let mut factor = ONE;
-    let mut k = 0;
-    while k < 16 {
-        let product = gf_mul(factor, ZEROS_POW[k]);
-        let take = mask(u32::from(n) >> k);
-        factor = (product & take) | (factor & !take);
-        k += 1;
-    }
-    factor
+    let [high, low] = n.to_be_bytes();
+    gf_mul(HIGH[usize::from(high)], LOW[usize::from(low)])
 }
 
 /// The CRC register after `data` from the start value `crc` (no inversions).
@@ -82,21 +89,22 @@ pub fn crc32c_raw(mut crc: u32, data: &[u8]) -> u32 {
     crc
 }
 
-/// The CRC32c of `data`, as SCTP computes it (checksum field zero) and stores it
+/// The CRC32C of `data`, as SCTP computes it (checksum field zero) and stores it
 /// little-endian.
 #[must_use]
 pub fn crc32c(data: &[u8]) -> u32 {
     !crc32c_raw(!0, data)
 }
 
-/// The CRC32c of an SCTP packet of `len` bytes after its first four bytes (the ports) changed
+/// The CRC32C of an SCTP packet of `len` bytes after its first four bytes (the ports) changed
 /// by `ports_xor` (old XOR new, as they lie in the packet): `crc` is the packet's checksum
-/// (the field read with `u32::from_le_bytes`). `len` is at least 4 (the caller checked it
-/// covers the common header, 12 bytes).
+/// (the field read with `u32::from_le_bytes`).
 #[must_use]
 pub fn sctp_crc_update(crc: u32, ports_xor: [u8; 4], len: u16) -> u32 {
-    let delta = crc32c_raw(0, &ports_xor);
-    crc ^ gf_mul(delta, zeros_factor(len.saturating_sub(4)))
+    // The register after the four bytes from zero is `v * x^32` (`v` the bytes read
+    // little-endian: the reflected order); the `len - 4` zero bytes that follow make it
+    // `v * x^(8 * len)`.
+    crc ^ gf_mul(u32::from_le_bytes(ports_xor), zeros_factor(len))
 }
 
 #[cfg(test)]
@@ -111,7 +119,7 @@ mod tests {
 
     #[test]
     fn known_answers() {
-        // RFC 3720, B.4 (iSCSI uses the same CRC32c), and the common check value.
+        // RFC 3720, B.4 (iSCSI uses the same CRC32C), and the common check value.
         assert_eq!(crc32c(b"123456789"), 0xe306_9283);
         assert_eq!(crc32c(&[0; 32]), 0x8a91_36aa);
         assert_eq!(crc32c(&[0xff; 32]), 0x62a8_ab43);
@@ -124,11 +132,7 @@ mod tests {
         for n in [0u16, 1, 2, 3, 7, 255, 256, 1500, 65535] {
             let r = 0x1234_5678;
             let zeros = std::vec![0u8; usize::from(n)];
-            assert_eq!(
-                gf_mul(r, zeros_factor(n)),
-                crc32c_raw(r, &zeros),
-                "n = {n}"
-            );
+            assert_eq!(gf_mul(r, zeros_factor(n)), crc32c_raw(r, &zeros), "n = {n}");
         }
     }
 

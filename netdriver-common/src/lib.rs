@@ -19,7 +19,7 @@ pub mod crc32c;
 pub const PROTO_ICMP: u8 = 1;
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
-/// SCTP: ports at the same offsets as TCP and UDP; a CRC32c (see [`crc32c`]) instead of the
+/// SCTP: ports at the same offsets as TCP and UDP; a CRC32C (see [`crc32c`]) instead of the
 /// Internet checksum.
 pub const PROTO_SCTP: u8 = 132;
 

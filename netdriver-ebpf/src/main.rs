@@ -19,6 +19,7 @@ mod parse;
 mod pkt;
 mod policy;
 mod published;
+mod sctp;
 mod sock;
 mod uplink;
 

@@ -4,14 +4,16 @@
 //! packet pointer is held across a helper that can move packet data.
 
 use aya_ebpf::bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR};
-use netdriver_common::{DROP_CSUM, DROP_REDIRECT_FAILED, PROTO_ICMP, PROTO_UDP};
+use netdriver_common::{DROP_CSUM, DROP_REDIRECT_FAILED, PROTO_ICMP, PROTO_SCTP, PROTO_UDP};
 
 pub use crate::pkt::Hop;
 use crate::{
     parse::{
         ICMP_ID_OFF, IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF, IP_TTL_OFF, Ipv4, Ports, l4_csum_off,
+        l4_len,
     },
     pkt::Packet,
+    sctp,
 };
 
 /// Which end of the packet a translation rewrites.
@@ -22,8 +24,8 @@ pub enum End {
 }
 
 /// Rewrites the `end` address and port of `ip` to `addr_be`/`port` (host order), fixing
-/// the IPv4 and L4 checksums. For ICMP echo the "port" is the identifier. Parts that do not
-/// change are left alone.
+/// the IPv4 and L4 checksums (SCTP: the CRC32C, after a port change only). For ICMP echo the
+/// "port" is the identifier. Parts that do not change are left alone.
 #[inline(always)]
 pub fn rewrite<P: Packet>(
     ctx: &P,
@@ -38,6 +40,8 @@ pub fn rewrite<P: Packet>(
         End::Dst => (IP_DADDR_OFF, ip.daddr_be, ip.l4_off + 2, ports.dst),
     };
     let icmp = ip.proto == PROTO_ICMP;
+    // The ICMP and SCTP checksums cover no pseudo-header.
+    let pseudo_hdr = !icmp && ip.proto != PROTO_SCTP;
     let port_off = if icmp {
         ip.l4_off + ICMP_ID_OFF
     } else {
@@ -51,8 +55,7 @@ pub fn rewrite<P: Packet>(
     };
     let csum_off = l4_csum_off(ip);
     if old_addr != addr_be {
-        // The ICMP checksum covers no pseudo-header.
-        if !icmp {
+        if pseudo_hdr {
             ctx.l4_csum_replace(
                 csum_off,
                 u64::from(old_addr),
@@ -67,13 +70,19 @@ pub fn rewrite<P: Packet>(
     }
     if old_port != port {
         let (old_port_be, new_port_be) = (old_port.to_be(), port.to_be());
-        ctx.l4_csum_replace(
-            csum_off,
-            u64::from(old_port_be),
-            u64::from(new_port_be),
-            mangled | 2,
-        )
-        .map_err(|()| DROP_CSUM)?;
+        if ip.proto == PROTO_SCTP {
+            let at = port_off - ip.l4_off;
+            let len = l4_len(ctx, ip);
+            sctp::port_rewritten(ctx, ip.l4_off, len, at, old_port_be, new_port_be)?;
+        } else {
+            ctx.l4_csum_replace(
+                csum_off,
+                u64::from(old_port_be),
+                u64::from(new_port_be),
+                mangled | 2,
+            )
+            .map_err(|()| DROP_CSUM)?;
+        }
         ctx.store(port_off, &new_port_be).map_err(|()| DROP_CSUM)?;
     }
     Ok(())

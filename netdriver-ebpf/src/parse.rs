@@ -2,7 +2,7 @@
 
 use core::mem::size_of;
 
-use netdriver_common::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
+use netdriver_common::{PROTO_ICMP, PROTO_SCTP, PROTO_TCP, PROTO_UDP};
 
 use crate::pkt::Packet;
 
@@ -24,8 +24,12 @@ const TCP_FLAGS_OFF: usize = 13;
 pub const ICMP_ID_OFF: usize = 4;
 const ICMP_ECHO_REPLY: u8 = 0;
 const ICMP_ECHO_REQUEST: u8 = 8;
-/// Fragment offset bits of the IPv4 `frag_off` field.
+/// Fragment offset bits of the IPv4 `frag_off` field, and its "more fragments" flag.
 const IP_OFFSET_MASK: u16 = 0x1fff;
+const IP_MF: u16 = 0x2000;
+/// Offsets of the IPv4 total length and `frag_off` fields in the frame.
+const IP_TOT_LEN_OFF: usize = ETH_HLEN + 2;
+const IP_FRAG_OFF: usize = ETH_HLEN + 6;
 
 #[repr(C)]
 struct EthHdr {
@@ -50,7 +54,7 @@ struct Ipv4Hdr {
     daddr: [u8; 4],
 }
 
-/// The first four bytes of TCP and UDP headers.
+/// The first four bytes of TCP, UDP and SCTP headers.
 #[repr(C)]
 struct L4Ports {
     src: [u8; 2],
@@ -141,7 +145,7 @@ pub fn ipv4<P: Packet>(ctx: &P) -> Option<Ipv4> {
     })
 }
 
-/// Reads the ports of a TCP or UDP first fragment, or the identifier of an ICMP echo.
+/// Reads the ports of a TCP, UDP or SCTP first fragment, or the identifier of an ICMP echo.
 #[inline(always)]
 pub fn ports<P: Packet>(ctx: &P, ip: &Ipv4) -> Option<Ports> {
     if ip.frag_offset != 0 {
@@ -150,7 +154,7 @@ pub fn ports<P: Packet>(ctx: &P, ip: &Ipv4) -> Option<Ports> {
     if ip.proto == PROTO_ICMP {
         return icmp_echo(ctx, ip);
     }
-    if ip.proto != PROTO_TCP && ip.proto != PROTO_UDP {
+    if ip.proto != PROTO_TCP && ip.proto != PROTO_UDP && ip.proto != PROTO_SCTP {
         return None;
     }
     let l4 = ptr_at::<L4Ports, P>(ctx, ip.l4_off)?;
@@ -190,7 +194,20 @@ fn icmp_echo<P: Packet>(ctx: &P, ip: &Ipv4) -> Option<Ports> {
     }
 }
 
-/// Offset of the L4 checksum field in the frame.
+/// The length of the L4 packet (from the IPv4 total length), or `None` when the packet is one
+/// of several fragments (the whole L4 packet is not here).
+#[inline(always)]
+pub fn l4_len<P: Packet>(ctx: &P, ip: &Ipv4) -> Option<u16> {
+    let tot_len = u16::from_be_bytes(ctx.load::<[u8; 2]>(IP_TOT_LEN_OFF)?);
+    let frag_off = u16::from_be_bytes(ctx.load::<[u8; 2]>(IP_FRAG_OFF)?);
+    if frag_off & (IP_MF | IP_OFFSET_MASK) != 0 {
+        return None;
+    }
+    let ip_hlen = u16::try_from(ip.l4_off - ETH_HLEN).ok()?;
+    tot_len.checked_sub(ip_hlen)
+}
+
+/// Offset of the L4 checksum field in the frame (SCTP has none of this kind: see `sctp`).
 #[inline(always)]
 pub fn l4_csum_off(ip: &Ipv4) -> usize {
     ip.l4_off

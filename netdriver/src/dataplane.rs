@@ -30,7 +30,7 @@ use aya::{
     sys::SyscallError,
     util::KernelVersion,
 };
-pub use ct::{CtTimeouts, SweepReport, monotonic_ns};
+pub use ct::{CtTimeouts, SCTP_TIMEOUT_DEFAULT_SECS, SweepReport, monotonic_ns};
 use ipnet::Ipv4Net;
 use netdriver_common::{
     CT_MAX_ENTRIES, CtEntry, CtKey, DROP_REASONS, GLOBAL_NAT_PORT_MAX, GLOBAL_NAT_PORT_MIN,
@@ -503,11 +503,11 @@ fn joined(mut errors: Vec<DataplaneError>) -> Result<(), DataplaneError> {
 }
 
 fn validate_port_key(key: PortKey) -> Result<PortKey, DataplaneError> {
-    use netdriver_common::{PROTO_TCP, PROTO_UDP};
-    if key.proto != PROTO_TCP && key.proto != PROTO_UDP {
+    use netdriver_common::{PROTO_SCTP, PROTO_TCP, PROTO_UDP};
+    if ![PROTO_TCP, PROTO_UDP, PROTO_SCTP].contains(&key.proto) {
         return Err(DataplaneError::Invalid {
             what: "port key",
-            reason: format!("protocol {} is neither TCP nor UDP", key.proto),
+            reason: format!("protocol {} is not TCP, UDP or SCTP", key.proto),
         });
     }
     Ok(PortKey { _pad: 0, ..key })

@@ -9,10 +9,13 @@ use std::{
 
 use netdriver_common::{
     CT_DIR_IN, CT_KIND_PUBLISHED, CT_REFRESH_NS, CT_ST_CLOSING, CT_ST_ESTABLISHED, CtEntry, CtKey,
-    MAP_CT, PROTO_ICMP, PROTO_TCP,
+    MAP_CT, PROTO_ICMP, PROTO_SCTP, PROTO_TCP,
 };
 
 use super::{Dataplane, DataplaneError, is_not_found, map_err};
+
+/// Default idle timeout of SCTP flows: several missed heartbeats.
+pub const SCTP_TIMEOUT_DEFAULT_SECS: u64 = 300;
 
 /// How long an idle entry lives, by protocol and TCP state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +26,9 @@ pub struct CtTimeouts {
     /// TCP after a FIN or RST.
     pub tcp_closing: Duration,
     pub udp: Duration,
+    /// SCTP flows are tracked like UDP (no association state), with their own timeout: an
+    /// idle association still sends a HEARTBEAT every 30 s (RFC 9260's default).
+    pub sctp: Duration,
     pub icmp: Duration,
 }
 
@@ -34,6 +40,7 @@ impl Default for CtTimeouts {
             tcp_established: Duration::from_secs(6 * 3600),
             tcp_closing: Duration::from_secs(10),
             udp: Duration::from_secs(60),
+            sctp: Duration::from_secs(SCTP_TIMEOUT_DEFAULT_SECS),
             icmp: Duration::from_secs(30),
         }
     }
@@ -50,6 +57,7 @@ impl CtTimeouts {
                 _ => self.tcp_syn,
             },
             PROTO_ICMP => self.icmp,
+            PROTO_SCTP => self.sctp,
             _ => self.udp,
         }
     }

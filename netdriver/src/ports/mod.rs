@@ -11,7 +11,7 @@ use std::{
 
 pub use alloc::{EPHEMERAL_ATTEMPTS, PortAllocator, PortBinding};
 pub use runs::{PortRun, runs};
-pub use spec::{PortRequest, Proto, parse};
+pub use spec::{PROTO_CHOICES, PortRequest, Proto, parse};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PortError {

@@ -1,0 +1,44 @@
+//! SCTP: a port rewrite must update the CRC32C, which covers the whole SCTP packet and no
+//! pseudo-header (address rewrites leave it alone). The update is incremental
+//! (`netdriver_common::crc32c`): the packet is never read past the common header. The code
+//! takes the L4 offset and length, so it does not depend on the IP version.
+
+use netdriver_common::{DROP_CSUM, crc32c::sctp_crc_update};
+
+use crate::pkt::Packet;
+
+/// Offset of the checksum inside the SCTP common header, and the header's length.
+const SCTP_CSUM_OFF: usize = 8;
+const SCTP_HLEN: u16 = 12;
+
+/// Updates the CRC32C of the SCTP packet at `l4_off` (`l4_len` bytes, `None` when unknown, as
+/// for the first of several IP fragments) after the port at `port_at` (0: source, 2:
+/// destination) changed from `old_be` to `new_be` (as they lie in memory). A checksum field
+/// of 0 is left alone: the sender's stack offloaded the CRC (`CHECKSUM_PARTIAL` with
+/// `csum_not_inet`; veth advertises `NETIF_F_SCTP_CRC`), which is computed later over the
+/// rewritten packet.
+#[inline(always)]
+pub fn port_rewritten<P: Packet>(
+    ctx: &P,
+    l4_off: usize,
+    l4_len: Option<u16>,
+    port_at: usize,
+    old_be: u16,
+    new_be: u16,
+) -> Result<(), u32> {
+    let field: [u8; 4] = ctx.load(l4_off + SCTP_CSUM_OFF).ok_or(DROP_CSUM)?;
+    let crc = u32::from_le_bytes(field);
+    if crc == 0 {
+        return Ok(());
+    }
+    let len = l4_len.filter(|len| *len >= SCTP_HLEN).ok_or(DROP_CSUM)?;
+    let [a, b] = (old_be ^ new_be).to_ne_bytes();
+    let xor = if port_at == 0 {
+        [a, b, 0, 0]
+    } else {
+        [0, 0, a, b]
+    };
+    let crc = sctp_crc_update(crc, xor, len);
+    ctx.store(l4_off + SCTP_CSUM_OFF, &crc.to_le_bytes())
+        .map_err(|()| DROP_CSUM)
+}
