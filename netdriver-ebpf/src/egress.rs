@@ -15,8 +15,8 @@ use aya_ebpf::{
 use netdriver_common::{
     CT_ACT_DNAT, CT_ACT_REDIRECT, CT_ACT_REDIRECT_NEIGH, CT_ACT_SNAT, CT_DIR_IN, CT_DIR_OUT,
     CT_KIND_FORWARD, CT_KIND_MASQ, CT_RECLAIM_IDLE_NS, CT_ST_CLOSING, CT_ST_NEW, CtEntry, CtKey,
-    DROP_CT_FAILED, DROP_NAT_EXHAUSTED, NAT_PORT_ATTEMPTS, NetInfo, PROTO_ICMP, PROTO_TCP, TCP_ACK,
-    TCP_SYN, ct_next_state, nat_port_candidate,
+    DROP_CT_FAILED, DROP_NAT_EXHAUSTED, NAT_PORT_ATTEMPTS, NetInfo, PROTO_ICMP, PROTO_SCTP,
+    PROTO_TCP, TCP_ACK, TCP_SYN, ct_next_state, nat_port_candidate,
 };
 
 use crate::{
@@ -109,7 +109,8 @@ pub fn outbound(
 
 /// Claims a masquerade port for the flow `out_key` on `snat`: stores the reply entry `back`
 /// under the reply key of the first free candidate (`BPF_NOEXIST` makes the claim atomic).
-/// Ports published on `snat` (or on every address) are never used. A TCP SYN (`opens`) may
+/// Ports published on `snat` (or on every address) are never used; SCTP tries its own source
+/// port first. A TCP SYN (`opens`) may
 /// take over the port of a closed, idle masqueraded flow, as Linux conntrack reopens a
 /// closed tuple, instead of waiting for the sweeper.
 #[inline(always)]
@@ -132,7 +133,13 @@ fn claim_port(
         _pad: [0; 2],
     };
     for attempt in 0..NAT_PORT_ATTEMPTS {
-        let port = nat_port_candidate(min, max, seed, attempt);
+        // SCTP keeps its source port when it can: the CRC32C then needs no update, and
+        // the association keeps the port its peer knows.
+        let port = if attempt == 0 && out_key.proto == PROTO_SCTP {
+            out_key.sport
+        } else {
+            nat_port_candidate(min, max, seed, attempt)
+        };
         if out_key.proto != PROTO_ICMP && is_published(snat, port, out_key.proto) {
             continue;
         }

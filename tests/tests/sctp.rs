@@ -18,7 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{EXT_IP, HOST_IP, SILENCE, TIMEOUT, World, endpoint, tcp_request};
+use common::{EXT_IP, HOST_IP, OUTSIDE_IP, SILENCE, TIMEOUT, World, endpoint, tcp_request};
 
 const IPPROTO_SCTP: i32 = 132;
 const CHUNK_INIT: u8 = 1;
@@ -118,16 +118,25 @@ impl RawSctp {
         Self(unsafe { OwnedFd::from_raw_fd(fd) })
     }
 
+    /// A socket whose packets leave from `addr` (a raw socket's bind sets the source).
+    fn bound(addr: Ipv4Addr) -> Self {
+        let sock = Self::open();
+        let sa = sockaddr(addr);
+        // SAFETY: a valid address of the size passed.
+        let rc = unsafe {
+            libc::bind(
+                sock.0.as_raw_fd(),
+                (&raw const sa).cast(),
+                u32::try_from(size_of::<libc::sockaddr_in>()).unwrap(),
+            )
+        };
+        assert_eq!(rc, 0, "bind {addr}: {}", std::io::Error::last_os_error());
+        sock
+    }
+
     /// Sends `sctp` (the kernel adds the IPv4 header) to `to`.
     fn send(&self, to: Ipv4Addr, sctp: &[u8]) {
-        let addr = libc::sockaddr_in {
-            sin_family: u16::try_from(libc::AF_INET).unwrap(),
-            sin_port: 0,
-            sin_addr: libc::in_addr {
-                s_addr: u32::from_ne_bytes(to.octets()),
-            },
-            sin_zero: [0; 8],
-        };
+        let addr = sockaddr(to);
         // SAFETY: valid buffer and address of the sizes passed.
         let n = unsafe {
             libc::sendto(
@@ -155,6 +164,17 @@ impl RawSctp {
         let n = usize::try_from(n).ok()?;
         buf.truncate(n);
         Some(buf)
+    }
+}
+
+fn sockaddr(addr: Ipv4Addr) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: u16::try_from(libc::AF_INET).unwrap(),
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(addr.octets()),
+        },
+        sin_zero: [0; 8],
     }
 }
 
@@ -215,7 +235,8 @@ impl Responder {
                     continue;
                 };
                 if p.chunk_type == CHUNK_INIT && p.crc_ok {
-                    sock.send(p.src, &init_ack_for(&p));
+                    // From the address the INIT went to, as an SCTP stack answers.
+                    RawSctp::bound(p.dst).send(p.src, &init_ack_for(&p));
                 }
                 let _ = tx.send(p);
             }
@@ -246,6 +267,18 @@ impl Drop for Responder {
 /// Sends an INIT from the external namespace to `HOST_IP:port` from `sport`; returns the
 /// INIT that was sent and the first SCTP packet back to `sport` (if any within `wait`).
 fn associate(world: &World, sport: u16, port: u16, wait: Duration) -> (Vec<u8>, Option<Seen>) {
+    associate_from(&world.ext, HOST_IP, sport, port, wait)
+}
+
+/// [`associate`] from namespace `ns` to `to:port`.
+fn associate_from(
+    ns: &common::Netns,
+    to: &str,
+    sport: u16,
+    port: u16,
+    wait: Duration,
+) -> (Vec<u8>, Option<Seen>) {
+    let to: Ipv4Addr = to.parse().unwrap();
     let tag = 0x1000_0000 | u32::from(sport);
     let init = packet(
         sport,
@@ -255,9 +288,9 @@ fn associate(world: &World, sport: u16, port: u16, wait: Duration) -> (Vec<u8>, 
         &init_body(tag, b"client payload"),
     );
     let sent = init.clone();
-    let answer = world.ext.run(move || {
+    let answer = ns.run(move || {
         let sock = RawSctp::open();
-        sock.send(HOST_IP.parse().unwrap(), &init);
+        sock.send(to, &init);
         let deadline = Instant::now() + wait;
         while Instant::now() < deadline {
             if let Some(p) = sock.recv().and_then(|p| parse(&p))
@@ -349,12 +382,25 @@ fn sctp_published_ports_translate_ports_and_crc() {
             .any(|l| l.contains("sctp") && l.contains("9000") && l.contains("web")),
         "{listing}"
     );
-    endpoint(&mut world, &daemon, "front", "api", &["-p", "9000:80"]);
+    let api_ip: Ipv4Addr = endpoint(&mut world, &daemon, "front", "api", &["-p", "9000:80"])
+        .parse()
+        .unwrap();
     let _tcp = common::TcpServer::start(world.container_ns("api"), "0.0.0.0:80", "api");
     let answer = tcp_request(&world.ext, &format!("{HOST_IP}:9000"), TIMEOUT).expect("TCP 9000");
     assert!(answer.starts_with("api saw"), "{answer}");
     // ... and SCTP 9000 still goes to web.
     check_mapping(&world, &responder, c_ip, 40003, (9000, 80));
+    // Hairpin: a container reaches the published SCTP port through the host's address;
+    // the target sees the client's own address, the client sees HOST_IP:9000 answer.
+    let (init, answer) = associate_from(world.container_ns("api"), HOST_IP, 41000, 9000, TIMEOUT);
+    let got = responder.next(TIMEOUT).expect("hairpin INIT reached web");
+    assert_eq!((got.src, got.sport), (api_ip, 41000), "hairpin source kept");
+    assert_eq!((got.dst, got.dport), (c_ip, 80));
+    assert!(got.crc_ok, "hairpin INIT CRC32C");
+    assert_eq!(&got.sctp[12..], &init[12..]);
+    let answer = answer.expect("hairpin INIT-ACK");
+    assert_eq!((answer.src, answer.sport), (HOST_IP.parse().unwrap(), 9000));
+    assert!(answer.crc_ok, "hairpin INIT-ACK CRC32C");
     // A second SCTP 9000 is refused.
     let err = daemon.fails(&[
         "endpoint",
@@ -366,4 +412,51 @@ fn sctp_published_ports_translate_ports_and_crc() {
         "9000:5432/sctp",
     ]);
     assert!(err.contains("already allocated"), "{err}");
+}
+
+/// Outbound SCTP is masqueraded: the source port is kept when it is free (no CRC32C update
+/// needed), and rewritten (CRC32C updated) when another container already uses it towards
+/// the same peer.
+#[test]
+fn sctp_from_containers_is_masqueraded() {
+    let mut world = World::new();
+    world.route_outside();
+    let daemon = world.daemon();
+    daemon.json(&["network", "create", "out", "--subnet", "10.89.0.0/24"]);
+    let a_ip: Ipv4Addr = endpoint(&mut world, &daemon, "out", "a", &[])
+        .parse()
+        .unwrap();
+    let b_ip: Ipv4Addr = endpoint(&mut world, &daemon, "out", "b", &[])
+        .parse()
+        .unwrap();
+    let outside = Responder::start(&world.ext);
+    let host: Ipv4Addr = HOST_IP.parse().unwrap();
+    let mut nat_ports = Vec::new();
+    for (role, c_ip) in [("a", a_ip), ("b", b_ip)] {
+        let ns = world.container_ns(role);
+        let (init, answer) = associate_from(ns, OUTSIDE_IP, 5000, 7000, TIMEOUT);
+        // What the outside saw: the host's address, a valid CRC32C, the chunks as sent.
+        let got = outside
+            .next(TIMEOUT)
+            .unwrap_or_else(|| panic!("no INIT from {role} reached the outside"));
+        assert_eq!(got.src, host, "{role}: masqueraded source");
+        assert!(got.crc_ok, "{role}: CRC32C at the outside");
+        assert_eq!(&got.sctp[12..], &init[12..], "{role}: chunks");
+        nat_ports.push(got.sport);
+        // The INIT-ACK came back to the container, translated back, CRC32C valid.
+        let answer = answer.unwrap_or_else(|| panic!("{role}: no INIT-ACK"));
+        assert_eq!((answer.dst, answer.dport), (c_ip, 5000), "{role}: reply");
+        assert_eq!(answer.src, OUTSIDE_IP.parse::<Ipv4Addr>().unwrap());
+        assert!(answer.crc_ok, "{role}: CRC32C of the INIT-ACK");
+        assert_eq!(
+            &answer.sctp[12..],
+            &init_ack_for(&got)[12..],
+            "{role}: chunks"
+        );
+    }
+    assert_eq!(nat_ports[0], 5000, "the first flow keeps its source port");
+    assert!(
+        nat_ports[1] >= 61000,
+        "the second one gets a NAT port: {nat_ports:?}"
+    );
 }
