@@ -283,5 +283,11 @@ mod tests {
             ..CtKey::default()
         };
         assert_eq!(t.of(&icmp, &e), t.icmp);
+        let sctp = CtKey {
+            proto: PROTO_SCTP,
+            ..CtKey::default()
+        };
+        assert_eq!(t.of(&sctp, &e), Duration::from_secs(300));
+        assert_ne!(t.sctp, t.udp, "SCTP has its own timeout");
     }
 }

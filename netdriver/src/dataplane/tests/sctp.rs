@@ -185,3 +185,36 @@ fn sctp_masquerade_rewrites_the_source_port_and_crc() {
         assert_chunks_intact(&out, &reply);
     });
 }
+
+#[test]
+#[ignore = "needs root and BPF; run by cargo xtask test"]
+fn icmp_errors_about_sctp_flows_reach_the_container() {
+    with_dataplane(|dp| {
+        net(dp, "10.1.0.0/24", 10, NET_F_ICC | NET_F_MASQUERADE);
+        dp.publish(
+            PortKey {
+                host_addr_be: 0,
+                host_port: 9000,
+                proto: PROTO_SCTP,
+                _pad: 0,
+            },
+            PortTarget {
+                addr_be: be(C1),
+                port: 80,
+                _pad0: 0,
+                ifindex: 1,
+                mac: MAC_C1,
+                gw_mac: [2, 0, 0, 0, 0, 9],
+            },
+        )
+        .unwrap();
+        // "Fragmentation needed" about the reply HOST:9000 -> REMOTE:5555.
+        let (verdict, out) = dp.run(PROG_FROM_UPLINK, &icmp_error(3, 4, PROTO_SCTP, 9000, 5555));
+        assert_eq!(verdict, TC_ACT_REDIRECT);
+        assert_icmp_error_for(&out, C1, 80);
+        // The same about TCP 9000 is nobody's: untouched.
+        let tcp_err = icmp_error(3, 4, PROTO_TCP, 9000, 5555);
+        let (verdict, out) = dp.run(PROG_FROM_UPLINK, &tcp_err);
+        assert_eq!((verdict, out), (TC_ACT_OK, tcp_err));
+    });
+}
