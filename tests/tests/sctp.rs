@@ -358,7 +358,14 @@ fn sctp_published_ports_translate_ports_and_crc() {
         &daemon,
         "front",
         "web",
-        &["-p", "9000:80/sctp", "-p", "9001:9001/sctp"],
+        &[
+            "-p",
+            "9000:80/sctp",
+            "-p",
+            "9001:9001/sctp",
+            "-p",
+            "9100-9103:7100-7103/sctp",
+        ],
     );
     let c_ip: Ipv4Addr = ip.parse().unwrap();
     let responder = Responder::start(world.container_ns("web"));
@@ -366,6 +373,8 @@ fn sctp_published_ports_translate_ports_and_crc() {
     // A port-changing mapping, then a same-port one.
     check_mapping(&world, &responder, c_ip, 40000, (9000, 80));
     check_mapping(&world, &responder, c_ip, 40001, (9001, 9001));
+    // A run of ports is one range entry in the data path (ND_PORT_RANGES).
+    check_mapping(&world, &responder, c_ip, 40010, (9102, 7102));
     // The flow is tracked: a second INIT of the same association goes the same way.
     check_mapping(&world, &responder, c_ip, 40000, (9000, 80));
 
