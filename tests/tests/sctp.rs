@@ -1,5 +1,5 @@
 //! SCTP published ports through the real daemon. The kernel here has no SCTP sockets
-//! (CONFIG_IP_SCTP is off), so both ends are raw IP sockets (protocol 132) exchanging real,
+//! (`CONFIG_IP_SCTP` is off), so both ends are raw IP sockets (protocol 132) exchanging real,
 //! crafted SCTP packets: an INIT from the external namespace to a published host port, an
 //! INIT-ACK from the container back. Each end checks the addresses, ports, chunks and the
 //! CRC32C it received.
@@ -62,14 +62,14 @@ fn packet(sport: u16, dport: u16, vtag: u32, chunk_type: u8, body: &[u8]) -> Vec
     p
 }
 
-/// The fixed part of INIT and INIT-ACK: initiate tag, a_rwnd, streams, initial TSN, then
+/// The fixed part of INIT and INIT-ACK: initiate tag, `a_rwnd`, streams, initial TSN, then
 /// `extra` (a state cookie for INIT-ACK), padded to 4 bytes.
 fn init_body(tag: u32, extra: &[u8]) -> Vec<u8> {
     let mut b = tag.to_be_bytes().to_vec();
     b.extend_from_slice(&[0, 1, 0, 0, 0, 10, 0, 10]);
     b.extend_from_slice(&tag.wrapping_mul(7).to_be_bytes());
     b.extend_from_slice(extra);
-    while b.len() % 4 != 0 {
+    while !b.len().is_multiple_of(4) {
         b.push(0);
     }
     b
