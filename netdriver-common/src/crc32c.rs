@@ -8,8 +8,7 @@
 //! zeros; and appending a zero byte to a message multiplies its register by `x^8` modulo the
 //! polynomial. The update is therefore `raw(first four bytes XOR) * x^(8 * (len - 4))`,
 //! computed from two small tables and two multiplications whatever the packet size, without
-//! reading the packet. Every loop has a constant trip count and no data-dependent branch, so
-//! the eBPF verifier walks it once.
+//! reading the packet. No branch depends on data.
 //!
 //! CRC32C is reflected: bit 31 of a register holds the coefficient of `x^0`, bit 0 that of
 //! `x^31`. SCTP stores the final CRC little-endian (`u32::from_le_bytes` of the field).
@@ -27,16 +26,44 @@ const fn mask(bit: u32) -> u32 {
 /// `a * b mod P` in the reflected representation.
 #[must_use]
 pub const fn gf_mul(a: u32, b: u32) -> u32 {
-    let mut product = 0;
-    let mut b = b;
+    let mut state = GfMul::new(a, b);
     let mut i = 0;
     while i < 32 {
-        // Coefficient of x^i in `a`; `b` is the original `b * x^i` by now.
-        product ^= b & mask(a >> (31 - i));
-        b = (b >> 1) ^ (POLY & mask(b));
+        state.step(i);
         i += 1;
     }
-    product
+    state.product
+}
+
+/// A multiplication `a * b mod P` in progress, one coefficient of `a` per [`GfMul::step`]
+/// (32 steps, `i` in `0..32`, in order). The eBPF programs run the steps in a `bpf_loop`
+/// callback, which the verifier walks once instead of once per step and per path.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct GfMul {
+    pub a: u32,
+    /// The original `b` times `x^i` before step `i`.
+    pub b: u32,
+    pub product: u32,
+    pub _pad: u32,
+}
+
+impl GfMul {
+    #[must_use]
+    pub const fn new(a: u32, b: u32) -> Self {
+        Self {
+            a,
+            b,
+            product: 0,
+            _pad: 0,
+        }
+    }
+
+    /// Adds the term of the coefficient of `x^i` in `a`.
+    pub const fn step(&mut self, i: u32) {
+        self.product ^= self.b & mask(self.a >> (31 - (i & 31)));
+        self.b = (self.b >> 1) ^ (POLY & mask(self.b));
+    }
 }
 
 /// `x^(8 * l) mod P` for `l` in `0..256`, and `x^(8 * 256 * h) mod P` for `h` in `0..256`: a
@@ -73,8 +100,14 @@ const fn x8n_slow(n: u32) -> u32 {
 /// `x^(8 * n) mod P`: the factor by which `n` appended zero bytes multiply a register.
 #[must_use]
 pub fn zeros_factor(n: u16) -> u32 {
+    zeros_factor_with(gf_mul, n)
+}
+
+/// [`zeros_factor`] with the multiplication `mul`.
+#[inline]
+pub fn zeros_factor_with(mul: impl Fn(u32, u32) -> u32, n: u16) -> u32 {
     let [high, low] = n.to_be_bytes();
-    gf_mul(HIGH[usize::from(high)], LOW[usize::from(low)])
+    mul(HIGH[usize::from(high)], LOW[usize::from(low)])
 }
 
 /// The CRC register after `data` from the start value `crc` (no inversions).
@@ -101,10 +134,23 @@ pub fn crc32c(data: &[u8]) -> u32 {
 /// (the field read with `u32::from_le_bytes`).
 #[must_use]
 pub fn sctp_crc_update(crc: u32, ports_xor: [u8; 4], len: u16) -> u32 {
+    sctp_crc_update_with(gf_mul, crc, ports_xor, len)
+}
+
+/// [`sctp_crc_update`] with the multiplication `mul` (the eBPF programs bring their own,
+/// built on [`GfMul`]).
+#[inline]
+pub fn sctp_crc_update_with(
+    mul: impl Fn(u32, u32) -> u32,
+    crc: u32,
+    ports_xor: [u8; 4],
+    len: u16,
+) -> u32 {
     // The register after the four bytes from zero is `v * x^32` (`v` the bytes read
     // little-endian: the reflected order); the `len - 4` zero bytes that follow make it
     // `v * x^(8 * len)`.
-    crc ^ gf_mul(u32::from_le_bytes(ports_xor), zeros_factor(len))
+    let factor = zeros_factor_with(&mul, len);
+    crc ^ mul(u32::from_le_bytes(ports_xor), factor)
 }
 
 #[cfg(test)]

@@ -3,7 +3,11 @@
 //! (`netdriver_common::crc32c`): the packet is never read past the common header. The code
 //! takes the L4 offset and length, so it does not depend on the IP version.
 
-use netdriver_common::{DROP_CSUM, crc32c::sctp_crc_update};
+use aya_ebpf::{cty::c_void, helpers::bpf_loop};
+use netdriver_common::{
+    DROP_CSUM,
+    crc32c::{GfMul, sctp_crc_update_with},
+};
 
 use crate::pkt::Packet;
 
@@ -38,7 +42,32 @@ pub fn port_rewritten<P: Packet>(
     } else {
         [0, 0, a, b]
     };
-    let crc = sctp_crc_update(crc, xor, len);
+    let crc = sctp_crc_update_with(gf_mul, crc, xor, len);
     ctx.store(l4_off + SCTP_CSUM_OFF, &crc.to_le_bytes())
         .map_err(|()| DROP_CSUM)
+}
+
+/// `a * b mod P` (see `netdriver_common::crc32c`): the 32 steps run in a `bpf_loop` callback
+/// (Linux 5.17). Unrolled, they were about 300 instructions the verifier walked for every
+/// inlined copy on every path, which doubled the verification of `nd_from_container`; the
+/// callback is walked until its state converges, a few times.
+#[inline(always)]
+fn gf_mul(a: u32, b: u32) -> u32 {
+    let mut state = GfMul::new(a, b);
+    // SAFETY: the callback only touches `state`, which outlives the call.
+    unsafe {
+        bpf_loop(32, gf_mul_step as *mut c_void, (&raw mut state).cast(), 0);
+    }
+    state.product
+}
+
+/// One step of [`gf_mul`]: `ctx` is the `GfMul` on the caller's stack.
+#[inline(never)]
+extern "C" fn gf_mul_step(index: u64, ctx: *mut c_void) -> i64 {
+    let state = ctx.cast::<GfMul>();
+    #[expect(clippy::cast_possible_truncation, reason = "index < 32")]
+    let i = index as u32;
+    // SAFETY: `ctx` is the pointer `gf_mul` passed: a live, exclusive `GfMul`.
+    unsafe { (*state).step(i) };
+    0
 }
