@@ -72,7 +72,7 @@ pub fn rewrite<P: Packet>(
         let (old_port_be, new_port_be) = (old_port.to_be(), port.to_be());
         if ip.proto == PROTO_SCTP {
             let at = port_off - ip.l4_off;
-            let len = l4_len(ctx, ip);
+            let len = l4_len(ctx, ip).unwrap_or(0);
             sctp::port_rewritten(ctx, ip.l4_off, len, at, old_port_be, new_port_be)?;
         } else {
             ctx.l4_csum_replace(

@@ -15,17 +15,19 @@ use crate::pkt::Packet;
 const SCTP_CSUM_OFF: usize = 8;
 const SCTP_HLEN: u16 = 12;
 
-/// Updates the CRC32C of the SCTP packet at `l4_off` (`l4_len` bytes, `None` when unknown, as
-/// for the first of several IP fragments) after the port at `port_at` (0: source, 2:
-/// destination) changed from `old_be` to `new_be` (as they lie in memory). A checksum field
-/// of 0 is left alone: the sender's stack offloaded the CRC (`CHECKSUM_PARTIAL` with
-/// `csum_not_inet`; veth advertises `NETIF_F_SCTP_CRC`), which is computed later over the
-/// rewritten packet.
+/// Updates the CRC32C of the SCTP packet at `l4_off` (`l4_len` bytes) after the port at
+/// `port_at` (0: source, 2: destination) changed from `old_be` to `new_be` (as they lie in
+/// memory). `l4_len` is 0 when the length is unknown (the first of several IP fragments): the
+/// packet is refused. A plain integer rather than an `Option`: LLVM once filled the payload
+/// of a `None` with whatever register was at hand, the XDP context pointer, and the verifier
+/// refused the masking of a pointer. A checksum field of 0 is left alone: the sender's stack
+/// offloaded the CRC (`CHECKSUM_PARTIAL` with `csum_not_inet`; veth advertises
+/// `NETIF_F_SCTP_CRC`), which is computed later over the rewritten packet.
 #[inline(always)]
 pub fn port_rewritten<P: Packet>(
     ctx: &P,
     l4_off: usize,
-    l4_len: Option<u16>,
+    l4_len: u16,
     port_at: usize,
     old_be: u16,
     new_be: u16,
@@ -35,14 +37,16 @@ pub fn port_rewritten<P: Packet>(
     if crc == 0 {
         return Ok(());
     }
-    let len = l4_len.filter(|len| *len >= SCTP_HLEN).ok_or(DROP_CSUM)?;
+    if l4_len < SCTP_HLEN {
+        return Err(DROP_CSUM);
+    }
     let [a, b] = (old_be ^ new_be).to_ne_bytes();
     let xor = if port_at == 0 {
         [a, b, 0, 0]
     } else {
         [0, 0, a, b]
     };
-    let crc = sctp_crc_update_with(gf_mul, crc, xor, len);
+    let crc = sctp_crc_update_with(gf_mul, crc, xor, l4_len);
     ctx.store(l4_off + SCTP_CSUM_OFF, &crc.to_le_bytes())
         .map_err(|()| DROP_CSUM)
 }
