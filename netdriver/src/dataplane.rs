@@ -31,7 +31,7 @@ use aya::{
     sys::SyscallError,
     util::KernelVersion,
 };
-pub use ct::{CtTimeouts, FlowKey, SweepReport, monotonic_ns};
+pub use ct::{CtTimeouts, FlowKey, SCTP_TIMEOUT_DEFAULT_SECS, SweepReport, monotonic_ns};
 use ipnet::Ipv4Net;
 use netdriver_common::{
     CT_MAX_ENTRIES, CtEntry, CtEntry6, CtKey, CtKey6, DROP_REASONS, GLOBAL_NAT_PORT_MAX,
@@ -519,16 +519,21 @@ fn joined(mut errors: Vec<DataplaneError>) -> Result<(), DataplaneError> {
 }
 
 fn validate_port_key(key: PortKey) -> Result<PortKey, DataplaneError> {
-    validate_proto(key.proto)?;
+    use netdriver_common::{PROTO_SCTP, PROTO_TCP, PROTO_UDP};
+    validate_proto(
+        key.proto,
+        &[PROTO_TCP, PROTO_UDP, PROTO_SCTP],
+        "TCP, UDP or SCTP",
+    )?;
     Ok(PortKey { _pad: 0, ..key })
 }
 
-fn validate_proto(proto: u8) -> Result<(), DataplaneError> {
-    use netdriver_common::{PROTO_TCP, PROTO_UDP};
-    if proto != PROTO_TCP && proto != PROTO_UDP {
+/// A published port's protocol must be one of `allowed` (`names` says which).
+fn validate_proto(proto: u8, allowed: &[u8], names: &str) -> Result<(), DataplaneError> {
+    if !allowed.contains(&proto) {
         return Err(DataplaneError::Invalid {
             what: "port key",
-            reason: format!("protocol {proto} is neither TCP nor UDP"),
+            reason: format!("protocol {proto} is not {names}"),
         });
     }
     Ok(())

@@ -124,6 +124,7 @@ fn outbound_flow(ctx: &TcContext, ip: &Ipv6, ports: Ports, net: &NetInfo6) -> Re
         };
         s.out.xlate_port = claim_free_port(
             &mut s.in_key,
+            None,
             |key, port| key.dport = port,
             |port| proto != PROTO_ICMPV6 && published::is_published(&snat, port, proto),
             &s.back,
