@@ -153,21 +153,18 @@ pub fn ports<P: Packet>(ctx: &P, ip: &Ipv4) -> Option<Ports> {
     if ip.frag_offset != 0 {
         return None;
     }
-    // SCTP (CRC32C) is translated for IPv4 only, so it is not a `transport` of both families.
-    if ip.proto == PROTO_SCTP {
-        return l4_ports(ctx, ip.proto, ip.l4_off);
-    }
     transport(ctx, ip.proto, ip.l4_off)
 }
 
-/// The ports of the TCP or UDP header at `l4_off`, or the identifier of the ICMP or `ICMPv6`
-/// echo there (whichever `proto` says); `None` for anything else. Shared by both families.
+/// The ports of the TCP, UDP or SCTP header at `l4_off`, or the identifier of the ICMP or
+/// `ICMPv6` echo there (whichever `proto` says); `None` for anything else. Shared by both
+/// families.
 #[inline(always)]
 pub fn transport<P: Packet>(ctx: &P, proto: u8, l4_off: usize) -> Option<Ports> {
     match proto {
         PROTO_ICMP => icmp_echo(ctx, l4_off, ICMP_ECHO_REQUEST, ICMP_ECHO_REPLY),
         PROTO_ICMPV6 => icmp_echo(ctx, l4_off, ICMPV6_ECHO_REQUEST, ICMPV6_ECHO_REPLY),
-        PROTO_TCP | PROTO_UDP => l4_ports(ctx, proto, l4_off),
+        PROTO_TCP | PROTO_UDP | PROTO_SCTP => l4_ports(ctx, proto, l4_off),
         _ => None,
     }
 }

@@ -15,7 +15,7 @@ use aya_ebpf::{
 use netdriver_common::{
     CT_ACT_DNAT, CT_ACT_REDIRECT, CT_ACT_REDIRECT_NEIGH, CT_ACT_SNAT, CT_DIR_IN, CT_DIR_OUT,
     CT_KIND_FORWARD, CT_KIND_MASQ, CT_ST_NEW, CtEntry6, CtKey6, DROP_CT_FAILED, NET_F_MASQUERADE,
-    NetInfo6, PROTO_ICMPV6, PROTO_TCP, TCP_ACK, TCP_SYN, ct_next_state,
+    NetInfo6, PROTO_ICMPV6, PROTO_SCTP, PROTO_TCP, TCP_ACK, TCP_SYN, ct_next_state,
 };
 
 use super::{
@@ -124,7 +124,8 @@ fn outbound_flow(ctx: &TcContext, ip: &Ipv6, ports: Ports, net: &NetInfo6) -> Re
         };
         s.out.xlate_port = claim_free_port(
             &mut s.in_key,
-            None,
+            // SCTP keeps its source port when it can (see `crate::egress`).
+            (proto == PROTO_SCTP).then_some(ports.src),
             |key, port| key.dport = port,
             |port| proto != PROTO_ICMPV6 && published::is_published(&snat, port, proto),
             &s.back,

@@ -10,7 +10,7 @@
 use aya_ebpf::{bindings::BPF_F_PSEUDO_HDR, programs::TcContext};
 use netdriver_common::{
     CT_ACT_DNAT, CT_DIR_IN, CT_KIND_FORWARD, CT_KIND_MASQ, CtKey6, DROP_CSUM, PROTO_ICMPV6,
-    PROTO_TCP, PROTO_UDP,
+    PROTO_SCTP, PROTO_TCP, PROTO_UDP,
 };
 
 use super::{
@@ -106,7 +106,7 @@ fn quote(ctx: &TcContext, ip: &Ipv6) -> Option<Quote> {
     let l4 = off + IP6_HLEN;
     let head: [u8; 8] = Packet::load(ctx, l4)?;
     let (sport, dport, port_off) = match proto {
-        PROTO_TCP | PROTO_UDP => (
+        PROTO_TCP | PROTO_UDP | PROTO_SCTP => (
             u16::from_be_bytes([head[0], head[1]]),
             u16::from_be_bytes([head[2], head[3]]),
             l4,

@@ -4,7 +4,7 @@
 //! conntrack table operations (`ct::Flow`) and the masquerade port search
 //! (`egress::claim_free_port`).
 //!
-//! Only the fixed header is parsed: a packet whose next header is not TCP, UDP or `ICMPv6`
+//! Only the fixed header is parsed: a packet whose next header is not TCP, UDP, SCTP or `ICMPv6`
 //! (extension headers, fragments) has no ports and is handled like an IPv4 packet without
 //! ports (passed to the kernel, or dropped where policy says so). `ICMPv6` errors about
 //! translated flows are translated back to the container (`icmp_err`). `ICMPv6` neighbour discovery,

@@ -1,20 +1,23 @@
 //! IPv6 address rewriting. IPv6 has no header checksum; the TCP, UDP and `ICMPv6` checksums
 //! cover a pseudo-header with both 128-bit addresses, so an address change is folded into
 //! the L4 checksum as a `bpf_csum_diff` of the 16 bytes (`BPF_F_PSEUDO_HDR`, so a partial
-//! checksum offload stays right). Ports go through the shared `nat::rewrite_port`.
+//! checksum offload stays right). Ports go through the shared `nat::rewrite_port`; SCTP's
+//! CRC32C covers no pseudo-header, so an SCTP address change touches no checksum and a port
+//! change updates the CRC32C (`crate::sctp`).
 
 use aya_ebpf::{
     bindings::{__sk_buff, BPF_F_PSEUDO_HDR},
     helpers::bpf_csum_diff,
     programs::TcContext,
 };
-use netdriver_common::DROP_CSUM;
+use netdriver_common::{DROP_CSUM, PROTO_SCTP};
 
 use super::parse::{IP6_DADDR_OFF, IP6_HOP_OFF, IP6_SADDR_OFF, Ipv6, same_addr};
 use crate::{
     nat::{End, mangled_0, rewrite_port},
     parse::{Ports, csum_off},
     pkt::Packet,
+    sctp,
 };
 
 /// Rewrites the `end` address and port of `ip` to `addr`/`port` (host order), fixing the L4
@@ -39,7 +42,23 @@ pub fn rewrite(
             return Err(rc);
         }
     }
+    if ip.proto == PROTO_SCTP {
+        return rewrite_sctp_port(ctx, ip, end, old_port, port);
+    }
     rewrite_port(ctx, ip.proto, ip.l4_off, end, old_port, port)
+}
+
+/// An SCTP port rewrite: the CRC32C is updated incrementally over the payload's length (the
+/// L4 length, since no extension header is parsed; see `crate::sctp`).
+#[inline(always)]
+fn rewrite_sctp_port(ctx: &TcContext, ip: &Ipv6, end: End, old: u16, new: u16) -> Result<(), u32> {
+    if old == new {
+        return Ok(());
+    }
+    let at = if end == End::Src { 0 } else { 2 };
+    let (old_be, new_be) = (old.to_be(), new.to_be());
+    sctp::port_rewritten(ctx, ip.l4_off, ip.payload_len, at, old_be, new_be)?;
+    Packet::store(ctx, ip.l4_off + at, &new_be).map_err(|()| DROP_CSUM)
 }
 
 /// Writes `addr` as the source (`src`) or destination address of `ip` and folds the change
@@ -53,6 +72,13 @@ fn rewrite_addr(skb: *mut __sk_buff, ip: &Ipv6, src: bool, addr: &[u8; 16]) -> u
     } else {
         (IP6_DADDR_OFF, &ip.daddr)
     };
+    // SCTP's CRC32C covers no pseudo-header: only the address changes.
+    if ip.proto == PROTO_SCTP {
+        return match Packet::store(&ctx, addr_off, addr) {
+            Ok(()) => 0,
+            Err(()) => DROP_CSUM,
+        };
+    }
     let Ok(diff) = csum_diff(old_addr, addr) else {
         return DROP_CSUM;
     };

@@ -41,6 +41,8 @@ pub struct Ipv6 {
     /// The fixed header's next header: the L4 protocol, or an extension header.
     pub proto: u8,
     pub hop_limit: u8,
+    /// The payload length: with no extension headers parsed, the L4 length.
+    pub payload_len: u16,
     pub l4_off: usize,
 }
 
@@ -62,9 +64,10 @@ pub fn ipv6<P: Packet>(ctx: &P) -> Option<Ipv6> {
     }
     let ip = ptr_at::<Ipv6Hdr, P>(ctx, ETH_HLEN)?;
     // SAFETY: as above.
-    let (vcf, proto, hop_limit, saddr, daddr) = unsafe {
+    let (vcf, payload_len, proto, hop_limit, saddr, daddr) = unsafe {
         (
             (*ip).version_class_flow,
+            (*ip).payload_len,
             (*ip).next_header,
             (*ip).hop_limit,
             (*ip).saddr,
@@ -81,12 +84,13 @@ pub fn ipv6<P: Packet>(ctx: &P) -> Option<Ipv6> {
         daddr,
         proto,
         hop_limit,
+        payload_len: u16::from_be_bytes(payload_len),
         l4_off: ETH_HLEN + IP6_HLEN,
     })
 }
 
-/// The ports (or echo identifier) of a packet whose fixed header is followed by TCP, UDP or
-/// `ICMPv6` echo; `None` otherwise (extension headers included).
+/// The ports (or echo identifier) of a packet whose fixed header is followed by TCP, UDP,
+/// SCTP or `ICMPv6` echo; `None` otherwise (extension headers included).
 #[inline(always)]
 pub fn ports<P: Packet>(ctx: &P, ip: &Ipv6) -> Option<Ports> {
     transport(ctx, ip.proto, ip.l4_off)

@@ -6,8 +6,8 @@ use std::net::Ipv6Addr;
 use aya::maps::lpm_trie::Key;
 use ipnet::Ipv6Net;
 use netdriver_common::{
-    LinkKey6, MAP_LINKS6, MAP_NETS6, MAP_PORTS6, NetInfo6, PROTO_TCP, PROTO_UDP, PortKey6,
-    PortTarget6,
+    LinkKey6, MAP_LINKS6, MAP_NETS6, MAP_PORTS6, NetInfo6, PROTO_SCTP, PROTO_TCP, PROTO_UDP,
+    PortKey6, PortTarget6,
 };
 
 use super::{Dataplane, DataplaneError, is_not_found, map_err, validate_proto};
@@ -16,8 +16,11 @@ impl Dataplane {
     /// Publishes (or re-targets) a port on an IPv6 host address (`[0; 16]`: every IPv6 host
     /// address). Ports are in host order, addresses as their 16 bytes (`Ipv6Addr::octets`).
     pub fn publish6(&mut self, key: PortKey6, target: PortTarget6) -> Result<(), DataplaneError> {
-        // The IPv6 data path translates no SCTP (its CRC32C update is IPv4 only).
-        validate_proto(key.proto, &[PROTO_TCP, PROTO_UDP], "TCP or UDP (IPv6)")?;
+        validate_proto(
+            key.proto,
+            &[PROTO_TCP, PROTO_UDP, PROTO_SCTP],
+            "TCP, UDP or SCTP",
+        )?;
         let key = PortKey6 { _pad: 0, ..key };
         let target = PortTarget6 { _pad0: 0, ..target };
         self.ports6

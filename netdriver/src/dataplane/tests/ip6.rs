@@ -6,7 +6,7 @@ use std::net::Ipv6Addr;
 use ipnet::Ipv6Net;
 use netdriver_common::{
     CT_ACT_DNAT, CT_ACT_REDIRECT, CT_DIR_IN, CtEntry6, CtKey6, NetInfo6, PROTO_ICMPV6, PortKey6,
-    PortTarget6,
+    PortTarget6, crc32c::crc32c,
 };
 
 use super::*;
@@ -48,7 +48,8 @@ fn csum_at(proto: u8) -> usize {
     }
 }
 
-/// An Ethernet + IPv6 frame (hop limit 64) around `l4`, its checksum filled in.
+/// An Ethernet + IPv6 frame (hop limit 64) around `l4`, its checksum filled in (SCTP: the
+/// CRC32C, which covers no pseudo-header).
 fn frame6(src: [u8; 16], dst: [u8; 16], proto: u8, mut l4: Vec<u8>) -> Vec<u8> {
     let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x86, 0xdd];
     f.extend_from_slice(&[0x60, 0, 0, 0]);
@@ -56,10 +57,16 @@ fn frame6(src: [u8; 16], dst: [u8; 16], proto: u8, mut l4: Vec<u8>) -> Vec<u8> {
     f.extend_from_slice(&[proto, 64]);
     f.extend_from_slice(&src);
     f.extend_from_slice(&dst);
-    let at = csum_at(proto);
-    l4[at..at + 2].copy_from_slice(&[0, 0]);
-    let c = !sum(&l4, pseudo6(&src, &dst, proto, l4.len()));
-    l4[at..at + 2].copy_from_slice(&c.to_be_bytes());
+    if proto == PROTO_SCTP {
+        l4[8..12].fill(0);
+        let crc = crc32c(&l4);
+        l4[8..12].copy_from_slice(&crc.to_le_bytes());
+    } else {
+        let at = csum_at(proto);
+        l4[at..at + 2].copy_from_slice(&[0, 0]);
+        let c = !sum(&l4, pseudo6(&src, &dst, proto, l4.len()));
+        l4[at..at + 2].copy_from_slice(&c.to_be_bytes());
+    }
     f.extend_from_slice(&l4);
     f
 }
@@ -100,10 +107,18 @@ fn ndp(src: [u8; 16], dst: [u8; 16], kind: u8, target: [u8; 16]) -> Vec<u8> {
     frame6(src, dst, PROTO_ICMPV6, l4)
 }
 
-/// Asserts the L4 checksum of an IPv6 frame is valid (over the pseudo-header).
+/// Asserts the L4 checksum of an IPv6 frame is valid (over the pseudo-header; SCTP: its
+/// CRC32C over the SCTP packet alone).
 fn assert_checksum6(f: &[u8]) {
     let proto = f[20];
     let l4 = &f[54..];
+    if proto == PROTO_SCTP {
+        let mut zeroed = l4.to_vec();
+        zeroed[8..12].fill(0);
+        let field = u32::from_le_bytes(l4[8..12].try_into().unwrap());
+        assert_eq!(field, crc32c(&zeroed), "SCTP CRC32C");
+        return;
+    }
     assert_eq!(
         sum(l4, pseudo6(&f[22..38], &f[38..54], proto, l4.len())),
         0xffff,
@@ -461,5 +476,113 @@ fn ipv6_icmp_errors_about_translated_flows_reach_the_container() {
         let unrelated = icmp6_error(2, PROTO_TCP, 33333, 80);
         let (verdict, out) = dp.run(PROG_FROM_UPLINK, &unrelated);
         assert_eq!((verdict, out), (TC_ACT_OK, unrelated));
+    });
+}
+
+/// An SCTP packet with one INIT chunk and `extra` payload bytes, its CRC32C valid.
+fn sctp6(src: [u8; 16], sport: u16, dst: [u8; 16], dport: u16, extra: usize) -> Vec<u8> {
+    let mut l4 = ports_l4(sport, dport);
+    l4.extend_from_slice(&[0xca, 0xfe, 0xf0, 0x0d, 0, 0, 0, 0]); // verification tag, CRC
+    l4.extend_from_slice(&[
+        1, 0, 0, 20, 0xde, 0xad, 0xbe, 0xef, 0, 1, 0, 0, 0, 10, 0, 10,
+    ]);
+    l4.extend_from_slice(&[0x12, 0x34, 0x56, 0x78]);
+    l4.extend((0..extra).map(|i| u8::try_from(i % 251).unwrap()));
+    frame6(src, dst, PROTO_SCTP, l4)
+}
+
+/// Everything after the SCTP common header, and its verification tag, is unchanged.
+fn assert_sctp_chunks_intact(out: &[u8], sent: &[u8]) {
+    assert_eq!(out.len(), sent.len());
+    assert_eq!(&out[66..], &sent[66..], "chunks");
+    assert_eq!(&out[58..62], &sent[58..62], "verification tag");
+}
+
+#[test]
+#[ignore = "needs root and BPF; run by cargo xtask test"]
+fn ipv6_sctp_published_ports_and_masquerade_update_the_crc() {
+    with_dataplane(|dp| {
+        net6(dp, "2001:db8:1::/64", 10, NET_F_ICC | NET_F_MASQUERADE);
+        dp.publish6(key6("", 9000, PROTO_SCTP), target(80)).unwrap();
+        let (remote, host, c1) = (a6(REMOTE6), a6(HOST6), a6(C1_6));
+        // A port-changing mapping at several lengths (the CRC update depends on the length).
+        for (i, extra) in [0usize, 1, 3, 200, 1400].into_iter().enumerate() {
+            let sport = 5555 + u16::try_from(i).unwrap();
+            let sent = sctp6(remote, sport, host, 9000, extra);
+            let (verdict, out) = dp.run(PROG_FROM_UPLINK, &sent);
+            assert_eq!(verdict, TC_ACT_REDIRECT, "extra {extra}");
+            assert_eq!(&out[0..6], &C1_MAC);
+            assert_eq!(dst6(&out), &c1);
+            assert_eq!(src6(&out), &remote);
+            assert_eq!(&out[54..56], &sport.to_be_bytes(), "source port kept");
+            assert_eq!(&out[56..58], &80u16.to_be_bytes(), "destination port");
+            assert_eq!(out[21], 63, "hop limit");
+            assert_checksum6(&out);
+            assert_sctp_chunks_intact(&out, &sent);
+            let reply = sctp6(c1, 80, remote, sport, extra);
+            let (verdict, out) = dp.run(PROG_FROM_CONTAINER, &reply);
+            assert_eq!(verdict, TC_ACT_REDIRECT, "reply, extra {extra}");
+            assert_eq!(src6(&out), &host, "reply source address");
+            assert_eq!(&out[54..56], &9000u16.to_be_bytes(), "reply source port");
+            assert_checksum6(&out);
+            assert_sctp_chunks_intact(&out, &reply);
+        }
+        // An offloaded CRC (field 0) stays pending.
+        let mut offloaded = sctp6(remote, 6000, host, 9000, 10);
+        offloaded[62..66].fill(0);
+        let (verdict, out) = dp.run(PROG_FROM_UPLINK, &offloaded);
+        assert_eq!(verdict, TC_ACT_REDIRECT);
+        assert_eq!(&out[56..58], &80u16.to_be_bytes());
+        assert_eq!(&out[62..66], &[0; 4]);
+        // An SCTP port is not a TCP port of the same number.
+        let (verdict, _) = dp.run(PROG_FROM_UPLINK, &tcp6(remote, 5555, host, 9000, 2));
+        assert_eq!(verdict, TC_ACT_OK, "TCP 9000 is not published");
+
+        // Masquerade, as nd_from_container records a flow whose source port had to change.
+        let out_key = CtKey6 {
+            saddr: c1,
+            daddr: remote,
+            sport: 5000,
+            dport: 9999,
+            proto: PROTO_SCTP,
+            dir: CT_DIR_OUT,
+            _pad: [0; 2],
+        };
+        let out_entry = CtEntry6 {
+            xlate_addr: host,
+            owner_addr: c1,
+            xlate_port: 61000,
+            action: CT_ACT_SNAT | CT_ACT_REDIRECT_NEIGH,
+            ifindex: 1,
+            kind: CT_KIND_MASQ,
+            ..CtEntry6::default()
+        };
+        let in_key = out_key.partner(&out_entry).unwrap();
+        let back = CtEntry6 {
+            xlate_addr: c1,
+            owner_addr: c1,
+            xlate_port: 5000,
+            action: CT_ACT_DNAT | CT_ACT_REDIRECT,
+            ifindex: 1,
+            dmac: C1_MAC,
+            kind: CT_KIND_MASQ,
+            ..CtEntry6::default()
+        };
+        dp.ct6.insert(out_key, out_entry, 0).unwrap();
+        dp.ct6.insert(in_key, back, 0).unwrap();
+        let sent = sctp6(c1, 5000, remote, 9999, 99);
+        let (verdict, out) = dp.run(PROG_FROM_CONTAINER, &sent);
+        assert_eq!(verdict, TC_ACT_REDIRECT);
+        assert_eq!(src6(&out), &host);
+        assert_eq!(&out[54..56], &61000u16.to_be_bytes());
+        assert_checksum6(&out);
+        assert_sctp_chunks_intact(&out, &sent);
+        let reply = sctp6(remote, 9999, host, 61000, 7);
+        let (verdict, out) = dp.run(PROG_FROM_UPLINK, &reply);
+        assert_eq!(verdict, TC_ACT_REDIRECT);
+        assert_eq!(dst6(&out), &c1);
+        assert_eq!(&out[56..58], &5000u16.to_be_bytes());
+        assert_checksum6(&out);
+        assert_sctp_chunks_intact(&out, &reply);
     });
 }

@@ -1,0 +1,434 @@
+//! SCTP over IPv6 through the real daemon: a published `[::]` SCTP port (the IPv6 twin of
+//! `-p 9000:80/sctp`) and masquerade of outbound IPv6 SCTP. As in `sctp.rs`, the kernel has
+//! no SCTP sockets, so both ends are raw IPv6 sockets (protocol 132) exchanging crafted
+//! INIT and INIT-ACK packets. An IPv6 raw socket delivers the payload without the IP header:
+//! each socket is bound to its own address (so what it receives was addressed to it) and
+//! `recvfrom` gives the source.
+
+mod common;
+
+use std::{
+    net::Ipv6Addr,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+        mpsc,
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use common::{Daemon, EXT_IP6, HOST_IP6, Netns, SILENCE, TIMEOUT, World};
+
+const IPPROTO_SCTP: i32 = 132;
+const CHUNK_INIT: u8 = 1;
+const CHUNK_INIT_ACK: u8 = 2;
+
+/// CRC32C (reflected polynomial 0x82F63B78), written independently of the daemon's.
+fn crc32c(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for b in data {
+        crc ^= u32::from(*b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0x82f6_3b78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+fn crc_ok(sctp: &[u8]) -> bool {
+    let mut zeroed = sctp.to_vec();
+    zeroed[8..12].fill(0);
+    sctp[8..12] == crc32c(&zeroed).to_le_bytes()
+}
+
+/// An SCTP packet with one chunk, its CRC32C filled in.
+fn packet(sport: u16, dport: u16, vtag: u32, chunk_type: u8, body: &[u8]) -> Vec<u8> {
+    let mut p = Vec::new();
+    p.extend_from_slice(&sport.to_be_bytes());
+    p.extend_from_slice(&dport.to_be_bytes());
+    p.extend_from_slice(&vtag.to_be_bytes());
+    p.extend_from_slice(&[0; 4]);
+    p.extend_from_slice(&[chunk_type, 0]);
+    p.extend_from_slice(&u16::try_from(4 + body.len()).unwrap().to_be_bytes());
+    p.extend_from_slice(body);
+    let crc = crc32c(&p);
+    p[8..12].copy_from_slice(&crc.to_le_bytes());
+    p
+}
+
+/// The fixed part of INIT and INIT-ACK, then `extra`, padded to 4 bytes.
+fn init_body(tag: u32, extra: &[u8]) -> Vec<u8> {
+    let mut b = tag.to_be_bytes().to_vec();
+    b.extend_from_slice(&[0, 1, 0, 0, 0, 10, 0, 10]);
+    b.extend_from_slice(&tag.wrapping_mul(7).to_be_bytes());
+    b.extend_from_slice(extra);
+    while !b.len().is_multiple_of(4) {
+        b.push(0);
+    }
+    b
+}
+
+/// The INIT-ACK the responder answers an INIT with.
+fn init_ack_for(init: &Seen) -> Vec<u8> {
+    let cookie: Vec<u8> = (0..41u8).map(|i| i ^ 0xa5).collect();
+    packet(
+        init.dport,
+        init.sport,
+        init.initiate_tag,
+        CHUNK_INIT_ACK,
+        &init_body(init.initiate_tag ^ 0xffff, &cookie),
+    )
+}
+
+/// A raw IPv6 socket for protocol 132 bound to `addr`, created in the calling thread's
+/// namespace: it receives only packets addressed to `addr`, and sends from it.
+struct RawSctp6(OwnedFd);
+
+impl RawSctp6 {
+    fn bound(addr: Ipv6Addr) -> Self {
+        // SAFETY: plain socket(2).
+        let fd = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_RAW, IPPROTO_SCTP) };
+        assert!(fd >= 0, "raw SCTP6: {}", std::io::Error::last_os_error());
+        // SAFETY: `fd` is a new descriptor we own.
+        let sock = Self(unsafe { OwnedFd::from_raw_fd(fd) });
+        let tv = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 100_000,
+        };
+        // SAFETY: a valid socket and a timeval of the size passed.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&raw const tv).cast(),
+                u32::try_from(size_of::<libc::timeval>()).unwrap(),
+            )
+        };
+        assert_eq!(rc, 0);
+        let sa = sockaddr6(addr);
+        // SAFETY: a valid address of the size passed.
+        let rc = unsafe {
+            libc::bind(
+                fd,
+                (&raw const sa).cast(),
+                u32::try_from(size_of::<libc::sockaddr_in6>()).unwrap(),
+            )
+        };
+        assert_eq!(rc, 0, "bind {addr}: {}", std::io::Error::last_os_error());
+        sock
+    }
+
+    fn send(&self, to: Ipv6Addr, sctp: &[u8]) {
+        let addr = sockaddr6(to);
+        // SAFETY: valid buffer and address of the sizes passed.
+        let n = unsafe {
+            libc::sendto(
+                self.0.as_raw_fd(),
+                sctp.as_ptr().cast(),
+                sctp.len(),
+                0,
+                (&raw const addr).cast(),
+                u32::try_from(size_of::<libc::sockaddr_in6>()).unwrap(),
+            )
+        };
+        assert_eq!(
+            usize::try_from(n).ok(),
+            Some(sctp.len()),
+            "sendto: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+
+    /// The next SCTP packet and its source, or `None` after the 100 ms receive timeout.
+    fn recv(&self) -> Option<(Ipv6Addr, Vec<u8>)> {
+        let mut buf = vec![0u8; 2048];
+        // SAFETY: all-zero is a valid sockaddr_in6.
+        let mut from: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+        let mut len = u32::try_from(size_of::<libc::sockaddr_in6>()).unwrap();
+        // SAFETY: valid buffers of the sizes passed.
+        let n = unsafe {
+            libc::recvfrom(
+                self.0.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                0,
+                (&raw mut from).cast(),
+                &raw mut len,
+            )
+        };
+        let n = usize::try_from(n).ok()?;
+        buf.truncate(n);
+        Some((Ipv6Addr::from(from.sin6_addr.s6_addr), buf))
+    }
+}
+
+fn sockaddr6(addr: Ipv6Addr) -> libc::sockaddr_in6 {
+    libc::sockaddr_in6 {
+        sin6_family: u16::try_from(libc::AF_INET6).unwrap(),
+        sin6_port: 0,
+        sin6_flowinfo: 0,
+        sin6_addr: libc::in6_addr {
+            s6_addr: addr.octets(),
+        },
+        sin6_scope_id: 0,
+    }
+}
+
+/// One SCTP packet one end received (addressed to the address its socket is bound to).
+#[derive(Debug, Clone)]
+struct Seen {
+    src: Ipv6Addr,
+    sport: u16,
+    dport: u16,
+    chunk_type: u8,
+    initiate_tag: u32,
+    crc_ok: bool,
+    sctp: Vec<u8>,
+}
+
+fn parse(src: Ipv6Addr, sctp: &[u8]) -> Option<Seen> {
+    if sctp.len() < 20 {
+        return None;
+    }
+    let be16 = |at: usize| u16::from_be_bytes([sctp[at], sctp[at + 1]]);
+    Some(Seen {
+        src,
+        sport: be16(0),
+        dport: be16(2),
+        chunk_type: sctp[12],
+        initiate_tag: u32::from_be_bytes(sctp[16..20].try_into().unwrap()),
+        crc_ok: crc_ok(sctp),
+        sctp: sctp.to_vec(),
+    })
+}
+
+/// An SCTP "stack" on `addr` in `ns`: answers every INIT with a valid CRC32C with an
+/// INIT-ACK and reports what it received. Stops on drop; serves at most 60 s.
+struct Responder {
+    stop: Arc<AtomicBool>,
+    seen: mpsc::Receiver<Seen>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Responder {
+    fn start(ns: &Netns, addr: Ipv6Addr) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let (ready_tx, ready) = mpsc::channel();
+        let (tx, seen) = mpsc::channel();
+        let handle = ns.spawn(move || {
+            let sock = RawSctp6::bound(addr);
+            ready_tx.send(()).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !flag.load(Ordering::SeqCst) && Instant::now() < deadline {
+                let Some(p) = sock.recv().and_then(|(src, p)| parse(src, &p)) else {
+                    continue;
+                };
+                if p.chunk_type == CHUNK_INIT && p.crc_ok {
+                    sock.send(p.src, &init_ack_for(&p));
+                }
+                let _ = tx.send(p);
+            }
+        });
+        ready.recv_timeout(TIMEOUT).expect("responder started");
+        Self {
+            stop,
+            seen,
+            handle: Some(handle),
+        }
+    }
+
+    fn next(&self, wait: Duration) -> Option<Seen> {
+        self.seen.recv_timeout(wait).ok()
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Sends an INIT from `from` (in `ns`) to `to:port` from `sport`; returns the INIT and the
+/// first SCTP packet back to `sport` within `wait`.
+fn associate(
+    ns: &Netns,
+    from: Ipv6Addr,
+    to: Ipv6Addr,
+    sport: u16,
+    port: u16,
+    wait: Duration,
+) -> (Vec<u8>, Option<Seen>) {
+    let tag = 0x2000_0000 | u32::from(sport);
+    let init = packet(
+        sport,
+        port,
+        0,
+        CHUNK_INIT,
+        &init_body(tag, b"client over v6"),
+    );
+    let sent = init.clone();
+    let answer = ns.run(move || {
+        let sock = RawSctp6::bound(from);
+        sock.send(to, &init);
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline {
+            if let Some(p) = sock.recv().and_then(|(src, p)| parse(src, &p))
+                && p.dport == sport
+            {
+                return Some(p);
+            }
+        }
+        None
+    });
+    (sent, answer)
+}
+
+fn network6(daemon: &Daemon, name: &str, subnet: &str, subnet6: &str) {
+    daemon.json(&[
+        "network",
+        "create",
+        name,
+        "--subnet",
+        subnet,
+        "--ipv6",
+        "--subnet-v6",
+        subnet6,
+    ]);
+}
+
+fn endpoint6(
+    world: &mut World,
+    daemon: &Daemon,
+    net: &str,
+    role: &str,
+    extra: &[&str],
+) -> Ipv6Addr {
+    let netns = world.container(role);
+    let mut args = vec![
+        "endpoint",
+        "create",
+        net,
+        "--netns",
+        netns.to_str().unwrap(),
+        "--name",
+        role,
+    ];
+    args.extend_from_slice(extra);
+    let ep = daemon.json(&args);
+    ep["ip6"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{role} has no IPv6 address: {ep}"))
+        .parse()
+        .unwrap()
+}
+
+/// One INIT through `[HOST_IP6]:host_port` and the INIT-ACK back, checked at both ends.
+fn check_mapping(world: &World, responder: &Responder, sport: u16, ports: (u16, u16)) {
+    let (host_port, container_port) = ports;
+    let (ext, host): (Ipv6Addr, Ipv6Addr) = (EXT_IP6.parse().unwrap(), HOST_IP6.parse().unwrap());
+    let (init, answer) = associate(&world.ext, ext, host, sport, host_port, TIMEOUT);
+    let got = responder
+        .next(TIMEOUT)
+        .unwrap_or_else(|| panic!("no INIT reached the container through [::]:{host_port}"));
+    assert_eq!(got.chunk_type, CHUNK_INIT);
+    assert_eq!(got.dport, container_port, "destination port");
+    assert_eq!(
+        (got.src, got.sport),
+        (ext, sport),
+        "the client's address and port"
+    );
+    assert!(got.crc_ok, "CRC32C of the INIT the container received");
+    assert_eq!(&got.sctp[4..8], &init[4..8], "verification tag");
+    assert_eq!(&got.sctp[12..], &init[12..], "chunks");
+    let answer = answer.unwrap_or_else(|| panic!("no INIT-ACK came back through {host_port}"));
+    let expected = init_ack_for(&got);
+    assert_eq!(answer.chunk_type, CHUNK_INIT_ACK);
+    assert_eq!(answer.src, host, "reply source: the host address");
+    assert_eq!(
+        (answer.sport, answer.dport),
+        (host_port, sport),
+        "reply ports"
+    );
+    assert!(answer.crc_ok, "CRC32C of the INIT-ACK the client received");
+    assert_eq!(&answer.sctp[12..], &expected[12..], "chunks");
+}
+
+#[test]
+fn ipv6_sctp_published_ports_translate_ports_and_crc() {
+    let mut world = World::new();
+    world.ipv6_uplink();
+    let daemon = world.daemon();
+    network6(&daemon, "sc6", "10.93.0.0/24", "2001:db8:93::/64");
+    // No host address: published on 0.0.0.0 and on its [::] twin.
+    let ip6 = endpoint6(
+        &mut world,
+        &daemon,
+        "sc6",
+        "web",
+        &["-p", "9000:80/sctp", "-p", "9001:9001/sctp"],
+    );
+    let responder = Responder::start(world.container_ns("web"), ip6);
+    check_mapping(&world, &responder, 40000, (9000, 80));
+    check_mapping(&world, &responder, 40001, (9001, 9001));
+    // Tracked: a second INIT of the same association goes the same way.
+    check_mapping(&world, &responder, 40000, (9000, 80));
+    // An unpublished SCTP port reaches no container.
+    let (ext, host): (Ipv6Addr, Ipv6Addr) = (EXT_IP6.parse().unwrap(), HOST_IP6.parse().unwrap());
+    let (_, answer) = associate(&world.ext, ext, host, 40002, 9002, SILENCE);
+    assert!(answer.is_none_or(|a| a.chunk_type != CHUNK_INIT_ACK));
+    assert!(responder.next(SILENCE).is_none(), "9002 is not published");
+    // Both families' bindings are in the data path.
+    let ports6 = common::map_dump(&daemon, "ND_PORTS6");
+    assert_eq!(ports6.len(), 2, "{ports6:?}");
+}
+
+/// Outbound IPv6 SCTP is masqueraded to the host address: the first flow keeps its source
+/// port, a second one from another container with the same ports gets a NAT port (CRC32C
+/// updated).
+#[test]
+fn ipv6_sctp_from_containers_is_masqueraded() {
+    let mut world = World::new();
+    world.ipv6_uplink();
+    let daemon = world.daemon();
+    network6(&daemon, "out6", "10.94.0.0/24", "2001:db8:94::/64");
+    let a = endpoint6(&mut world, &daemon, "out6", "a", &[]);
+    let b = endpoint6(&mut world, &daemon, "out6", "b", &[]);
+    let (ext, host): (Ipv6Addr, Ipv6Addr) = (EXT_IP6.parse().unwrap(), HOST_IP6.parse().unwrap());
+    let outside = Responder::start(&world.ext, ext);
+    let mut nat_ports = Vec::new();
+    for (role, c_ip) in [("a", a), ("b", b)] {
+        let ns = world.container_ns(role);
+        let (init, answer) = associate(ns, c_ip, ext, 5000, 7000, TIMEOUT);
+        let got = outside
+            .next(TIMEOUT)
+            .unwrap_or_else(|| panic!("no INIT from {role} reached the outside"));
+        assert_eq!(got.src, host, "{role}: masqueraded source");
+        assert!(got.crc_ok, "{role}: CRC32C at the outside");
+        assert_eq!(&got.sctp[12..], &init[12..], "{role}: chunks");
+        nat_ports.push(got.sport);
+        let answer = answer.unwrap_or_else(|| panic!("{role}: no INIT-ACK"));
+        assert_eq!((answer.src, answer.dport), (ext, 5000), "{role}: reply");
+        assert!(answer.crc_ok, "{role}: CRC32C of the INIT-ACK");
+        assert_eq!(
+            &answer.sctp[12..],
+            &init_ack_for(&got)[12..],
+            "{role}: chunks"
+        );
+    }
+    assert_eq!(nat_ports[0], 5000, "the first flow keeps its source port");
+    assert!(
+        nat_ports[1] >= 61000,
+        "the second one gets a NAT port: {nat_ports:?}"
+    );
+}
