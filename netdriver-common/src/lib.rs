@@ -53,6 +53,9 @@ pub const MAP_HAIRPIN: &str = "ND_HAIRPIN";
 /// Published port ranges (LPM trie over protocol, host address and port prefix): a range
 /// costs at most 30 entries whatever its length. Consulted when `ND_PORTS` has no entry.
 pub const MAP_PORT_RANGES: &str = "ND_PORT_RANGES";
+/// Published IPv6 port ranges, as `ND_PORT_RANGES` over IPv6 host addresses; consulted when
+/// `ND_PORTS6` has no entry.
+pub const MAP_PORT_RANGES6: &str = "ND_PORT_RANGES6";
 
 /// Program names (the functions in netdriver-ebpf).
 pub const PROG_FROM_UPLINK: &str = "nd_from_uplink";
@@ -583,6 +586,33 @@ pub struct PortRangeTarget {
 }
 const _: () = assert!(size_of::<PortRangeTarget>() == 32);
 
+/// Key data of `ND_PORT_RANGES6`: as [`PortRangeKey`], with a 128-bit host address (`::` for
+/// every IPv6 host address).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct PortRangeKey6 {
+    pub proto: u8,
+    pub host_addr: [u8; 16],
+    /// Big-endian, so that a prefix is a block of consecutive ports.
+    pub port_be: [u8; 2],
+    pub _pad: u8,
+}
+const _: () = assert!(size_of::<PortRangeKey6>() == 20);
+/// Bits of `PortRangeKey6` before the port.
+pub const PORT_RANGE6_PREFIX_BASE: u32 = 136;
+
+/// Value of `ND_PORT_RANGES6`: host port `p` goes to container port
+/// `target.port + (p - host_start)`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct PortRangeTarget6 {
+    pub target: PortTarget6,
+    /// First host port of the whole range (not of this trie entry's block), host order.
+    pub host_start: u16,
+    pub _pad: u16,
+}
+const _: () = assert!(size_of::<PortRangeTarget6>() == 40);
+
 /// Key of `ND_SOCK_RNAT`: a socket (its cookie) and the container address and port the
 /// socket hooks sent it to.
 #[repr(C)]
@@ -779,8 +809,8 @@ const _: () = assert!(size_of::<LinkKey6>() == 36);
 mod user {
     use super::{
         CtEntry, CtEntry6, CtKey, CtKey6, HairpinEntry, HairpinKey, LinkKey, LinkKey6, NetInfo,
-        NetInfo6, PortKey, PortKey6, PortRangeKey, PortRangeTarget, PortTarget, PortTarget6,
-        SockRnatKey, SockRnatValue,
+        NetInfo6, PortKey, PortKey6, PortRangeKey, PortRangeKey6, PortRangeTarget,
+        PortRangeTarget6, PortTarget, PortTarget6, SockRnatKey, SockRnatValue,
     };
 
     macro_rules! aya_pod {
@@ -809,5 +839,7 @@ mod user {
         HairpinEntry,
         PortRangeKey,
         PortRangeTarget,
+        PortRangeKey6,
+        PortRangeTarget6,
     );
 }

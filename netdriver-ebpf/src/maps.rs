@@ -10,8 +10,9 @@ use netdriver_common::{
     CT_MAX_ENTRIES, CtEntry, CtEntry6, CtKey, CtKey6, DROP_REASONS, HAIRPIN_MAX_ENTRIES,
     HOST_ADDRS_MAX_ENTRIES, HairpinEntry, HairpinKey, LINKS_MAX_ENTRIES, LinkKey, LinkKey6,
     NAT_PORT_MAX_DEFAULT, NAT_PORT_MIN_DEFAULT, NETS_MAX_ENTRIES, NetInfo, NetInfo6,
-    PORT_RANGES_MAX_ENTRIES, PORTS_MAX_ENTRIES, PortKey, PortKey6, PortRangeKey, PortRangeTarget,
-    PortTarget, PortTarget6, SOCK_RNAT_MAX_ENTRIES, SockRnatKey, SockRnatValue,
+    PORT_RANGES_MAX_ENTRIES, PORTS_MAX_ENTRIES, PortKey, PortKey6, PortRangeKey, PortRangeKey6,
+    PortRangeTarget, PortRangeTarget6, PortTarget, PortTarget6, SOCK_RNAT_MAX_ENTRIES, SockRnatKey,
+    SockRnatValue,
 };
 
 /// Published ports.
@@ -72,6 +73,14 @@ pub static ND_SOCK_RNAT: LruHashMap<
 pub static ND_PORT_RANGES: LpmTrie<
     PortRangeKey,
     PortRangeTarget,
+    { PORT_RANGES_MAX_ENTRIES as usize },
+> = LpmTrie::new();
+
+/// Published IPv6 port ranges.
+#[btf_map]
+pub static ND_PORT_RANGES6: LpmTrie<
+    PortRangeKey6,
+    PortRangeTarget6,
     { PORT_RANGES_MAX_ENTRIES as usize },
 > = LpmTrie::new();
 

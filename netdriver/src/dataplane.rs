@@ -37,10 +37,11 @@ use netdriver_common::{
     CT_MAX_ENTRIES, CtEntry, CtEntry6, CtKey, CtKey6, DROP_REASONS, GLOBAL_NAT_PORT_MAX,
     GLOBAL_NAT_PORT_MIN, GLOBAL_NETNS_COOKIE, GLOBAL_REDIRECT_PEER, HairpinEntry, HairpinKey,
     LinkKey, LinkKey6, MAP_CT, MAP_CT6, MAP_DROPS, MAP_HAIRPIN, MAP_HOST_ADDRS, MAP_HOST_ADDRS6,
-    MAP_LINKS, MAP_LINKS6, MAP_NETS, MAP_NETS6, MAP_PORT_RANGES, MAP_PORTS, MAP_PORTS6,
-    MAP_SOCK_RNAT, NAT_PORT_MAX_DEFAULT, NAT_PORT_MIN_DEFAULT, NetInfo, NetInfo6,
+    MAP_LINKS, MAP_LINKS6, MAP_NETS, MAP_NETS6, MAP_PORT_RANGES, MAP_PORT_RANGES6, MAP_PORTS,
+    MAP_PORTS6, MAP_SOCK_RNAT, NAT_PORT_MAX_DEFAULT, NAT_PORT_MIN_DEFAULT, NetInfo, NetInfo6,
     PROG_FROM_CONTAINER, PROG_FROM_UPLINK, PROG_XDP_UPLINK, PortKey, PortKey6, PortRangeKey,
-    PortRangeTarget, PortTarget, PortTarget6, SockRnatKey, SockRnatValue,
+    PortRangeKey6, PortRangeTarget, PortRangeTarget6, PortTarget, PortTarget6, SockRnatKey,
+    SockRnatValue,
 };
 use nix::{
     mount::{MsFlags, mount},
@@ -54,7 +55,7 @@ pub use xdp::UplinkMode;
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netdriver"));
 
 /// Every map of the object; all are pinned under the pin directory.
-const MAP_NAMES: [&str; 14] = [
+const MAP_NAMES: [&str; 15] = [
     MAP_PORTS,
     MAP_PORTS6,
     MAP_HOST_ADDRS6,
@@ -68,6 +69,7 @@ const MAP_NAMES: [&str; 14] = [
     MAP_HOST_ADDRS,
     MAP_SOCK_RNAT,
     MAP_PORT_RANGES,
+    MAP_PORT_RANGES6,
     MAP_HAIRPIN,
 ];
 
@@ -222,6 +224,7 @@ pub struct Dataplane {
     host_addrs: HashMap<MapData, u32, u32>,
     sock_rnat: HashMap<MapData, SockRnatKey, SockRnatValue>,
     port_ranges: LpmTrie<MapData, PortRangeKey, PortRangeTarget>,
+    port_ranges6: LpmTrie<MapData, PortRangeKey6, PortRangeTarget6>,
     hairpin: HashMap<MapData, HairpinKey, HairpinEntry>,
     cgroup: sock::CgroupLinks,
     uplinks: BTreeMap<String, Attachment>,
@@ -302,6 +305,7 @@ impl Dataplane {
             host_addrs: take_map(&mut ebpf, pin_dir, MAP_HOST_ADDRS)?,
             sock_rnat: take_map(&mut ebpf, pin_dir, MAP_SOCK_RNAT)?,
             port_ranges: take_map(&mut ebpf, pin_dir, MAP_PORT_RANGES)?,
+            port_ranges6: take_map(&mut ebpf, pin_dir, MAP_PORT_RANGES6)?,
             hairpin: take_map(&mut ebpf, pin_dir, MAP_HAIRPIN)?,
             cgroup: sock::CgroupLinks::default(),
             ebpf,

@@ -3,7 +3,8 @@
 mod common;
 
 use common::{
-    EXT_IP, HOST_IP, SILENCE, TIMEOUT, TcpServer, UdpServer, World, run, tcp_request, udp_request,
+    EXT_IP, EXT_IP6, HOST_IP, HOST_IP6, SILENCE, TIMEOUT, TcpServer, UdpServer, World, run, sa6,
+    tcp_request, udp_request,
 };
 use serde_json::Value;
 
@@ -107,4 +108,76 @@ fn a_host_range_to_one_container_port_picks_one_free_port() {
         format!("web saw {EXT_IP} said hello")
     );
     assert!(tcp_request(&world.ext, &format!("{HOST_IP}:8002"), SILENCE).is_err());
+}
+
+/// On an `--ipv6` network a range's `[::]` twin is a range too: `ND_PORT_RANGES6` holds a
+/// handful of aligned blocks instead of one `ND_PORTS6` entry per port.
+#[test]
+fn an_ipv6_port_range_is_one_range_in_the_data_path() {
+    let mut world = World::new();
+    world.ipv6_uplink();
+    let daemon = world.daemon();
+    daemon.json(&[
+        "network",
+        "create",
+        "front6",
+        "--subnet",
+        "10.94.0.0/24",
+        "--ipv6",
+        "--subnet-v6",
+        "2001:db8:94::/64",
+    ]);
+    let mut endpoint = |role: &str, extra: &[&str]| {
+        let netns = world.container(role);
+        let mut args = vec![
+            "endpoint",
+            "create",
+            "front6",
+            "--netns",
+            netns.to_str().unwrap(),
+            "--name",
+            role,
+        ];
+        args.extend_from_slice(extra);
+        daemon.json(&args)["ip6"].as_str().unwrap().to_string()
+    };
+    endpoint(
+        "web",
+        &["-p", "8000-8999:8000-8999", "-p", "8000-8009:9000-9009/udp"],
+    );
+    let client6 = endpoint("client", &[]);
+    assert!(
+        dump(&daemon, "ND_PORTS6").is_empty(),
+        "no per-port IPv6 entry"
+    );
+    let blocks = dump(&daemon, "ND_PORT_RANGES6").len();
+    assert!((2..=40).contains(&blocks), "{blocks} IPv6 trie entries");
+
+    let c = world.container_ns("web");
+    let _first = TcpServer::start(c, &sa6("::", 8000), "first");
+    let _middle = TcpServer::start(c, &sa6("::", 8517), "middle");
+    let _last = TcpServer::start(c, &sa6("::", 8999), "last");
+    let _udp = UdpServer::start(c, &sa6("::", 9005), "udp");
+    for (port, tag) in [(8000, "first"), (8517, "middle"), (8999, "last")] {
+        let from_ext = tcp_request(&world.ext, &sa6(HOST_IP6, port), TIMEOUT)
+            .unwrap_or_else(|e| panic!("ext → [{HOST_IP6}]:{port}: {e}"));
+        assert_eq!(from_ext, format!("{tag} saw {EXT_IP6} said hello"));
+        // Another container through the host's IPv6 address (hairpin) finds the range too.
+        let hairpin = tcp_request(world.container_ns("client"), &sa6(HOST_IP6, port), TIMEOUT)
+            .unwrap_or_else(|e| panic!("client → [{HOST_IP6}]:{port}: {e}"));
+        assert_eq!(hairpin, format!("{tag} saw {client6} said hello"));
+    }
+    // UDP host port 8005 is container port 9005.
+    assert_eq!(
+        udp_request(&world.ext, &sa6(HOST_IP6, 8005), TIMEOUT).unwrap(),
+        format!("udp saw {EXT_IP6}")
+    );
+    // Just outside the range nothing is carried.
+    for port in [7999, 9000] {
+        assert!(tcp_request(&world.ext, &sa6(HOST_IP6, port), SILENCE).is_err());
+    }
+    // Removing the endpoint removes the whole range.
+    daemon.json(&["endpoint", "rm", "web"]);
+    assert!(dump(&daemon, "ND_PORT_RANGES6").is_empty());
+    assert!(tcp_request(&world.ext, &sa6(HOST_IP6, 8517), SILENCE).is_err());
 }

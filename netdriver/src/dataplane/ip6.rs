@@ -98,3 +98,12 @@ fn net6_key(subnet: Ipv6Net) -> Key<[u8; 16]> {
     let subnet = subnet.trunc();
     Key::new(u32::from(subnet.prefix_len()), subnet.network().octets())
 }
+
+/// An IPv6 published port's protocol must be TCP, UDP or SCTP.
+pub(super) fn validate_port_key6(key: &PortKey6) -> Result<(), DataplaneError> {
+    validate_proto(
+        key.proto,
+        &[PROTO_TCP, PROTO_UDP, PROTO_SCTP],
+        "TCP, UDP or SCTP",
+    )
+}

@@ -2,8 +2,8 @@
 //! binding without a host address on an `--ipv6` network), and the endpoint's IPv6 flows.
 //!
 //! The endpoint calls these wherever it publishes or withdraws its IPv4 bindings (create,
-//! restart, reconcile, remove). Bindings go to `ND_PORTS6` one port at a time (IPv6 port
-//! ranges are not stored as ranges).
+//! restart, reconcile, remove). A single port goes to `ND_PORTS6`, a run of consecutive
+//! ports to `ND_PORT_RANGES6` as aligned blocks (as IPv4 ranges do).
 
 use std::net::IpAddr;
 
@@ -12,7 +12,7 @@ use netdriver_common::{PortKey6, PortTarget, PortTarget6};
 use super::{ServiceError, State};
 use crate::{
     model::{Endpoint, GatewayMode},
-    ports::PortBinding,
+    ports::{self, PortBinding},
 };
 
 /// The endpoint's bindings on IPv6 host addresses.
@@ -47,22 +47,25 @@ impl State {
         let Some(ip6) = ep.ip6 else {
             return Ok(());
         };
-        for b in v6_bindings(ep) {
-            let Some(key) = port_key6(b) else {
+        // Runs of consecutive ports are one range in the data path (`ND_PORT_RANGES6`).
+        let v6: Vec<PortBinding> = v6_bindings(ep).copied().collect();
+        for run in ports::runs(&v6) {
+            let Some(start) = port_key6(&run.first()) else {
                 continue;
             };
-            let container_port = b.container_port;
-            self.dp.publish6(
-                key,
-                PortTarget6 {
-                    addr: ip6.octets(),
-                    port: container_port,
-                    _pad0: 0,
-                    ifindex: target.ifindex,
-                    mac: target.mac,
-                    gw_mac: target.gw_mac,
-                },
-            )?;
+            let target = PortTarget6 {
+                addr: ip6.octets(),
+                port: run.container_start,
+                _pad0: 0,
+                ifindex: target.ifindex,
+                mac: target.mac,
+                gw_mac: target.gw_mac,
+            };
+            if run.len() == 1 {
+                self.dp.publish6(start, target)?;
+            } else {
+                self.dp.publish_range6(start, &run.blocks(), target)?;
+            }
         }
         for key in self.routed_ports6(ep) {
             self.dp.publish6(
@@ -83,13 +86,27 @@ impl State {
     /// Withdraws the endpoint's IPv6 bindings (and routed-mode ports); reports every error
     /// it meets.
     pub(super) fn unpublish_v6(&mut self, ep: &Endpoint) -> Vec<ServiceError> {
-        let keys: Vec<PortKey6> = v6_bindings(ep)
-            .filter_map(port_key6)
-            .chain(self.routed_ports6(ep))
-            .collect();
-        keys.iter()
-            .filter_map(|key| self.dp.unpublish6(key).err().map(Into::into))
-            .collect()
+        let mut errors = Vec::new();
+        let v6: Vec<PortBinding> = v6_bindings(ep).copied().collect();
+        for run in ports::runs(&v6) {
+            let Some(start) = port_key6(&run.first()) else {
+                continue;
+            };
+            let unpublished = if run.len() == 1 {
+                self.dp.unpublish6(&start)
+            } else {
+                self.dp.unpublish_range6(&start, &run.blocks())
+            };
+            if let Err(e) = unpublished {
+                errors.push(e.into());
+            }
+        }
+        for key in self.routed_ports6(ep) {
+            if let Err(e) = self.dp.unpublish6(&key) {
+                errors.push(e.into());
+            }
+        }
+        errors
     }
 
     /// Routed mode: the container's own IPv6 address and ports are published as themselves

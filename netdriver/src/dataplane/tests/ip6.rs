@@ -586,3 +586,66 @@ fn ipv6_sctp_published_ports_and_masquerade_update_the_crc() {
         assert_sctp_chunks_intact(&out, &reply);
     });
 }
+
+#[test]
+#[ignore = "needs root and BPF; run by cargo xtask test"]
+fn ipv6_port_ranges_map_every_port_of_the_range() {
+    with_dataplane(|dp| {
+        net6(dp, "2001:db8:1::/64", 10, NET_F_ICC | NET_F_MASQUERADE);
+        // Host ports 20000-20999 to container ports 30000-30999 on every IPv6 address,
+        // 21000-21009 on HOST6_B only to 40000-40009.
+        let blocks = |from: u16, to: u16| {
+            crate::ports::PortRun {
+                proto: crate::ports::Proto::Tcp,
+                host_ip: std::net::IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+                host_start: from,
+                host_end: to,
+                container_start: 0,
+            }
+            .blocks()
+        };
+        dp.publish_range6(
+            key6("", 20000, PROTO_TCP),
+            &blocks(20000, 20999),
+            target(30000),
+        )
+        .unwrap();
+        dp.publish_range6(
+            key6(HOST6_B, 21000, PROTO_TCP),
+            &blocks(21000, 21009),
+            target(40000),
+        )
+        .unwrap();
+        let (remote, host, c1) = (a6(REMOTE6), a6(HOST6), a6(C1_6));
+        for (dst, port, expect) in [
+            (host, 20000u16, 30000u16),
+            (host, 20517, 30517),
+            (host, 20999, 30999),
+            (a6(HOST6_B), 21009, 40009),
+        ] {
+            let (verdict, out) = dp.run(PROG_FROM_UPLINK, &tcp6(remote, 5555, dst, port, 2));
+            assert_eq!(verdict, TC_ACT_REDIRECT, "port {port}");
+            assert_eq!(dst6(&out), &c1);
+            assert_eq!(&out[56..58], &expect.to_be_bytes(), "port {port}");
+            assert_checksum6(&out);
+            // The reply goes back as the host port.
+            let (verdict, out) = dp.run(PROG_FROM_CONTAINER, &tcp6(c1, expect, remote, 5555, 0x12));
+            assert_eq!(verdict, TC_ACT_REDIRECT);
+            assert_eq!(src6(&out), &dst);
+            assert_eq!(&out[54..56], &port.to_be_bytes());
+        }
+        // Outside the ranges, on another address, or another protocol: the host's.
+        for frame in [
+            tcp6(remote, 5556, host, 19999, 2),
+            tcp6(remote, 5556, host, 21000, 2),
+            udp6(remote, 5556, host, 20000),
+        ] {
+            assert_eq!(dp.run(PROG_FROM_UPLINK, &frame), (TC_ACT_OK, frame));
+        }
+        // Unpublished: gone.
+        dp.unpublish_range6(&key6("", 20000, PROTO_TCP), &blocks(20000, 20999))
+            .unwrap();
+        let frame = tcp6(remote, 5557, host, 20517, 2);
+        assert_eq!(dp.run(PROG_FROM_UPLINK, &frame), (TC_ACT_OK, frame));
+    });
+}
