@@ -182,8 +182,9 @@ fn is_not_found(err: &MapError) -> bool {
     }
 }
 
-/// Pinned tc links live in this subdirectory of the pin directory, one file per attachment
-/// (`<program>@<ifname>`): programs stay attached while the daemon is down.
+/// Pinned links live in this subdirectory of the pin directory, one file per attachment
+/// (`<program>@<ifname>` for tc and XDP, `<program>@cgroup` for the socket hooks): programs
+/// stay attached while the daemon is down.
 const LINK_DIR: &str = "links";
 
 /// A tc attachment of one of our programs to an interface.
@@ -449,6 +450,9 @@ impl Dataplane {
         for entry in fs::read_dir(&dir).map_err(io_err("list", &dir))?.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let ours = name.split_once('@').is_some_and(|(prog, ifname)| {
+                if sock::SOCK_PROGRAMS.contains(&prog) {
+                    return ifname == "cgroup" && self.cgroup.holds(prog);
+                }
                 let table = match prog {
                     PROG_FROM_UPLINK => &self.uplinks,
                     PROG_XDP_UPLINK => &self.xdp_uplinks,
@@ -469,7 +473,7 @@ impl Dataplane {
     /// cleanup`). Without this, programs stay attached and maps pinned while the daemon is
     /// down, so traffic keeps flowing.
     pub fn remove_everything(&mut self) -> Result<(), DataplaneError> {
-        let mut errors = Vec::new();
+        let mut errors: Vec<DataplaneError> = self.detach_cgroup().err().into_iter().collect();
         for (table, program) in [
             (&mut self.xdp_uplinks, PROG_XDP_UPLINK),
             (&mut self.uplinks, PROG_FROM_UPLINK),

@@ -10,7 +10,9 @@ use std::{
     time::Duration,
 };
 
-use common::{Daemon, HOST_IP, Netns, TIMEOUT, TcpServer, UdpServer, World, run, tcp_request};
+use common::{
+    Daemon, HOST_IP, Netns, SILENCE, TIMEOUT, TcpServer, UdpServer, World, run, tcp_request,
+};
 use serde_json::Value;
 
 const GATEWAY: &str = "10.89.0.1";
@@ -151,28 +153,84 @@ fn free_port_in_root_namespace() -> u16 {
         .expect("a free port")
 }
 
+/// The socket programs, one attachment each.
+const HOOKS: usize = 5;
+
+/// The host reaches the published port on loopback (the hooks act).
+fn host_reaches_8080(world: &World) {
+    let (answer, peer) = tcp_with_peer(&world.host, "127.0.0.1:8080");
+    assert_eq!(answer, format!("web saw {GATEWAY} said hello"));
+    assert_eq!(peer, "127.0.0.1:8080".parse().unwrap());
+}
+
 #[test]
-fn the_socket_hooks_leave_with_the_daemon() {
+fn the_socket_hooks_outlive_the_daemon_until_cleanup() {
     let mut world = World::new();
     let mut daemon = world.daemon();
     let _servers = web(&mut world, &daemon, &["8080:80"]);
     let ours = attached_hooks(&daemon);
-    assert_eq!(
-        ours.len(),
-        5,
-        "bind4, connect4, sendmsg4, recvmsg4, getpeername4: {ours:?}"
+    assert_eq!(ours.len(), HOOKS, "one attachment per hook: {ours:?}");
+    // SIGKILL: the pinned links keep the hooks attached, and they keep working.
+    daemon.kill();
+    assert_eq!(still_attached(&ours), ours, "detached by SIGKILL");
+    host_reaches_8080(&world);
+    // The next start replaces them: still one attachment per hook, and no gap.
+    daemon.restart();
+    let after_kill = attached_hooks(&daemon);
+    assert_eq!(after_kill.len(), HOOKS, "{after_kill:?}");
+    assert!(
+        still_attached(&ours).is_empty(),
+        "old programs left: {ours:?}"
     );
+    host_reaches_8080(&world);
+    // SIGTERM without --cleanup-on-exit: the same.
     daemon.stop();
-    let left = still_attached(&ours);
-    assert!(left.is_empty(), "still attached after SIGTERM: {left:?}");
-
-    // SIGKILL: the bpf links close with the process.
+    assert_eq!(
+        still_attached(&after_kill),
+        after_kill,
+        "detached by SIGTERM"
+    );
+    host_reaches_8080(&world);
     daemon.restart();
     let ours = attached_hooks(&daemon);
-    assert_eq!(ours.len(), 5, "{ours:?}");
+    assert_eq!(ours.len(), HOOKS, "{ours:?}");
+    host_reaches_8080(&world);
+    // `netdriver cleanup` (no daemon running) detaches them.
     daemon.kill();
+    let state = daemon.dir.join("state");
+    let out = world.host.exec(
+        common::netdriver_bin().to_str().unwrap(),
+        &[
+            "cleanup",
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--bpffs",
+            daemon.bpffs.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let left = still_attached(&ours);
-    assert!(left.is_empty(), "still attached after SIGKILL: {left:?}");
+    assert!(left.is_empty(), "still attached after cleanup: {left:?}");
+}
+
+#[test]
+fn cleanup_on_exit_detaches_the_socket_hooks() {
+    let mut world = World::new();
+    let mut daemon = Daemon::start(&world, &["--cleanup-on-exit"]);
+    let _servers = web(&mut world, &daemon, &["8080:80"]);
+    let ours = attached_hooks(&daemon);
+    assert_eq!(ours.len(), HOOKS, "{ours:?}");
+    daemon.stop();
+    let left = still_attached(&ours);
+    assert!(
+        left.is_empty(),
+        "still attached after --cleanup-on-exit: {left:?}"
+    );
+    assert!(tcp_request(&world.host, "127.0.0.1:8080", SILENCE).is_err());
 }
 
 #[test]

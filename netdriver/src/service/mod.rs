@@ -210,18 +210,15 @@ impl Service {
         self.state.lock().await.sync_uplinks().await
     }
 
-    /// Stops serving. Programs stay attached and maps pinned, so traffic keeps flowing
-    /// until the next start adopts them; with `cleanup`, everything netdriver made goes.
-    /// The socket hooks are the exception: they are detached either way (they act on every
-    /// process of the cgroup, so they never outlive the daemon), and the host reaches
-    /// published ports again once the next start attaches them.
+    /// Stops serving. Programs (the socket hooks included) stay attached and maps pinned, so
+    /// traffic keeps flowing, and the host keeps reaching published ports, until the next
+    /// start adopts them; with `cleanup`, everything netdriver made goes.
     pub async fn shutdown(&self, cleanup: bool) -> Result<(), ServiceError> {
         let mut state = self.state.lock().await;
-        let detached = state.dp.detach_cgroup();
         if cleanup {
             state.remove_everything().await?;
         }
-        Ok(detached?)
+        Ok(())
     }
 }
 
