@@ -40,6 +40,10 @@ pub const MAP_HAIRPIN: &str = "ND_HAIRPIN";
 /// Published port ranges (LPM trie over protocol, host address and port prefix): a range
 /// costs at most 30 entries whatever its length. Consulted when `ND_PORTS` has no entry.
 pub const MAP_PORT_RANGES: &str = "ND_PORT_RANGES";
+/// Host ports published on any host address, by protocol and address family (LPM trie of
+/// aligned port blocks): a `bind` to the wildcard address of a port published on a single
+/// host address fails, as it would against the docker-proxy holding that address and port.
+pub const MAP_BIND_PORTS: &str = "ND_BIND_PORTS";
 
 /// Program names (the functions in netdriver-ebpf).
 pub const PROG_FROM_UPLINK: &str = "nd_from_uplink";
@@ -82,6 +86,8 @@ pub const HOST_ADDRS_MAX_ENTRIES: u32 = 4096;
 pub const SOCK_RNAT_MAX_ENTRIES: u32 = 65536;
 /// Capacity of the port-range trie (a range takes at most 30 entries).
 pub const PORT_RANGES_MAX_ENTRIES: u32 = 16384;
+/// Capacity of the bound-port trie (a range takes at most 30 entries).
+pub const BIND_PORTS_MAX_ENTRIES: u32 = 65536;
 /// Capacity of the hairpin flow map (LRU).
 pub const HAIRPIN_MAX_ENTRIES: u32 = 65536;
 /// Capacity of the network-subnet LPM trie.
@@ -570,6 +576,24 @@ pub struct PortRangeTarget {
 }
 const _: () = assert!(size_of::<PortRangeTarget>() == 32);
 
+/// Key data of `ND_BIND_PORTS` (behind the trie's prefix length): the protocol, the address
+/// family of the host address (`BIND_FAMILY_*`), then the leading bits of the port.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Pod, Zeroable)]
+pub struct BindPortKey {
+    pub proto: u8,
+    pub family: u8,
+    /// Big-endian, so that a prefix is a block of consecutive ports.
+    pub port_be: [u8; 2],
+}
+const _: () = assert!(size_of::<BindPortKey>() == 4);
+/// Bits of `BindPortKey` before the port.
+pub const BIND_PORT_PREFIX_BASE: u32 = 16;
+/// `BindPortKey::family`: published on an IPv4 host address.
+pub const BIND_FAMILY_V4: u8 = 4;
+/// `BindPortKey::family`: published on an IPv6 host address.
+pub const BIND_FAMILY_V6: u8 = 6;
+
 /// Key of `ND_SOCK_RNAT`: a socket (its cookie) and the container address and port the
 /// socket hooks sent it to.
 #[repr(C)]
@@ -638,8 +662,8 @@ const _: () = assert!(size_of::<HairpinEntry>() == 40);
 #[cfg(feature = "user")]
 mod user {
     use super::{
-        CtEntry, CtKey, HairpinEntry, HairpinKey, LinkKey, NetInfo, PortKey, PortRangeKey,
-        PortRangeTarget, PortTarget, SockRnatKey, SockRnatValue,
+        BindPortKey, CtEntry, CtKey, HairpinEntry, HairpinKey, LinkKey, NetInfo, PortKey,
+        PortRangeKey, PortRangeTarget, PortTarget, SockRnatKey, SockRnatValue,
     };
 
     macro_rules! aya_pod {
@@ -662,5 +686,6 @@ mod user {
         HairpinEntry,
         PortRangeKey,
         PortRangeTarget,
+        BindPortKey,
     );
 }

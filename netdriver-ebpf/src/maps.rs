@@ -7,11 +7,11 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use netdriver_common::{
-    CT_MAX_ENTRIES, CtEntry, CtKey, DROP_REASONS, HAIRPIN_MAX_ENTRIES, HOST_ADDRS_MAX_ENTRIES,
-    HairpinEntry, HairpinKey, LINKS_MAX_ENTRIES, LinkKey, NAT_PORT_MAX_DEFAULT,
-    NAT_PORT_MIN_DEFAULT, NETS_MAX_ENTRIES, NetInfo, PORT_RANGES_MAX_ENTRIES, PORTS_MAX_ENTRIES,
-    PortKey, PortKey6, PortRangeKey, PortRangeTarget, PortTarget, PortTarget6,
-    SOCK_RNAT_MAX_ENTRIES, SockRnatKey, SockRnatValue,
+    BIND_PORT_PREFIX_BASE, BIND_PORTS_MAX_ENTRIES, BindPortKey, CT_MAX_ENTRIES, CtEntry, CtKey,
+    DROP_REASONS, HAIRPIN_MAX_ENTRIES, HOST_ADDRS_MAX_ENTRIES, HairpinEntry, HairpinKey,
+    LINKS_MAX_ENTRIES, LinkKey, NAT_PORT_MAX_DEFAULT, NAT_PORT_MIN_DEFAULT, NETS_MAX_ENTRIES,
+    NetInfo, PORT_RANGES_MAX_ENTRIES, PORTS_MAX_ENTRIES, PortKey, PortKey6, PortRangeKey,
+    PortRangeTarget, PortTarget, PortTarget6, SOCK_RNAT_MAX_ENTRIES, SockRnatKey, SockRnatValue,
 };
 
 /// Published ports.
@@ -62,6 +62,11 @@ pub static ND_PORT_RANGES: LpmTrie<
     PortRangeTarget,
     { PORT_RANGES_MAX_ENTRIES as usize },
 > = LpmTrie::new();
+
+/// Host ports published on any host address, by protocol and family (for wildcard binds).
+#[btf_map]
+pub static ND_BIND_PORTS: LpmTrie<BindPortKey, u32, { BIND_PORTS_MAX_ENTRIES as usize }> =
+    LpmTrie::new();
 
 /// Hairpin flows, keyed by the reply as the target container sends it.
 #[btf_map]
@@ -150,4 +155,17 @@ pub fn is_host_addr(addr_be: u32) -> bool {
 #[inline(always)]
 pub fn is_published(addr_be: u32, port: u16, proto: u8) -> bool {
     crate::published::lookup(addr_be, port, proto, true).is_some()
+}
+
+/// Whether `port`/`proto` is published on some host address of `family` (`BIND_FAMILY_*`).
+#[inline(always)]
+pub fn published_on_any(port: u16, proto: u8, family: u8) -> bool {
+    let key = BindPortKey {
+        proto,
+        family,
+        port_be: port.to_be_bytes(),
+    };
+    ND_BIND_PORTS
+        .get(&Key::new(BIND_PORT_PREFIX_BASE + 16, key))
+        .is_some()
 }

@@ -12,10 +12,10 @@ use aya_ebpf::{
     helpers::{bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_set_retval},
     programs::SockAddrContext,
 };
-use netdriver_common::{PortTarget, SockRnatKey, SockRnatValue};
+use netdriver_common::{BIND_FAMILY_V4, PortTarget, SockRnatKey, SockRnatValue};
 
 use crate::{
-    maps::{ND_SOCK_RNAT, is_host_addr},
+    maps::{ND_SOCK_RNAT, is_host_addr, published_on_any},
     published,
 };
 
@@ -70,7 +70,9 @@ pub fn getpeername4(ctx: &SockAddrContext) -> i32 {
 
 /// `bind(2)`: a published host address and port is reserved for its container. Binding it
 /// would get the process no traffic (the tc program and these hooks run before any socket
-/// lookup), so it fails the way a port held by a proxy would: `EADDRINUSE`.
+/// lookup), so it fails the way a port held by a proxy would: `EADDRINUSE`. The wildcard
+/// address conflicts with a port published on any single address, as it would with the
+/// proxy's socket there.
 #[inline(always)]
 pub fn bind4(ctx: &SockAddrContext) -> i32 {
     if !in_our_netns(ctx) {
@@ -79,7 +81,10 @@ pub fn bind4(ctx: &SockAddrContext) -> i32 {
     let addr = read(ctx);
     // Port 0 asks the kernel to pick one: the hook sees no port to check (see the README on
     // ephemeral ports).
-    if addr.port == 0 || published::lookup(addr.addr_be, addr.port, addr.proto, true).is_none() {
+    let taken = addr.port != 0
+        && (published::lookup(addr.addr_be, addr.port, addr.proto, true).is_some()
+            || (addr.addr_be == 0 && published_on_any(addr.port, addr.proto, BIND_FAMILY_V4)));
+    if !taken {
         return ALLOW;
     }
     // SAFETY: plain helper call (Linux 5.18+), available to cgroup sock_addr programs.

@@ -3,6 +3,7 @@
 //! Synchronous on purpose: the daemon holds a [`Dataplane`] behind a `std::sync::Mutex` and
 //! every call is a handful of `bpf(2)`/netlink syscalls.
 
+mod bind_ports;
 mod ct;
 mod hairpin;
 mod ranges;
@@ -30,15 +31,16 @@ use aya::{
     sys::SyscallError,
     util::KernelVersion,
 };
+pub use bind_ports::BindBlock;
 pub use ct::{CtTimeouts, SweepReport, monotonic_ns};
 use ipnet::Ipv4Net;
 use netdriver_common::{
-    CT_MAX_ENTRIES, CtEntry, CtKey, DROP_REASONS, GLOBAL_NAT_PORT_MAX, GLOBAL_NAT_PORT_MIN,
-    GLOBAL_NETNS_COOKIE, GLOBAL_REDIRECT_PEER, HairpinEntry, HairpinKey, LinkKey, MAP_CT,
-    MAP_DROPS, MAP_HAIRPIN, MAP_HOST_ADDRS, MAP_LINKS, MAP_NETS, MAP_PORT_RANGES, MAP_PORTS,
-    MAP_SOCK_RNAT, NAT_PORT_MAX_DEFAULT, NAT_PORT_MIN_DEFAULT, NetInfo, PROG_FROM_CONTAINER,
-    PROG_FROM_UPLINK, PROG_XDP_UPLINK, PortKey, PortRangeKey, PortRangeTarget, PortTarget,
-    SockRnatKey, SockRnatValue,
+    BindPortKey, CT_MAX_ENTRIES, CtEntry, CtKey, DROP_REASONS, GLOBAL_NAT_PORT_MAX,
+    GLOBAL_NAT_PORT_MIN, GLOBAL_NETNS_COOKIE, GLOBAL_REDIRECT_PEER, HairpinEntry, HairpinKey,
+    LinkKey, MAP_BIND_PORTS, MAP_CT, MAP_DROPS, MAP_HAIRPIN, MAP_HOST_ADDRS, MAP_LINKS, MAP_NETS,
+    MAP_PORT_RANGES, MAP_PORTS, MAP_SOCK_RNAT, NAT_PORT_MAX_DEFAULT, NAT_PORT_MIN_DEFAULT, NetInfo,
+    PROG_FROM_CONTAINER, PROG_FROM_UPLINK, PROG_XDP_UPLINK, PortKey, PortRangeKey, PortRangeTarget,
+    PortTarget, SockRnatKey, SockRnatValue,
 };
 use nix::{
     mount::{MsFlags, mount},
@@ -52,7 +54,7 @@ pub use xdp::UplinkMode;
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netdriver"));
 
 /// Every map of the object; all are pinned under the pin directory.
-const MAP_NAMES: [&str; 9] = [
+const MAP_NAMES: [&str; 10] = [
     MAP_PORTS,
     MAP_CT,
     MAP_NETS,
@@ -62,6 +64,7 @@ const MAP_NAMES: [&str; 9] = [
     MAP_SOCK_RNAT,
     MAP_PORT_RANGES,
     MAP_HAIRPIN,
+    MAP_BIND_PORTS,
 ];
 
 /// Load-time sizes and knobs of the data path.
@@ -213,6 +216,7 @@ pub struct Dataplane {
     sock_rnat: HashMap<MapData, SockRnatKey, SockRnatValue>,
     port_ranges: LpmTrie<MapData, PortRangeKey, PortRangeTarget>,
     hairpin: HashMap<MapData, HairpinKey, HairpinEntry>,
+    bind_ports: LpmTrie<MapData, BindPortKey, u32>,
     cgroup: sock::CgroupLinks,
     uplinks: BTreeMap<String, Attachment>,
     /// `nd_xdp_uplink` attachments (`UplinkMode::Xdp`), in front of the tc ones.
@@ -288,6 +292,7 @@ impl Dataplane {
             sock_rnat: take_map(&mut ebpf, pin_dir, MAP_SOCK_RNAT)?,
             port_ranges: take_map(&mut ebpf, pin_dir, MAP_PORT_RANGES)?,
             hairpin: take_map(&mut ebpf, pin_dir, MAP_HAIRPIN)?,
+            bind_ports: take_map(&mut ebpf, pin_dir, MAP_BIND_PORTS)?,
             cgroup: sock::CgroupLinks::default(),
             ebpf,
             pin_dir: pin_dir.to_owned(),

@@ -428,3 +428,100 @@ fn a_port_a_host_process_holds_is_never_published() {
         format!("host saw {} said hello", common::EXT_IP)
     );
 }
+
+#[test]
+fn a_wildcard_bind_conflicts_with_a_port_published_on_one_address() {
+    let mut world = World::new();
+    let daemon = world.daemon();
+    let _servers = web(
+        &mut world,
+        &daemon,
+        &[
+            &format!("{HOST_IP}:8080:80"),
+            &format!("{HOST_IP}:7000-7003:80-83/udp"),
+        ],
+    );
+    let in_use = Err(std::io::ErrorKind::AddrInUse);
+    // A proxy holding 198.51.100.1:8080 would make these fail too.
+    assert_eq!(bind(&world.host, "0.0.0.0:8080", false), in_use);
+    assert_eq!(bind(&world.host, "0.0.0.0:7002", true), in_use);
+    assert_eq!(bind(&world.host, &format!("{HOST_IP}:8080"), false), in_use);
+    // Another port, the other protocol, another single address: free.
+    assert_eq!(bind(&world.host, "0.0.0.0:8081", false), Ok(()));
+    assert_eq!(bind(&world.host, "0.0.0.0:7004", true), Ok(()));
+    assert_eq!(bind(&world.host, "0.0.0.0:8080", true), Ok(()));
+    assert_eq!(bind(&world.host, "0.0.0.0:7002", false), Ok(()));
+    assert_eq!(bind(&world.host, "127.0.0.1:8080", false), Ok(()));
+    // Other namespaces are not concerned.
+    assert_eq!(bind(&world.ext, "0.0.0.0:8080", false), Ok(()));
+    daemon.json(&["endpoint", "rm", "web"]);
+    assert_eq!(bind(&world.host, "0.0.0.0:8080", false), Ok(()));
+    assert_eq!(bind(&world.host, "0.0.0.0:7002", true), Ok(()));
+}
+
+const RESERVED_PORTS: &str = "/proc/sys/net/ipv4/ip_local_reserved_ports";
+
+/// `ip_local_reserved_ports` of `ns`.
+fn reserved_ports(ns: &Netns) -> String {
+    ns.run(|| std::fs::read_to_string(RESERVED_PORTS).unwrap())
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn published_ports_are_reserved_against_ephemeral_use() {
+    let mut world = World::new();
+    // The administrator's own entries (7001 is also published below).
+    world
+        .host
+        .run(|| std::fs::write(RESERVED_PORTS, "22,7001").unwrap());
+    let mut daemon = world.daemon();
+    let _servers = web(&mut world, &daemon, &["8080:80", "7000-7003:80-83/udp"]);
+    assert_eq!(reserved_ports(&world.host), "22,7000-7003,8080");
+    // Only the daemon's namespace.
+    assert_eq!(reserved_ports(&world.ext), "");
+    daemon.json(&["endpoint", "rm", "web"]);
+    assert_eq!(
+        reserved_ports(&world.host),
+        "22,7001",
+        "the admin's entries stay"
+    );
+
+    // Recomputed from the store after a restart: our entries are still known as ours.
+    let netns = world.container("web2");
+    let netns = netns.to_str().unwrap().to_string();
+    let create = [
+        "endpoint", "create", "front", "--netns", &netns, "--name", "web2",
+    ];
+    let mut args = create.to_vec();
+    args.extend(["-p", "9090:80"]);
+    daemon.json(&args);
+    assert_eq!(reserved_ports(&world.host), "22,7001,9090");
+    daemon.kill();
+    daemon.restart();
+    assert_eq!(reserved_ports(&world.host), "22,7001,9090");
+    daemon.json(&["endpoint", "rm", "web2"]);
+    assert_eq!(reserved_ports(&world.host), "22,7001");
+
+    // `netdriver cleanup` takes ours back.
+    daemon.json(&args);
+    assert_eq!(reserved_ports(&world.host), "22,7001,9090");
+    daemon.kill();
+    let state = daemon.dir.join("state");
+    let out = world.host.exec(
+        common::netdriver_bin().to_str().unwrap(),
+        &[
+            "cleanup",
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--bpffs",
+            daemon.bpffs.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(reserved_ports(&world.host), "22,7001");
+}

@@ -12,6 +12,7 @@ mod links;
 mod network;
 mod options;
 mod reconcile;
+mod reservations;
 mod uplinks;
 
 use std::{
@@ -100,6 +101,7 @@ impl Service {
             refusals: [0; 2],
         };
         state.restore().await?;
+        state.sync_reservations()?;
         state.sync_uplinks().await?;
         state.dp.release_stale_links()?;
         Ok(Self {
@@ -137,11 +139,17 @@ impl Service {
         &self,
         req: crate::model::CreateEndpoint,
     ) -> Result<Endpoint, ServiceError> {
-        self.state.lock().await.create_endpoint(req).await
+        let mut state = self.state.lock().await;
+        let created = state.create_endpoint(req).await;
+        state.sync_reservations_or_warn();
+        created
     }
 
     pub async fn remove_endpoint(&self, name: &str) -> Result<(), ServiceError> {
-        self.state.lock().await.remove_endpoint(name).await
+        let mut state = self.state.lock().await;
+        let removed = state.remove_endpoint(name).await;
+        state.sync_reservations_or_warn();
+        removed
     }
 
     pub async fn endpoints(&self) -> Vec<Endpoint> {
