@@ -34,6 +34,8 @@ pub const MAP_HOST_ADDRS6: &str = "ND_HOST_ADDRS6";
 /// What the socket hooks translated, so replies and `getpeername` show the address the
 /// application used.
 pub const MAP_SOCK_RNAT: &str = "ND_SOCK_RNAT";
+/// The same for IPv6 sockets (IPv4-mapped addresses use `ND_SOCK_RNAT`).
+pub const MAP_SOCK_RNAT6: &str = "ND_SOCK_RNAT6";
 /// Hairpin flows (a container reaching a published port through a host address), keyed by
 /// the reply as the target container sends it.
 pub const MAP_HAIRPIN: &str = "ND_HAIRPIN";
@@ -56,6 +58,12 @@ pub const PROG_SOCK_RECVMSG4: &str = "nd_sock_recvmsg4";
 pub const PROG_SOCK_GETPEERNAME4: &str = "nd_sock_getpeername4";
 /// cgroup bind4: published host ports are reserved.
 pub const PROG_SOCK_BIND4: &str = "nd_sock_bind4";
+/// The IPv6 twins (they also handle IPv4-mapped addresses on dual-stack sockets).
+pub const PROG_SOCK_CONNECT6: &str = "nd_sock_connect6";
+pub const PROG_SOCK_SENDMSG6: &str = "nd_sock_sendmsg6";
+pub const PROG_SOCK_RECVMSG6: &str = "nd_sock_recvmsg6";
+pub const PROG_SOCK_GETPEERNAME6: &str = "nd_sock_getpeername6";
+pub const PROG_SOCK_BIND6: &str = "nd_sock_bind6";
 
 /// Load-time global: the cookie of the daemon's network namespace. The socket hooks are
 /// attached to a cgroup, and cgroups span namespaces: they act only on sockets whose
@@ -621,6 +629,33 @@ pub struct SockRnatValue {
 }
 const _: () = assert!(size_of::<SockRnatValue>() == 8);
 
+/// Key of `ND_SOCK_RNAT6`: a socket (its cookie) and the container IPv6 address and port the
+/// socket hooks sent it to. The IPv6 twin of [`SockRnatKey`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct SockRnatKey6 {
+    pub cookie: u64,
+    /// Container address, network order.
+    pub addr: [u8; 16],
+    /// Container port, host order.
+    pub port: u16,
+    pub proto: u8,
+    pub _pad: [u8; 5],
+}
+const _: () = assert!(size_of::<SockRnatKey6>() == 32);
+
+/// Value of `ND_SOCK_RNAT6`: the address and port the application asked for.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct SockRnatValue6 {
+    /// Network order.
+    pub addr: [u8; 16],
+    /// Host order.
+    pub port: u16,
+    pub _pad: u16,
+}
+const _: () = assert!(size_of::<SockRnatValue6>() == 20);
+
 /// Key of `ND_HAIRPIN`: a reply of a hairpin flow as the target container sends it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
@@ -662,8 +697,9 @@ const _: () = assert!(size_of::<HairpinEntry>() == 40);
 #[cfg(feature = "user")]
 mod user {
     use super::{
-        BindPortKey, CtEntry, CtKey, HairpinEntry, HairpinKey, LinkKey, NetInfo, PortKey,
-        PortRangeKey, PortRangeTarget, PortTarget, SockRnatKey, SockRnatValue,
+        BindPortKey, CtEntry, CtKey, HairpinEntry, HairpinKey, LinkKey, NetInfo, PortKey, PortKey6,
+        PortRangeKey, PortRangeTarget, PortTarget, PortTarget6, SockRnatKey, SockRnatKey6,
+        SockRnatValue, SockRnatValue6,
     };
 
     macro_rules! aya_pod {
@@ -687,5 +723,9 @@ mod user {
         PortRangeKey,
         PortRangeTarget,
         BindPortKey,
+        PortKey6,
+        PortTarget6,
+        SockRnatKey6,
+        SockRnatValue6,
     );
 }

@@ -11,7 +11,8 @@ use netdriver_common::{
     DROP_REASONS, HAIRPIN_MAX_ENTRIES, HOST_ADDRS_MAX_ENTRIES, HairpinEntry, HairpinKey,
     LINKS_MAX_ENTRIES, LinkKey, NAT_PORT_MAX_DEFAULT, NAT_PORT_MIN_DEFAULT, NETS_MAX_ENTRIES,
     NetInfo, PORT_RANGES_MAX_ENTRIES, PORTS_MAX_ENTRIES, PortKey, PortKey6, PortRangeKey,
-    PortRangeTarget, PortTarget, PortTarget6, SOCK_RNAT_MAX_ENTRIES, SockRnatKey, SockRnatValue,
+    PortRangeTarget, PortTarget, PortTarget6, SOCK_RNAT_MAX_ENTRIES, SockRnatKey, SockRnatKey6,
+    SockRnatValue, SockRnatValue6,
 };
 
 /// Published ports.
@@ -52,6 +53,14 @@ pub static ND_HOST_ADDRS6: HashMap<[u8; 16], u32, { HOST_ADDRS_MAX_ENTRIES as us
 pub static ND_SOCK_RNAT: LruHashMap<
     SockRnatKey,
     SockRnatValue,
+    { SOCK_RNAT_MAX_ENTRIES as usize },
+> = LruHashMap::new();
+
+/// Translations made by the IPv6 socket hooks (IPv4-mapped ones go to `ND_SOCK_RNAT`).
+#[btf_map]
+pub static ND_SOCK_RNAT6: LruHashMap<
+    SockRnatKey6,
+    SockRnatValue6,
     { SOCK_RNAT_MAX_ENTRIES as usize },
 > = LruHashMap::new();
 
@@ -148,6 +157,13 @@ pub fn in_container_net(addr_be: u32) -> bool {
 pub fn is_host_addr(addr_be: u32) -> bool {
     // SAFETY: only the presence is read.
     unsafe { ND_HOST_ADDRS.get(addr_be) }.is_some()
+}
+
+/// Whether `addr` is one of the host's own IPv6 addresses.
+#[inline(always)]
+pub fn is_host_addr6(addr: [u8; 16]) -> bool {
+    // SAFETY: only the presence is read.
+    unsafe { ND_HOST_ADDRS6.get(addr) }.is_some()
 }
 
 /// Whether `port`/`proto` is published on `addr_be` (or on every host address), as a single

@@ -37,10 +37,11 @@ use ipnet::Ipv4Net;
 use netdriver_common::{
     BindPortKey, CT_MAX_ENTRIES, CtEntry, CtKey, DROP_REASONS, GLOBAL_NAT_PORT_MAX,
     GLOBAL_NAT_PORT_MIN, GLOBAL_NETNS_COOKIE, GLOBAL_REDIRECT_PEER, HairpinEntry, HairpinKey,
-    LinkKey, MAP_BIND_PORTS, MAP_CT, MAP_DROPS, MAP_HAIRPIN, MAP_HOST_ADDRS, MAP_LINKS, MAP_NETS,
-    MAP_PORT_RANGES, MAP_PORTS, MAP_SOCK_RNAT, NAT_PORT_MAX_DEFAULT, NAT_PORT_MIN_DEFAULT, NetInfo,
-    PROG_FROM_CONTAINER, PROG_FROM_UPLINK, PROG_XDP_UPLINK, PortKey, PortRangeKey, PortRangeTarget,
-    PortTarget, SockRnatKey, SockRnatValue,
+    LinkKey, MAP_BIND_PORTS, MAP_CT, MAP_DROPS, MAP_HAIRPIN, MAP_HOST_ADDRS, MAP_HOST_ADDRS6,
+    MAP_LINKS, MAP_NETS, MAP_PORT_RANGES, MAP_PORTS, MAP_PORTS6, MAP_SOCK_RNAT, MAP_SOCK_RNAT6,
+    NAT_PORT_MAX_DEFAULT, NAT_PORT_MIN_DEFAULT, NetInfo, PROG_FROM_CONTAINER, PROG_FROM_UPLINK,
+    PROG_XDP_UPLINK, PortKey, PortRangeKey, PortRangeTarget, PortTarget, SockRnatKey, SockRnatKey6,
+    SockRnatValue, SockRnatValue6,
 };
 use nix::{
     mount::{MsFlags, mount},
@@ -54,7 +55,7 @@ pub use xdp::UplinkMode;
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netdriver"));
 
 /// Every map of the object; all are pinned under the pin directory.
-const MAP_NAMES: [&str; 10] = [
+const MAP_NAMES: [&str; 13] = [
     MAP_PORTS,
     MAP_CT,
     MAP_NETS,
@@ -65,6 +66,9 @@ const MAP_NAMES: [&str; 10] = [
     MAP_PORT_RANGES,
     MAP_HAIRPIN,
     MAP_BIND_PORTS,
+    MAP_SOCK_RNAT6,
+    MAP_PORTS6,
+    MAP_HOST_ADDRS6,
 ];
 
 /// Load-time sizes and knobs of the data path.
@@ -217,6 +221,8 @@ pub struct Dataplane {
     port_ranges: LpmTrie<MapData, PortRangeKey, PortRangeTarget>,
     hairpin: HashMap<MapData, HairpinKey, HairpinEntry>,
     bind_ports: LpmTrie<MapData, BindPortKey, u32>,
+    host_addrs6: HashMap<MapData, [u8; 16], u32>,
+    sock_rnat6: HashMap<MapData, SockRnatKey6, SockRnatValue6>,
     cgroup: sock::CgroupLinks,
     uplinks: BTreeMap<String, Attachment>,
     /// `nd_xdp_uplink` attachments (`UplinkMode::Xdp`), in front of the tc ones.
@@ -293,6 +299,8 @@ impl Dataplane {
             port_ranges: take_map(&mut ebpf, pin_dir, MAP_PORT_RANGES)?,
             hairpin: take_map(&mut ebpf, pin_dir, MAP_HAIRPIN)?,
             bind_ports: take_map(&mut ebpf, pin_dir, MAP_BIND_PORTS)?,
+            host_addrs6: take_map(&mut ebpf, pin_dir, MAP_HOST_ADDRS6)?,
+            sock_rnat6: take_map(&mut ebpf, pin_dir, MAP_SOCK_RNAT6)?,
             cgroup: sock::CgroupLinks::default(),
             ebpf,
             pin_dir: pin_dir.to_owned(),

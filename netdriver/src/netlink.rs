@@ -9,7 +9,7 @@ use std::{
     fmt,
     fs::File,
     io,
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::AsRawFd,
     path::{Path, PathBuf},
 };
@@ -423,6 +423,23 @@ impl Netlink {
         request
             .execute()
             .try_filter_map(|address| future::ready(Ok(ipv4_address(&address))))
+            .try_collect()
+            .await
+            .map_err(|source| NetlinkError::ListAddresses(source.into()))
+    }
+
+    /// IPv6 addresses of every interface.
+    pub async fn ipv6_addresses(&self) -> Result<Vec<Ipv6Addr>, NetlinkError> {
+        let mut request = self.handle.address().get();
+        request.message_mut().header.family = AddressFamily::Inet6;
+        request
+            .execute()
+            .try_filter_map(|address| {
+                future::ready(Ok(address.attributes.iter().find_map(|a| match a {
+                    AddressAttribute::Address(IpAddr::V6(addr)) => Some(*addr),
+                    _ => None,
+                })))
+            })
             .try_collect()
             .await
             .map_err(|source| NetlinkError::ListAddresses(source.into()))

@@ -4,12 +4,12 @@
 mod common;
 
 use std::{
-    io::{Read, Write},
-    net::{SocketAddr, TcpStream, UdpSocket},
+    net::{TcpStream, UdpSocket},
     os::unix::fs::MetadataExt,
     time::Duration,
 };
 
+use common::sockets::{bind, tcp_with_peer, udp_with_source};
 use common::{
     Daemon, HOST_IP, Netns, SILENCE, TIMEOUT, TcpServer, UdpServer, World, run, tcp_request,
 };
@@ -35,34 +35,6 @@ fn web(world: &mut World, daemon: &Daemon, ports: &[&str]) -> (TcpServer, UdpSer
         TcpServer::start(c, "0.0.0.0:80", "web"),
         UdpServer::start(c, "0.0.0.0:53", "dns"),
     )
-}
-
-/// A TCP request from `ns` that also returns the peer `getpeername` reported.
-fn tcp_with_peer(ns: &Netns, addr: &str) -> (String, SocketAddr) {
-    let addr: SocketAddr = addr.parse().unwrap();
-    ns.run(move || {
-        let mut s = TcpStream::connect_timeout(&addr, TIMEOUT)
-            .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
-        let peer = s.peer_addr().unwrap();
-        s.set_read_timeout(Some(TIMEOUT)).unwrap();
-        s.write_all(b"hello").unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        (out, peer)
-    })
-}
-
-/// A UDP request from `ns` (unconnected socket): the answer and the address it came from.
-fn udp_with_source(ns: &Netns, addr: &str) -> (String, SocketAddr) {
-    let addr: SocketAddr = addr.parse().unwrap();
-    ns.run(move || {
-        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
-        s.set_read_timeout(Some(TIMEOUT)).unwrap();
-        s.send_to(b"hello", addr).unwrap();
-        let mut buf = [0u8; 128];
-        let (n, from) = s.recv_from(&mut buf).expect("UDP answer");
-        (String::from_utf8_lossy(&buf[..n]).into_owned(), from)
-    })
 }
 
 #[test]
@@ -154,7 +126,7 @@ fn free_port_in_root_namespace() -> u16 {
 }
 
 /// The socket programs, one attachment each.
-const HOOKS: usize = 5;
+const HOOKS: usize = 10;
 
 /// The host reaches the published port on loopback (the hooks act).
 fn host_reaches_8080(world: &World) {
@@ -352,19 +324,6 @@ fn cgroup_prog_ids() -> Vec<u64> {
         .iter()
         .filter_map(|p| p["id"].as_u64())
         .collect()
-}
-
-/// Binds `addr` (TCP listener or UDP socket) in `ns`; the error kind on failure.
-fn bind(ns: &Netns, addr: &str, udp: bool) -> Result<(), std::io::ErrorKind> {
-    let addr: SocketAddr = addr.parse().unwrap();
-    ns.run(move || {
-        if udp {
-            UdpSocket::bind(addr).map(drop)
-        } else {
-            std::net::TcpListener::bind(addr).map(drop)
-        }
-        .map_err(|e| e.kind())
-    })
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use std::{
     collections::HashSet,
     fs, io,
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     os::fd::AsRawFd,
     path::{Path, PathBuf},
 };
@@ -17,19 +17,26 @@ use aya::{
     },
 };
 use netdriver_common::{
-    MAP_HOST_ADDRS, MAP_SOCK_RNAT, PROG_SOCK_BIND4, PROG_SOCK_CONNECT4, PROG_SOCK_GETPEERNAME4,
-    PROG_SOCK_RECVMSG4, PROG_SOCK_SENDMSG4, SockRnatKey,
+    MAP_HOST_ADDRS, MAP_HOST_ADDRS6, MAP_SOCK_RNAT, MAP_SOCK_RNAT6, PROG_SOCK_BIND4,
+    PROG_SOCK_BIND6, PROG_SOCK_CONNECT4, PROG_SOCK_CONNECT6, PROG_SOCK_GETPEERNAME4,
+    PROG_SOCK_GETPEERNAME6, PROG_SOCK_RECVMSG4, PROG_SOCK_RECVMSG6, PROG_SOCK_SENDMSG4,
+    PROG_SOCK_SENDMSG6, SockRnatKey, SockRnatKey6,
 };
 
 use super::{Dataplane, DataplaneError, LINK_DIR, io_err, is_not_found, map_err};
 
 /// The socket programs, all attached to the same cgroup.
-pub(super) const SOCK_PROGRAMS: [&str; 5] = [
+pub(super) const SOCK_PROGRAMS: [&str; 10] = [
     PROG_SOCK_BIND4,
     PROG_SOCK_CONNECT4,
     PROG_SOCK_SENDMSG4,
     PROG_SOCK_RECVMSG4,
     PROG_SOCK_GETPEERNAME4,
+    PROG_SOCK_BIND6,
+    PROG_SOCK_CONNECT6,
+    PROG_SOCK_SENDMSG6,
+    PROG_SOCK_RECVMSG6,
+    PROG_SOCK_GETPEERNAME6,
 ];
 
 /// The cgroup attachments of the socket programs: bpf links pinned under
@@ -222,6 +229,49 @@ impl Dataplane {
                 }
                 _ => {}
             }
+        }
+        Ok(())
+    }
+
+    /// Forgets the IPv6 socket translations towards a container address.
+    pub fn flush_sock_rnat6(&mut self, addr: Ipv6Addr) -> Result<(), DataplaneError> {
+        let addr = addr.octets();
+        let keys: Vec<SockRnatKey6> = self
+            .sock_rnat6
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(map_err("iterate", MAP_SOCK_RNAT6))?;
+        for key in keys.iter().filter(|k| k.addr == addr) {
+            match self.sock_rnat6.remove(key) {
+                Err(err) if !is_not_found(&err) => {
+                    return Err(map_err("remove from", MAP_SOCK_RNAT6)(err));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes `ND_HOST_ADDRS6` hold exactly `addrs`.
+    pub fn set_host_addrs6(&mut self, addrs: &HashSet<Ipv6Addr>) -> Result<(), DataplaneError> {
+        let wanted: HashSet<[u8; 16]> = addrs.iter().map(Ipv6Addr::octets).collect();
+        let present: HashSet<[u8; 16]> = self
+            .host_addrs6
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(map_err("iterate", MAP_HOST_ADDRS6))?;
+        for gone in present.difference(&wanted) {
+            match self.host_addrs6.remove(gone) {
+                Err(err) if !is_not_found(&err) => {
+                    return Err(map_err("remove from", MAP_HOST_ADDRS6)(err));
+                }
+                _ => {}
+            }
+        }
+        for new in wanted.difference(&present) {
+            self.host_addrs6
+                .insert(new, 1, 0)
+                .map_err(map_err("insert into", MAP_HOST_ADDRS6))?;
         }
         Ok(())
     }

@@ -1,0 +1,192 @@
+//! Published ports reached from the host itself over IPv6 (`[::1]`, a host IPv6 address)
+//! and through IPv4-mapped addresses on dual-stack sockets, by the IPv6 cgroup socket hooks.
+//!
+//! Until the IPv6 control plane publishes IPv6 bindings itself, these tests give the
+//! container its IPv6 address with `ip` and write the IPv6 published port into the daemon's
+//! pinned `ND_PORTS6` with bpftool, the entry the daemon would write. The sockets, the
+//! hooks and what the applications see are real.
+
+mod common;
+
+use common::{
+    Daemon, HOST_IP, SILENCE, TIMEOUT, TcpServer, UdpServer, World, run,
+    sockets::{bind, tcp_with_peer, udp_with_source},
+    tcp_request,
+};
+
+const GATEWAY: &str = "10.89.0.1";
+/// The bridge's and the container's IPv6 addresses (set by the test, see the module doc).
+const BRIDGE6: &str = "2001:db8:89::1";
+const WEB6: &str = "2001:db8:89::2";
+/// An IPv6 address of the host's uplink.
+const HOST6: &str = "2001:db8:1::1";
+
+/// A network 10.89.0.0/24 with one endpoint "web" publishing `ports` (IPv4), with IPv4 and
+/// IPv6 TCP servers on 80 and UDP servers on 53 in it. The host has `HOST6` on its uplink
+/// before the daemon starts.
+struct Web {
+    _servers: (TcpServer, UdpServer, TcpServer, UdpServer),
+}
+
+fn web(world: &mut World, daemon: &Daemon, ports: &[&str]) -> Web {
+    let net = daemon.json(&["network", "create", "front", "--subnet", "10.89.0.0/24"]);
+    let bridge = net["bridge"].as_str().unwrap().to_string();
+    let netns = world.container("web");
+    let netns = netns.to_str().unwrap();
+    let mut args = vec![
+        "endpoint", "create", "front", "--netns", netns, "--name", "web",
+    ];
+    for p in ports {
+        args.extend(["-p", p]);
+    }
+    daemon.json(&args);
+    world.host.ip(&[
+        "addr",
+        "add",
+        &format!("{BRIDGE6}/64"),
+        "dev",
+        &bridge,
+        "nodad",
+    ]);
+    let c = world.container_ns("web");
+    c.ip(&["addr", "add", &format!("{WEB6}/64"), "dev", "eth0", "nodad"]);
+    Web {
+        _servers: (
+            TcpServer::start(c, "0.0.0.0:80", "web"),
+            UdpServer::start(c, "0.0.0.0:53", "dns"),
+            TcpServer::start(c, &format!("[{WEB6}]:80"), "web6"),
+            UdpServer::start(c, &format!("[{WEB6}]:53"), "dns6"),
+        ),
+    }
+}
+
+fn world_with_host6() -> World {
+    let world = World::new();
+    world
+        .host
+        .ip(&["addr", "add", &format!("{HOST6}/64"), "dev", "up0", "nodad"]);
+    world
+}
+
+/// Writes `[host]:port/proto -> [WEB6]:container_port` into the daemon's `ND_PORTS6`
+/// (`PortKey6` -> `PortTarget6`, see netdriver-common), as publishing an IPv6 binding does.
+fn publish6(daemon: &Daemon, host: std::net::Ipv6Addr, port: u16, proto: u8, to: u16) {
+    let web6: std::net::Ipv6Addr = WEB6.parse().unwrap();
+    let mut key = host.octets().to_vec();
+    key.extend(port.to_ne_bytes());
+    key.extend([proto, 0]);
+    let mut value = web6.octets().to_vec();
+    value.extend(to.to_ne_bytes());
+    value.extend([0u8; 2 + 4 + 6 + 6]);
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>();
+    let pin = daemon.bpffs.join("ND_PORTS6");
+    let mut args = vec![
+        "map".to_string(),
+        "update".into(),
+        "pinned".into(),
+        pin.to_str().unwrap().into(),
+        "key".into(),
+        "hex".into(),
+    ];
+    args.extend(hex(&key));
+    args.extend(["value".into(), "hex".into()]);
+    args.extend(hex(&value));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run("bpftool", &args);
+}
+
+const TCP: u8 = 6;
+const UDP: u8 = 17;
+
+#[test]
+fn the_host_reaches_ipv6_published_ports_on_loopback_and_its_own_address() {
+    let mut world = world_with_host6();
+    let daemon = world.daemon();
+    let _web = web(&mut world, &daemon, &[]);
+    let any = std::net::Ipv6Addr::UNSPECIFIED;
+    publish6(&daemon, any, 8080, TCP, 80);
+    publish6(&daemon, any, 5353, UDP, 53);
+    for host_addr in ["::1", HOST6] {
+        let target = format!("[{host_addr}]:8080");
+        let (answer, peer) = tcp_with_peer(&world.host, &target);
+        // Straight to the container's IPv6 address, over the bridge.
+        assert_eq!(answer, format!("web6 saw {BRIDGE6} said hello"), "{target}");
+        assert_eq!(
+            peer,
+            target.parse().unwrap(),
+            "getpeername shows what was used"
+        );
+        let target = format!("[{host_addr}]:5353");
+        let (answer, from) = udp_with_source(&world.host, &target);
+        assert_eq!(answer, format!("dns6 saw {BRIDGE6}"), "{target}");
+        assert_eq!(
+            from,
+            target.parse().unwrap(),
+            "the reply comes from {target}"
+        );
+    }
+    // Not published: nothing listens on the host.
+    assert!(tcp_request(&world.host, "[::1]:8081", SILENCE).is_err());
+    // Another namespace's ::1 is its own.
+    let _ext = TcpServer::start(&world.ext, "[::1]:8080", "ext");
+    assert_eq!(
+        tcp_request(&world.ext, "[::1]:8080", TIMEOUT).unwrap(),
+        "ext saw ::1 said hello"
+    );
+    let c = world.container_ns("web");
+    let _own = TcpServer::start(c, "[::1]:8080", "own");
+    assert_eq!(
+        tcp_request(c, "[::1]:8080", TIMEOUT).unwrap(),
+        "own saw ::1 said hello"
+    );
+}
+
+#[test]
+fn ipv4_mapped_addresses_behave_like_the_ipv4_address() {
+    let mut world = world_with_host6();
+    let daemon = world.daemon();
+    let _web = web(&mut world, &daemon, &["8080:80", "5353:53/udp"]);
+    for v4 in ["127.0.0.1", HOST_IP] {
+        let target = format!("[::ffff:{v4}]:8080");
+        let (answer, peer) = tcp_with_peer(&world.host, &target);
+        assert_eq!(answer, format!("web saw {GATEWAY} said hello"), "{target}");
+        assert_eq!(peer, target.parse().unwrap(), "{target}");
+        let target = format!("[::ffff:{v4}]:5353");
+        let (answer, from) = udp_with_source(&world.host, &target);
+        assert_eq!(answer, format!("dns saw {GATEWAY}"), "{target}");
+        assert_eq!(from, target.parse().unwrap(), "{target}");
+    }
+    // The IPv6 address of the same port is not published.
+    assert!(tcp_request(&world.host, "[::1]:8080", SILENCE).is_err());
+}
+
+#[test]
+fn ipv6_binds_of_published_ports_fail() {
+    let mut world = world_with_host6();
+    let daemon = world.daemon();
+    let _web = web(&mut world, &daemon, &[&format!("{HOST_IP}:7070:80")]);
+    let host6: std::net::Ipv6Addr = HOST6.parse().unwrap();
+    publish6(&daemon, std::net::Ipv6Addr::UNSPECIFIED, 8080, TCP, 80);
+    publish6(&daemon, host6, 6060, UDP, 53);
+    let in_use = Err(std::io::ErrorKind::AddrInUse);
+    // Published on every IPv6 address.
+    assert_eq!(bind(&world.host, "[::1]:8080", false), in_use);
+    assert_eq!(bind(&world.host, &format!("[{HOST6}]:8080"), false), in_use);
+    // Published on one IPv6 address.
+    assert_eq!(bind(&world.host, &format!("[{HOST6}]:6060"), true), in_use);
+    assert_eq!(bind(&world.host, "[::1]:6060", true), Ok(()));
+    // `[::]` (dual-stack) conflicts with an IPv4 port on a single address; the mapped form
+    // of that address too.
+    assert_eq!(bind(&world.host, "[::]:7070", false), in_use);
+    assert_eq!(
+        bind(&world.host, &format!("[::ffff:{HOST_IP}]:7070"), false),
+        in_use
+    );
+    assert_eq!(bind(&world.host, "[::ffff:127.0.0.1]:7070", false), Ok(()));
+    // Free: another port, the other protocol.
+    assert_eq!(bind(&world.host, "[::]:7071", false), Ok(()));
+    assert_eq!(bind(&world.host, "[::]:7070", true), Ok(()));
+    // Other namespaces are not concerned.
+    assert_eq!(bind(&world.ext, "[::]:7070", false), Ok(()));
+    assert_eq!(bind(&world.ext, "[::1]:8080", false), Ok(()));
+}
