@@ -23,7 +23,7 @@ fn key((proto, family, first, bits): BindBlock) -> Key<BindPortKey> {
     )
 }
 
-fn block(key: &Key<BindPortKey>) -> BindBlock {
+fn block(key: Key<BindPortKey>) -> BindBlock {
     let data = key.data();
     (
         data.proto,
@@ -39,7 +39,7 @@ impl Dataplane {
         let present: BTreeSet<BindBlock> = self
             .bind_ports
             .keys()
-            .map(|k| k.map(|k| block(&k)))
+            .map(|k| k.map(block))
             .collect::<Result<_, _>>()
             .map_err(map_err("iterate", MAP_BIND_PORTS))?;
         for gone in present.difference(wanted) {
