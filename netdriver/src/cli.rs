@@ -166,6 +166,10 @@ fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
 }
 
 #[derive(Debug, Subcommand)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once per command; the create flags are the big variant"
+)]
 pub enum NetworkCmd {
     /// Create a bridge network.
     Create {
@@ -176,6 +180,15 @@ pub enum NetworkCmd {
         /// Gateway address (on the bridge); default: the first address of the subnet.
         #[arg(long)]
         gateway: Option<String>,
+        /// Enable IPv6: the bridge and every container get an IPv6 address too.
+        #[arg(long)]
+        ipv6: bool,
+        /// IPv6 subnet in CIDR form (needs --ipv6); default: a free unique local /64.
+        #[arg(long, value_name = "CIDR")]
+        subnet_v6: Option<String>,
+        /// IPv6 gateway; default: the first address of the IPv6 subnet.
+        #[arg(long, value_name = "ADDR")]
+        gateway_v6: Option<String>,
         /// Bridge interface name; default: nd-<id>.
         #[arg(long)]
         bridge: Option<String>,
@@ -211,6 +224,10 @@ pub enum NetworkCmd {
 }
 
 #[derive(Debug, Subcommand)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once per command; the create flags are the big variant"
+)]
 pub enum EndpointCmd {
     /// Attach a network namespace to a network.
     Create {
@@ -222,6 +239,10 @@ pub enum EndpointCmd {
         name: Option<String>,
         #[arg(long)]
         ip: Option<String>,
+        /// IPv6 address (on an --ipv6 network); default: derived from the MAC when the
+        /// prefix is /80 or shorter, else the lowest free one.
+        #[arg(long)]
+        ip6: Option<String>,
         #[arg(long)]
         mac: Option<String>,
         /// Interface name inside the namespace.
@@ -276,7 +297,7 @@ pub fn run_client(cli: &Cli) -> Result<()> {
                         str_of(&r["proto"]),
                         str_of(&r["host_ip"]),
                         str_of(&r["host_port"]),
-                        str_of(&r["container_ip"]),
+                        container_ip(r),
                         str_of(&r["container_port"]),
                         str_of(&r["endpoint"]),
                     ]
@@ -296,6 +317,9 @@ fn network(cli: &Cli, cmd: &NetworkCmd) -> Result<Output> {
             name,
             subnet,
             gateway,
+            ipv6,
+            subnet_v6,
+            gateway_v6,
             bridge,
             mtu,
             icc,
@@ -312,15 +336,19 @@ fn network(cli: &Cli, cmd: &NetworkCmd) -> Result<Output> {
                     .ok_or_else(|| anyhow::anyhow!("invalid option {kv:?}: expected KEY=VALUE"))?;
                 options.insert(k.to_string(), Value::String(v.to_string()));
             }
-            let body = json!({"name": name, "subnet": subnet, "gateway": gateway, "bridge": bridge, "mtu": mtu,
+            let body = json!({"name": name, "subnet": subnet, "gateway": gateway,
+                "ipv6": ipv6.then_some(true), "subnet_v6": subnet_v6, "gateway_v6": gateway_v6,
+                "bridge": bridge, "mtu": mtu,
                 "icc": icc, "masquerade": masquerade, "snat_ip": snat_ip,
                 "internal": internal.then_some(true), "gateway_mode": gateway_mode, "options": options});
             let v = call(s, "POST", "/v1/networks", Some(&body))?;
             Output::line(v, |v| {
+                let subnet6 = v["subnet6"].as_str().map(|s| format!(" {s}"));
                 format!(
-                    "{} {} {}",
+                    "{} {}{} {}",
                     str_of(&v["name"]),
                     str_of(&v["subnet"]),
+                    subnet6.unwrap_or_default(),
                     str_of(&v["bridge"])
                 )
             })
@@ -329,12 +357,22 @@ fn network(cli: &Cli, cmd: &NetworkCmd) -> Result<Output> {
             let v = call(s, "GET", "/v1/networks", None)?;
             Output::table(
                 v,
-                &["NAME", "SUBNET", "GATEWAY", "BRIDGE", "ENDPOINTS"],
+                &[
+                    "NAME",
+                    "SUBNET",
+                    "GATEWAY",
+                    "SUBNET6",
+                    "GATEWAY6",
+                    "BRIDGE",
+                    "ENDPOINTS",
+                ],
                 |n| {
                     vec![
                         str_of(&n["name"]),
                         str_of(&n["subnet"]),
                         str_of(&n["gateway"]),
+                        str_of(&n["subnet6"]),
+                        str_of(&n["gateway6"]),
                         str_of(&n["bridge"]),
                         n["endpoints"].as_array().map_or(0, Vec::len).to_string(),
                     ]
@@ -362,13 +400,14 @@ fn endpoint(cli: &Cli, cmd: &EndpointCmd) -> Result<Output> {
             netns,
             name,
             ip,
+            ip6,
             mac,
             ifname,
             publish,
             expose,
             link,
         } => {
-            let body = json!({"network": network, "netns": netns, "name": name, "ip": ip, "mac": mac,
+            let body = json!({"network": network, "netns": netns, "name": name, "ip": ip, "ip6": ip6, "mac": mac,
                 "ifname": ifname, "ports": publish, "expose": expose, "links": link});
             let v = call(s, "POST", "/v1/endpoints", Some(&body))?;
             Output::line(v, |v| {
@@ -378,10 +417,12 @@ fn endpoint(cli: &Cli, cmd: &EndpointCmd) -> Result<Output> {
                     .flatten()
                     .map(binding)
                     .collect();
+                let ip6 = v["ip6"].as_str().map(|s| format!(" {s}"));
                 format!(
-                    "{} {} {}",
+                    "{} {}{} {}",
                     str_of(&v["name"]),
                     str_of(&v["ip"]),
+                    ip6.unwrap_or_default(),
                     ports.join(",")
                 )
                 .trim_end()
@@ -390,7 +431,7 @@ fn endpoint(cli: &Cli, cmd: &EndpointCmd) -> Result<Output> {
         }
         EndpointCmd::Ls => {
             let v = call(s, "GET", "/v1/endpoints", None)?;
-            Output::table(v, &["NAME", "NETWORK", "IP", "MAC", "PORTS"], |e| {
+            Output::table(v, &["NAME", "NETWORK", "IP", "IP6", "MAC", "PORTS"], |e| {
                 let ports: Vec<String> = e["ports"]
                     .as_array()
                     .into_iter()
@@ -401,6 +442,7 @@ fn endpoint(cli: &Cli, cmd: &EndpointCmd) -> Result<Output> {
                     str_of(&e["name"]),
                     str_of(&e["network"]),
                     str_of(&e["ip"]),
+                    str_of(&e["ip6"]),
                     str_of(&e["mac"]),
                     ports.join(","),
                 ]
@@ -419,11 +461,27 @@ fn endpoint(cli: &Cli, cmd: &EndpointCmd) -> Result<Output> {
     })
 }
 
-/// `0.0.0.0:8080->80/tcp`, as `docker ps` shows it.
+/// The container address a `port ls` row goes to: its IPv6 one for an IPv6 binding.
+fn container_ip(r: &Value) -> String {
+    let v6 = r["host_ip"].as_str().is_some_and(|ip| ip.contains(':'));
+    if v6 {
+        str_of(&r["container_ip6"])
+    } else {
+        str_of(&r["container_ip"])
+    }
+}
+
+/// `0.0.0.0:8080->80/tcp` or `[::]:8080->80/tcp`, as `docker ps` shows it.
 fn binding(b: &Value) -> String {
+    let ip = str_of(&b["host_ip"]);
+    let ip = if ip.contains(':') {
+        format!("[{ip}]")
+    } else {
+        ip
+    };
     format!(
         "{}:{}->{}/{}",
-        str_of(&b["host_ip"]),
+        ip,
         str_of(&b["host_port"]),
         str_of(&b["container_port"]),
         str_of(&b["proto"])

@@ -1,9 +1,14 @@
 //! Address management: picking a network's subnet from Docker's default pools, and handing
-//! out container addresses inside it.
+//! out container addresses inside it. IPv6 is in [`v6`].
 
-use std::{collections::BTreeSet, net::Ipv4Addr};
+pub mod v6;
 
-use ipnet::Ipv4Net;
+use std::{
+    collections::BTreeSet,
+    net::{IpAddr, Ipv4Addr},
+};
+
+use ipnet::{IpNet, Ipv4Net};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IpamError {
@@ -13,22 +18,26 @@ pub enum IpamError {
         "subnet {subnet} is too small: it needs room for a gateway and a container (/30 or larger)"
     )]
     TooSmall { subnet: Ipv4Net },
+    #[error("invalid IPv6 subnet {0}")]
+    BadSubnet6(String),
     #[error("subnet {subnet} overlaps {other} of network {network}")]
     Overlap {
-        subnet: Ipv4Net,
-        other: Ipv4Net,
+        subnet: IpNet,
+        other: IpNet,
         network: String,
     },
     #[error("address {addr} is not a usable host address in {subnet}")]
-    OutOfSubnet { addr: Ipv4Addr, subnet: Ipv4Net },
+    OutOfSubnet { addr: IpAddr, subnet: IpNet },
     #[error("address {addr} is already in use in {subnet}{}", owner.as_ref().map(|o| format!(" by {o}")).unwrap_or_default())]
     InUse {
-        addr: Ipv4Addr,
-        subnet: Ipv4Net,
+        addr: IpAddr,
+        subnet: IpNet,
         owner: Option<String>,
     },
     #[error("no free address left in {0}")]
-    Exhausted(Ipv4Net),
+    Exhausted(IpNet),
+    #[error("no free IPv6 subnet found in fd00::/8: every candidate overlapped a route or network")]
+    Pools6Exhausted,
     #[error(
         "no free subnet in the default address pools: all overlap existing networks, routes or nameservers"
     )]
@@ -121,14 +130,14 @@ impl AddressPool {
     fn check_free(&self, addr: Ipv4Addr) -> Result<Ipv4Addr, IpamError> {
         if !is_host_addr(&self.subnet, addr) {
             return Err(IpamError::OutOfSubnet {
-                addr,
-                subnet: self.subnet,
+                addr: addr.into(),
+                subnet: self.subnet.into(),
             });
         }
         if self.used.contains(&addr) {
             return Err(IpamError::InUse {
-                addr,
-                subnet: self.subnet,
+                addr: addr.into(),
+                subnet: self.subnet.into(),
                 owner: None,
             });
         }
@@ -139,7 +148,7 @@ impl AddressPool {
         self.subnet
             .hosts()
             .find(|a| !self.used.contains(a))
-            .ok_or(IpamError::Exhausted(self.subnet))
+            .ok_or(IpamError::Exhausted(self.subnet.into()))
     }
 }
 

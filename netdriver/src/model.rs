@@ -1,8 +1,12 @@
 //! The objects the daemon manages and the API requests that create them.
 
-use std::{collections::BTreeMap, net::Ipv4Addr, path::PathBuf};
+use std::{
+    collections::BTreeMap,
+    net::{Ipv4Addr, Ipv6Addr},
+    path::PathBuf,
+};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 use crate::ports::{PortBinding, Proto};
@@ -34,6 +38,20 @@ pub struct Network {
     /// Host address of bindings that name none (`host_binding_ipv4`).
     #[serde(default)]
     pub host_binding_ipv4: Option<Ipv4Addr>,
+    /// IPv6 subnet (`--ipv6`); `None`: the network is IPv4 only.
+    #[serde(default)]
+    pub subnet6: Option<Ipv6Net>,
+    /// IPv6 gateway on the bridge (set exactly when `subnet6` is).
+    #[serde(default)]
+    pub gateway6: Option<Ipv6Addr>,
+}
+
+impl Network {
+    /// Whether the network has IPv6 (`--ipv6`).
+    #[must_use]
+    pub fn ipv6(&self) -> bool {
+        self.subnet6.is_some()
+    }
 }
 
 fn yes() -> bool {
@@ -73,6 +91,15 @@ pub struct Endpoint {
     pub ip: Ipv4Addr,
     pub prefix_len: u8,
     pub gateway: Ipv4Addr,
+    /// IPv6 address on an `--ipv6` network.
+    #[serde(default)]
+    pub ip6: Option<Ipv6Addr>,
+    /// Prefix length of `ip6` (the network's IPv6 subnet); 0 without IPv6.
+    #[serde(default)]
+    pub prefix_len6: u8,
+    /// IPv6 default gateway of the container.
+    #[serde(default)]
+    pub gateway6: Option<Ipv6Addr>,
     pub mac: String,
     /// The `-p` specs as given.
     pub port_specs: Vec<String>,
@@ -110,6 +137,15 @@ pub struct CreateNetwork {
     /// `nat` or `routed`.
     #[serde(default)]
     pub gateway_mode: Option<String>,
+    /// Enable IPv6 (Docker's `--ipv6`); implied by `subnet_v6`.
+    #[serde(default)]
+    pub ipv6: Option<bool>,
+    /// IPv6 subnet in CIDR form; default: a free ULA /64.
+    #[serde(default)]
+    pub subnet_v6: Option<String>,
+    /// IPv6 gateway; default: the first address of the IPv6 subnet.
+    #[serde(default)]
+    pub gateway_v6: Option<String>,
     /// Docker's `-o key=value` driver options.
     #[serde(default)]
     pub options: BTreeMap<String, String>,
@@ -125,6 +161,9 @@ pub struct CreateEndpoint {
     pub name: Option<String>,
     #[serde(default)]
     pub ip: Option<String>,
+    /// Requested IPv6 address (on an `--ipv6` network).
+    #[serde(default)]
+    pub ip6: Option<String>,
     #[serde(default)]
     pub mac: Option<String>,
     #[serde(default)]
@@ -145,6 +184,9 @@ pub struct PortRow {
     pub endpoint: String,
     pub network: String,
     pub container_ip: Ipv4Addr,
+    /// The container's IPv6 address, if it has one.
+    #[serde(default)]
+    pub container_ip6: Option<Ipv6Addr>,
     #[serde(flatten)]
     pub binding: PortBinding,
 }

@@ -9,7 +9,7 @@ use std::{
     fmt,
     fs::File,
     io,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr},
     os::fd::AsRawFd,
     path::{Path, PathBuf},
 };
@@ -28,10 +28,15 @@ use rtnetlink::{
 };
 use tokio::{runtime, sync::oneshot};
 
-pub use self::{ethtool::set_gro, netns::NetnsHandle};
+pub use self::{
+    ethtool::set_gro,
+    netns::NetnsHandle,
+    v6::{enable_ipv6, enable_ipv6_forwarding},
+};
 
 mod ethtool;
 mod netns;
+mod v6;
 
 const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
 const PORT_RANGE: &str = "/proc/sys/net/ipv4/ip_local_port_range";
@@ -127,7 +132,7 @@ pub enum NetlinkError {
     },
     #[error("adding default route via {gateway} on link with index {index}")]
     AddDefaultRoute {
-        gateway: Ipv4Addr,
+        gateway: IpAddr,
         index: u32,
         source: Box<rtnetlink::Error>,
     },
@@ -135,6 +140,10 @@ pub enum NetlinkError {
     ListRoutes(#[source] Box<rtnetlink::Error>),
     #[error("listing IPv4 addresses")]
     ListAddresses(#[source] Box<rtnetlink::Error>),
+    #[error("listing IPv6 routes")]
+    ListRoutes6(#[source] Box<rtnetlink::Error>),
+    #[error("listing IPv6 addresses")]
+    ListAddresses6(#[source] Box<rtnetlink::Error>),
     #[error("opening network namespace file {}", path.display())]
     OpenNetns { path: PathBuf, source: io::Error },
     #[error("entering network namespace {} (is it a network namespace file?)", path.display())]
@@ -163,6 +172,8 @@ pub enum NetlinkError {
         path: &'static str,
         source: io::Error,
     },
+    #[error("writing {path} (is IPv6 enabled in this kernel?)")]
+    WriteIfSysctl { path: String, source: io::Error },
     #[error("parsing {path}: unexpected content {value:?}")]
     ParseSysctl { path: &'static str, value: String },
 }
@@ -428,23 +439,6 @@ impl Netlink {
             .map_err(|source| NetlinkError::ListAddresses(source.into()))
     }
 
-    /// IPv6 addresses of every interface.
-    pub async fn ipv6_addresses(&self) -> Result<Vec<Ipv6Addr>, NetlinkError> {
-        let mut request = self.handle.address().get();
-        request.message_mut().header.family = AddressFamily::Inet6;
-        request
-            .execute()
-            .try_filter_map(|address| {
-                future::ready(Ok(address.attributes.iter().find_map(|a| match a {
-                    AddressAttribute::Address(IpAddr::V6(addr)) => Some(*addr),
-                    _ => None,
-                })))
-            })
-            .try_collect()
-            .await
-            .map_err(|source| NetlinkError::ListAddresses(source.into()))
-    }
-
     /// Adds `default via gateway dev <index>` to the main table.
     async fn add_default_route(&self, index: u32, gateway: Ipv4Addr) -> Result<(), NetlinkError> {
         let route = RouteMessageBuilder::<Ipv4Addr>::new()
@@ -453,7 +447,7 @@ impl Netlink {
             .build();
         let result = self.handle.route().add(route).execute().await;
         result.map_err(|source| NetlinkError::AddDefaultRoute {
-            gateway,
+            gateway: gateway.into(),
             index,
             source: source.into(),
         })

@@ -225,6 +225,7 @@ mod tests {
         )
         .unwrap();
         assert!(net.icc && net.masquerade && !net.internal);
+        assert!(!net.ipv6() && net.gateway6.is_none());
         {
             let s = Store::open(&dir).unwrap();
             s.put_network(&net).unwrap();
@@ -239,5 +240,25 @@ mod tests {
         assert_eq!(s.networks().unwrap(), vec![net]);
         assert!(s.endpoints().unwrap().is_empty());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// An endpoint written before IPv6: no IPv6 fields, port bindings with a plain IPv4
+    /// host address.
+    #[test]
+    fn endpoint_records_from_before_ipv6_load() {
+        let ep: crate::model::Endpoint = serde_json::from_str(
+            r#"{"id": "e", "name": "web", "network": "n", "netns": "/run/netns/x",
+                "ifname": "eth0", "host_ifname": "nde", "ip": "10.20.0.2", "prefix_len": 24,
+                "gateway": "10.20.0.1", "mac": "02:42:0a:14:00:02", "port_specs": ["8080:80"],
+                "ports": [{"proto": "tcp", "host_ip": "0.0.0.0", "host_port": 8080,
+                           "container_port": 80}]}"#,
+        )
+        .unwrap();
+        assert_eq!(ep.ip6, None);
+        assert_eq!(ep.prefix_len6, 0);
+        assert_eq!(ep.ports[0].host_ip, std::net::Ipv4Addr::UNSPECIFIED);
+        let again: crate::model::Endpoint =
+            serde_json::from_slice(&serde_json::to_vec(&ep).unwrap()).unwrap();
+        assert_eq!(again, ep);
     }
 }

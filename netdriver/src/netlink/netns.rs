@@ -13,8 +13,8 @@ use super::{Connection, LinkInfo, LinkRef, Netlink, NetlinkError, THREAD_NETNS, 
 
 /// Everything done inside a container's namespace.
 pub struct NetnsHandle {
-    netlink: Netlink,
-    path: PathBuf,
+    pub(super) netlink: Netlink,
+    pub(super) path: PathBuf,
 }
 
 impl NetnsHandle {
@@ -45,7 +45,7 @@ impl NetnsHandle {
         Ok(Self { netlink, path })
     }
 
-    fn in_netns(&self, error: NetlinkError) -> NetlinkError {
+    pub(super) fn in_netns(&self, error: NetlinkError) -> NetlinkError {
         NetlinkError::InNetns {
             path: self.path.clone(),
             source: Box::new(error),

@@ -19,9 +19,9 @@ use axum::{
 };
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use wire::Call;
 
 use crate::service::{GLOBAL_SPACE, LOCAL_SPACE, Service};
-use wire::Call;
 
 type Shared = Arc<Service>;
 

@@ -343,7 +343,11 @@ pub fn exposed_ports(options: &Options) -> Result<Vec<ExposedPort>, String> {
 /// A request as docker's `-p` shows it: `[HOSTIP:]HOSTPORT[-END]:PORT/PROTO`.
 #[must_use]
 pub fn request_spec(r: &PortRequest) -> String {
-    let ip = r.host_ip.map(|ip| format!("{ip}:")).unwrap_or_default();
+    let ip = match r.host_ip {
+        None => String::new(),
+        Some(IpAddr::V4(ip)) => format!("{ip}:"),
+        Some(IpAddr::V6(ip)) => format!("[{ip}]:"),
+    };
     let host = match (r.host_port, r.host_port_end) {
         (0, _) => String::new(),
         (p, e) if e == 0 || e == p => p.to_string(),

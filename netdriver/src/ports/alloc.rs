@@ -22,8 +22,9 @@ pub const EPHEMERAL_ATTEMPTS: usize = 10;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortBinding {
     pub proto: Proto,
-    /// `0.0.0.0` means every host address.
-    pub host_ip: Ipv4Addr,
+    /// `0.0.0.0` means every IPv4 host address, `::` every IPv6 one. Records written
+    /// before IPv6 hold a plain IPv4 string, which still loads.
+    pub host_ip: IpAddr,
     pub host_port: u16,
     pub container_port: u16,
 }
@@ -31,15 +32,15 @@ pub struct PortBinding {
 /// Who holds each host port, per protocol.
 #[derive(Debug, Default)]
 pub struct PortAllocator {
-    held: HashMap<(Proto, u16), Vec<(Ipv4Addr, String)>>,
+    held: HashMap<(Proto, u16), Vec<(IpAddr, String)>>,
     last_ephemeral: HashMap<Proto, u16>,
 }
 
-/// A normalised request (Docker's sortAndNormPBs): `host_port_end` set, IPv4 host address.
+/// A normalised request (Docker's sortAndNormPBs): `host_port_end` set, host address set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Norm {
     req: PortRequest,
-    host_ip: Ipv4Addr,
+    host_ip: IpAddr,
 }
 
 impl PortAllocator {
@@ -59,14 +60,16 @@ impl PortAllocator {
         });
     }
 
-    /// Who holds `port` on `ip` (a wildcard conflicts with every address and vice versa).
+    /// Who holds `port` on `ip` (a wildcard conflicts with every address of its family and
+    /// vice versa; `0.0.0.0` and `::` are separate, as Docker binds both with one port).
     #[must_use]
-    pub fn holder(&self, proto: Proto, ip: Ipv4Addr, port: u16) -> Option<&str> {
+    pub fn holder(&self, proto: Proto, ip: IpAddr, port: u16) -> Option<&str> {
         self.held
             .get(&(proto, port))?
             .iter()
             .find_map(|(held_ip, owner)| {
-                let clash = held_ip == &ip || held_ip.is_unspecified() || ip.is_unspecified();
+                let clash = held_ip.is_ipv4() == ip.is_ipv4()
+                    && (held_ip == &ip || held_ip.is_unspecified() || ip.is_unspecified());
                 clash.then_some(owner.as_str())
             })
     }
@@ -78,16 +81,16 @@ impl PortAllocator {
         requests: &[PortRequest],
         owner: &str,
         ephemeral: (u16, u16),
-        host_free: &dyn Fn(Proto, Ipv4Addr, u16) -> bool,
+        host_free: &dyn Fn(Proto, IpAddr, u16) -> bool,
     ) -> Result<Vec<PortBinding>, PortError> {
-        let sorted = sort_and_norm(requests)?;
+        let sorted = sort_and_norm(requests);
         let mut tentative = PortAllocator {
             held: self.held.clone(),
             last_ephemeral: self.last_ephemeral.clone(),
         };
         let mut out = Vec::with_capacity(sorted.len());
         for group in sorted.chunk_by(|a, b| same_port_group(&a.req, &b.req)) {
-            let ips: Vec<Ipv4Addr> = group.iter().map(|n| n.host_ip).collect();
+            let ips: Vec<IpAddr> = group.iter().map(|n| n.host_ip).collect();
             let port = tentative.pick(&group[0].req, &ips, ephemeral, host_free)?;
             for n in group {
                 let binding = PortBinding {
@@ -108,9 +111,9 @@ impl PortAllocator {
     fn pick(
         &mut self,
         req: &PortRequest,
-        ips: &[Ipv4Addr],
+        ips: &[IpAddr],
         ephemeral: (u16, u16),
-        host_free: &dyn Fn(Proto, Ipv4Addr, u16) -> bool,
+        host_free: &dyn Fn(Proto, IpAddr, u16) -> bool,
     ) -> Result<u16, PortError> {
         let proto = req.proto;
         let free = |this: &Self, port| ips.iter().all(|ip| this.holder(proto, *ip, port).is_none());
@@ -193,25 +196,22 @@ fn successor(port: u16, begin: u16, end: u16) -> u16 {
     }
 }
 
-/// Normalises and sorts requests in Docker's order (cmpPortBinding).
-fn sort_and_norm(requests: &[PortRequest]) -> Result<Vec<Norm>, PortError> {
-    let mut out = requests
+/// Normalises and sorts requests in Docker's order (cmpPortBinding). A request without a
+/// host address binds `0.0.0.0` (the caller adds the `::` twin on IPv6 networks).
+fn sort_and_norm(requests: &[PortRequest]) -> Vec<Norm> {
+    let mut out: Vec<Norm> = requests
         .iter()
         .map(|r| {
-            let host_ip = match r.host_ip {
-                None => Ipv4Addr::UNSPECIFIED,
-                Some(IpAddr::V4(ip)) => ip,
-                Some(IpAddr::V6(ip)) => return Err(PortError::Ipv6Unsupported(ip)),
-            };
+            let host_ip = r.host_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
             let mut req = *r;
             if req.host_port_end == 0 {
                 req.host_port_end = req.host_port;
             }
-            Ok(Norm { req, host_ip })
+            Norm { req, host_ip }
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect();
     out.sort_by(cmp_binding);
-    Ok(out)
+    out
 }
 
 /// Exact host ports before ranges, then container port, protocol, host port (range), host IP.
@@ -245,7 +245,7 @@ mod tests {
         specs.iter().flat_map(|s| parse(s).unwrap()).collect()
     }
 
-    fn all_free(_: Proto, _: Ipv4Addr, _: u16) -> bool {
+    fn all_free(_: Proto, _: IpAddr, _: u16) -> bool {
         true
     }
 
@@ -275,8 +275,8 @@ mod tests {
             ports(&got),
             vec![(8005, 80), (8000, 81), (40000, 90), (40000, 90)]
         );
-        assert_eq!(got[2].host_ip, Ipv4Addr::new(198, 51, 100, 1));
-        assert_eq!(got[3].host_ip, Ipv4Addr::new(198, 51, 100, 2));
+        assert_eq!(got[2].host_ip, IpAddr::from([198, 51, 100, 1]));
+        assert_eq!(got[3].host_ip, IpAddr::from([198, 51, 100, 2]));
     }
 
     #[test]
@@ -306,7 +306,10 @@ mod tests {
         assert!(err.to_string().contains("8080"), "{err}");
         assert!(err.to_string().contains("web"), "{err}");
         // 9090 was tentatively taken before the failure: it must be free again.
-        assert_eq!(a.holder(Proto::Tcp, Ipv4Addr::UNSPECIFIED, 9090), None);
+        assert_eq!(
+            a.holder(Proto::Tcp, Ipv4Addr::UNSPECIFIED.into(), 9090),
+            None
+        );
         // udp is a different port space
         a.allocate(&reqs(&["8080:80/udp"]), "other", EPH, &all_free)
             .unwrap();
@@ -346,10 +349,10 @@ mod tests {
     #[test]
     fn ephemeral_retries_when_host_holds_port() {
         let mut a = PortAllocator::default();
-        let busy = |_: Proto, _: Ipv4Addr, p: u16| p > 40002;
+        let busy = |_: Proto, _: IpAddr, p: u16| p > 40002;
         let got = a.allocate(&reqs(&["80"]), "e1", EPH, &busy).unwrap();
         assert_eq!(got[0].host_port, 40003);
-        let never = |_: Proto, _: Ipv4Addr, _: u16| false;
+        let never = |_: Proto, _: IpAddr, _: u16| false;
         assert!(
             a.allocate(&reqs(&["80"]), "e2", (40000, 40100), &never)
                 .is_err()
@@ -371,11 +374,46 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_host_ip_is_refused_clearly() {
+    fn ipv4_and_ipv6_wildcards_share_one_port_per_group() {
         let mut a = PortAllocator::default();
+        let got = a
+            .allocate(
+                &reqs(&["80", "[::]::80", "8080:81", "[::]:8080:81"]),
+                "e1",
+                EPH,
+                &all_free,
+            )
+            .unwrap();
+        let v6 = IpAddr::from(std::net::Ipv6Addr::UNSPECIFIED);
+        let v4 = IpAddr::from(Ipv4Addr::UNSPECIFIED);
+        let rows: Vec<_> = got
+            .iter()
+            .map(|b| (b.host_ip, b.host_port, b.container_port))
+            .collect();
+        assert_eq!(
+            rows,
+            vec![
+                (v4, 8080, 81),
+                (v6, 8080, 81),
+                (v4, 40000, 80),
+                (v6, 40000, 80)
+            ]
+        );
+        // `::` holds every IPv6 address but no IPv4 one.
+        assert_eq!(
+            a.holder(Proto::Tcp, "2001:db8::1".parse().unwrap(), 8080),
+            Some("e1")
+        );
+        a.release("e1");
+        a.allocate(&reqs(&["[2001:db8::1]:8080:80"]), "e2", EPH, &all_free)
+            .unwrap();
+        a.allocate(&reqs(&["8080:80"]), "e3", EPH, &all_free)
+            .unwrap();
         let err = a
-            .allocate(&reqs(&["[2001:db8::1]:8080:80"]), "e1", EPH, &all_free)
+            .allocate(&reqs(&["[::]:8080:80"]), "e4", EPH, &all_free)
             .unwrap_err();
-        assert!(err.to_string().contains("IPv6"), "{err}");
+        assert!(err.to_string().contains("e2"), "{err}");
+        a.allocate(&reqs(&["[2001:db8::2]:8080:80"]), "e4", EPH, &all_free)
+            .unwrap();
     }
 }

@@ -5,12 +5,12 @@ pub mod reserved;
 mod runs;
 mod spec;
 
+pub use alloc::{EPHEMERAL_ATTEMPTS, PortAllocator, PortBinding};
 use std::{
     collections::HashSet,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-pub use alloc::{EPHEMERAL_ATTEMPTS, PortAllocator, PortBinding};
 pub use runs::{PortRun, blocks, runs, spans};
 pub use spec::{PortRequest, Proto, parse};
 
@@ -21,22 +21,28 @@ pub enum PortError {
     #[error("host port {port}/{proto} on {ip} is already allocated to endpoint {owner}")]
     Taken {
         proto: Proto,
-        ip: Ipv4Addr,
+        ip: IpAddr,
         port: u16,
         owner: String,
     },
-    #[error("host port {ip}:{port}/{proto} is in use by a process on the host")]
-    HostInUse {
-        proto: Proto,
-        ip: Ipv4Addr,
-        port: u16,
-    },
+    #[error("host port {}:{port}/{proto} is in use by a process on the host", SocketFmt(*ip))]
+    HostInUse { proto: Proto, ip: IpAddr, port: u16 },
     #[error("no free host port in {start}-{end}/{proto}")]
     RangeExhausted { proto: Proto, start: u16, end: u16 },
     #[error("no free ephemeral host port for {proto} in {begin}-{end}")]
     EphemeralExhausted { proto: Proto, begin: u16, end: u16 },
-    #[error("IPv6 host address {0} is not supported yet (IPv4 only)")]
-    Ipv6Unsupported(Ipv6Addr),
+}
+
+/// An address as it appears before `:port` (IPv6 in brackets).
+struct SocketFmt(IpAddr);
+
+impl std::fmt::Display for SocketFmt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            IpAddr::V4(ip) => write!(f, "{ip}"),
+            IpAddr::V6(ip) => write!(f, "[{ip}]"),
+        }
+    }
 }
 
 /// Sockets of the current network namespace that hold a port, from
@@ -65,12 +71,15 @@ impl HostSockets {
         Self { held }
     }
 
-    /// Whether no host socket holds `port` where a binding on `ip` would need it: a socket
-    /// on the same address, on a wildcard (`0.0.0.0`, or `[::]`, dual-stack) or on the
-    /// IPv4-mapped form of the address; for a binding on `0.0.0.0`, any IPv4 socket.
-    /// A socket on a specific IPv6 address never clashes with an IPv4 binding.
+    /// Whether no host socket holds `port` where a binding on `ip` would need it. For an
+    /// IPv4 binding: a socket on the same address, on a wildcard (`0.0.0.0`, or `[::]`,
+    /// dual-stack) or on the IPv4-mapped form of the address; for a binding on `0.0.0.0`,
+    /// any IPv4 socket. A socket on a specific IPv6 address never clashes with an IPv4
+    /// binding. For an IPv6 binding: an IPv6 socket on the same address or on `[::]`; for a
+    /// binding on `[::]`, any IPv6 socket (IPv4 ones never clash: Docker binds `[::]`
+    /// IPv6-only).
     #[must_use]
-    pub fn is_free(&self, proto: Proto, ip: Ipv4Addr, port: u16) -> bool {
+    pub fn is_free(&self, proto: Proto, ip: IpAddr, port: u16) -> bool {
         !self
             .held
             .iter()
@@ -78,7 +87,11 @@ impl HostSockets {
     }
 }
 
-fn clashes(held: IpAddr, ip: Ipv4Addr) -> bool {
+fn clashes(held: IpAddr, ip: IpAddr) -> bool {
+    let ip = match ip {
+        IpAddr::V4(ip) => ip,
+        IpAddr::V6(ip) => return clashes6(held, ip),
+    };
     let held = match held {
         IpAddr::V4(v4) => v4,
         IpAddr::V6(v6) if v6.is_unspecified() => return true,
@@ -88,6 +101,15 @@ fn clashes(held: IpAddr, ip: Ipv4Addr) -> bool {
         },
     };
     held.is_unspecified() || ip.is_unspecified() || held == ip
+}
+
+fn clashes6(held: IpAddr, ip: Ipv6Addr) -> bool {
+    match held {
+        IpAddr::V6(held) if held.to_ipv4_mapped().is_none() => {
+            held.is_unspecified() || ip.is_unspecified() || held == ip
+        }
+        _ => false,
+    }
 }
 
 /// Local addresses and ports of sockets in a /proc/net table: TCP in LISTEN (state 0A),
@@ -160,9 +182,9 @@ mod tests {
 
     #[test]
     fn a_host_socket_blocks_exactly_the_addresses_it_holds() {
-        let a: Ipv4Addr = "198.51.100.1".parse().unwrap();
-        let b: Ipv4Addr = "198.51.100.7".parse().unwrap();
-        let any = Ipv4Addr::UNSPECIFIED;
+        let a: IpAddr = "198.51.100.1".parse().unwrap();
+        let b: IpAddr = "198.51.100.7".parse().unwrap();
+        let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
         let only = |ip: &str| HostSockets {
             held: [(Proto::Tcp, ip.parse().unwrap(), 8080)].into(),
         };
@@ -180,5 +202,16 @@ mod tests {
         }
         assert!(!only("::ffff:198.51.100.1").is_free(Proto::Tcp, a, 8080));
         assert!(only("2001:db8::1").is_free(Proto::Tcp, any, 8080));
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        let any6: IpAddr = "::".parse().unwrap();
+        assert!(!only("2001:db8::1").is_free(Proto::Tcp, v6, 8080));
+        assert!(!only("2001:db8::1").is_free(Proto::Tcp, any6, 8080));
+        assert!(!only("::").is_free(Proto::Tcp, v6, 8080));
+        assert!(only("2001:db8::2").is_free(Proto::Tcp, v6, 8080));
+        assert!(
+            only("0.0.0.0").is_free(Proto::Tcp, any6, 8080),
+            "IPv4 never clashes"
+        );
+        assert!(only("::ffff:198.51.100.1").is_free(Proto::Tcp, any6, 8080));
     }
 }

@@ -1,7 +1,7 @@
 //! Grouping bindings into runs of consecutive ports, which the data path stores as ranges,
 //! and splitting a range into the aligned blocks an LPM trie holds.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use super::{PortBinding, Proto};
 
@@ -9,7 +9,7 @@ use super::{PortBinding, Proto};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PortRun {
     pub proto: Proto,
-    pub host_ip: Ipv4Addr,
+    pub host_ip: IpAddr,
     pub host_start: u16,
     pub host_end: u16,
     pub container_start: u16,
@@ -114,7 +114,7 @@ mod tests {
     fn b(host_port: u16, container_port: u16) -> PortBinding {
         PortBinding {
             proto: Proto::Tcp,
-            host_ip: Ipv4Addr::UNSPECIFIED,
+            host_ip: std::net::Ipv4Addr::UNSPECIFIED.into(),
             host_port,
             container_port,
         }
@@ -157,7 +157,7 @@ mod tests {
         ] {
             let run = PortRun {
                 proto: Proto::Tcp,
-                host_ip: Ipv4Addr::UNSPECIFIED,
+                host_ip: std::net::Ipv4Addr::UNSPECIFIED.into(),
                 host_start: start,
                 host_end: end,
                 container_start: start,

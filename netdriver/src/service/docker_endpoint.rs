@@ -95,6 +95,9 @@ impl State {
             ip: Ipv4Addr::UNSPECIFIED,
             prefix_len: net.subnet.prefix_len(),
             gateway: net.gateway,
+            ip6: None,
+            prefix_len6: net.subnet6.map_or(0, |s| s.prefix_len()),
+            gateway6: net.gateway6,
             mac: mac.map(format_mac).unwrap_or_default(),
             port_specs: Vec::new(),
             ports: Vec::new(),
@@ -238,6 +241,8 @@ impl State {
             }
         }
         let mut ep = self.endpoint_of(&record)?;
+        let requests =
+            super::endpoint::bindings_for_network(&self.network_state(&ep.network)?.net, requests)?;
         let sockets = HostSockets::read();
         let host_free = |proto, ip, port| sockets.is_free(proto, ip, port);
         let ephemeral = crate::netlink::ip_local_port_range()?;

@@ -188,20 +188,21 @@ impl State {
             } else {
                 pool.sub_pool.unwrap_or(pool.pool)
             };
-            pool.first_free(range).ok_or(IpamError::Exhausted(range))?
+            pool.first_free(range)
+                .ok_or(IpamError::Exhausted(range.into()))?
         } else {
             let addr = parse_address(&req.address)?;
             if !ipam::is_host_addr(&pool.pool, addr) {
                 return Err(IpamError::OutOfSubnet {
-                    addr,
-                    subnet: pool.pool,
+                    addr: addr.into(),
+                    subnet: pool.pool.into(),
                 }
                 .into());
             }
             if pool.used.contains(&addr) {
                 return Err(IpamError::InUse {
-                    addr,
-                    subnet: pool.pool,
+                    addr: addr.into(),
+                    subnet: pool.pool.into(),
                     owner: None,
                 }
                 .into());

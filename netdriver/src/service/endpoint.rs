@@ -1,6 +1,9 @@
 //! Creating and removing endpoints: veth pairs, container addresses and published ports.
 
-use std::{net::Ipv4Addr, path::Path};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::Path,
+};
 
 use netdriver_common::{PortKey, PortTarget};
 
@@ -9,7 +12,7 @@ use crate::{
     dataplane::UplinkMode,
     fault,
     ipam::{self, format_mac},
-    model::{CreateEndpoint, Endpoint},
+    model::{CreateEndpoint, Endpoint, Network},
     netlink::NetnsHandle,
     ports::{self, HostSockets, PortBinding, PortRequest},
 };
@@ -19,24 +22,24 @@ impl State {
         &mut self,
         req: CreateEndpoint,
     ) -> Result<Endpoint, ServiceError> {
-        let (ep, requests, wanted_ip) = self.validate_endpoint(req)?;
-        let ep = self.allocate_endpoint(ep, &requests, wanted_ip)?;
+        let (ep, requests, wanted) = self.validate_endpoint(req)?;
+        let ep = self.allocate_endpoint(ep, &requests, wanted)?;
         if let Err(e) = self.apply_endpoint(&ep).await {
             self.teardown_endpoint(&ep).await;
             self.release_endpoint(&ep);
             return Err(e);
         }
-        tracing::info!(endpoint = %ep.name, ip = %ep.ip, ports = ep.ports.len(), "endpoint created");
+        tracing::info!(endpoint = %ep.name, ip = %ep.ip, ip6 = ?ep.ip6, ports = ep.ports.len(), "endpoint created");
         self.endpoints.insert(ep.name.clone(), ep.clone());
         Ok(ep)
     }
 
     /// Checks the request without touching anything; returns the endpoint without its
-    /// address and ports, the parsed port requests and the wanted address.
+    /// addresses and ports, the parsed port requests and the wanted addresses.
     fn validate_endpoint(
         &self,
         req: CreateEndpoint,
-    ) -> Result<(Endpoint, Vec<PortRequest>, Option<Ipv4Addr>), ServiceError> {
+    ) -> Result<(Endpoint, Vec<PortRequest>, Wanted), ServiceError> {
         let net = &self.network_state(&req.network)?.net;
         let id = new_id();
         let name = req.name.unwrap_or_else(|| format!("ep-{}", &id[..12]));
@@ -49,7 +52,10 @@ impl State {
         let ifname = req.ifname.unwrap_or_else(|| "eth0".into());
         validate_ifname(&ifname)?;
         check_netns(&req.netns)?;
-        let wanted_ip = req.ip.as_deref().map(parse_ip).transpose()?;
+        let wanted = Wanted {
+            ip: req.ip.as_deref().map(parse_ip).transpose()?,
+            ip6: req.ip6.as_deref().map(|s| parse_ip6(net, s)).transpose()?,
+        };
         let mac = match req.mac.as_deref() {
             Some(m) => Some(ipam::parse_mac(m).ok_or_else(|| {
                 ServiceError::Invalid(format!(
@@ -74,6 +80,7 @@ impl State {
                 r.host_ip = Some(ip.into());
             }
         }
+        let requests = bindings_for_network(net, requests)?;
         let mut expose = Vec::new();
         for spec in &req.expose {
             expose.extend(super::links::parse_expose(spec)?);
@@ -88,6 +95,9 @@ impl State {
             ip: Ipv4Addr::UNSPECIFIED,
             prefix_len: net.subnet.prefix_len(),
             gateway: net.gateway,
+            ip6: None,
+            prefix_len6: net.subnet6.map_or(0, |s| s.prefix_len()),
+            gateway6: net.gateway6,
             mac: mac.map(format_mac).unwrap_or_default(),
             port_specs: req.ports,
             ports: Vec::new(),
@@ -95,20 +105,30 @@ impl State {
             links: req.links,
         };
         self.check_links(&ep)?;
-        Ok((ep, requests, wanted_ip))
+        Ok((ep, requests, wanted))
     }
 
-    /// Reserves the address and host ports (in memory only); all or nothing.
+    /// Reserves the addresses and host ports (in memory only); all or nothing.
     fn allocate_endpoint(
         &mut self,
         mut ep: Endpoint,
         requests: &[PortRequest],
-        wanted_ip: Option<Ipv4Addr>,
+        wanted: Wanted,
     ) -> Result<Endpoint, ServiceError> {
-        let pool = &mut self.networks.get_mut(&ep.network).expect("validated").pool;
-        ep.ip = pool.allocate(wanted_ip)?;
+        let net = self.networks.get_mut(&ep.network).expect("validated");
+        ep.ip = net.pool.allocate(wanted.ip)?;
         if ep.mac.is_empty() {
             ep.mac = format_mac(ipam::mac_from_ip(ep.ip));
+        }
+        if let Some(pool6) = net.pool6.as_mut() {
+            let mac = ipam::parse_mac(&ep.mac).expect("valid MAC");
+            match pool6.allocate(wanted.ip6, mac) {
+                Ok(ip6) => ep.ip6 = Some(ip6),
+                Err(e) => {
+                    net.pool.release(ep.ip);
+                    return Err(e.into());
+                }
+            }
         }
         let sockets = HostSockets::read();
         let host_free = |proto, ip, port| sockets.is_free(proto, ip, port);
@@ -122,7 +142,7 @@ impl State {
                 Ok(ep)
             }
             Err(e) => {
-                pool.release(ep.ip);
+                self.release_endpoint(&ep);
                 Err(e.into())
             }
         }
@@ -151,8 +171,8 @@ impl State {
         self.nl.move_to_netns(peer_link.index, &ep.netns).await?;
         fault::point("endpoint-create:moved");
         let mac = ipam::parse_mac(&ep.mac).expect("stored MAC is valid");
-        NetnsHandle::open(&ep.netns)
-            .await?
+        let netns = NetnsHandle::open(&ep.netns).await?;
+        netns
             .configure_container_link(
                 &peer,
                 &ep.ifname,
@@ -163,6 +183,11 @@ impl State {
                 mtu,
             )
             .await?;
+        if let (Some(ip6), Some(gateway6)) = (ep.ip6, ep.gateway6) {
+            netns
+                .configure_container_ipv6(&ep.ifname, ip6, ep.prefix_len6, gateway6)
+                .await?;
+        }
         // A previous holder of this address or of these host ports may have left flows
         // behind (moby#53384: UDP flows of a restarted container).
         self.flush_flows(ep)?;
@@ -211,13 +236,16 @@ impl State {
                 port: run.container_start,
                 ..target
             };
-            let start = port_key(&run.first());
+            let Some(start) = port_key(&run.first()) else {
+                continue;
+            };
             if run.len() == 1 {
                 self.dp.publish(start, target)?;
             } else {
                 self.dp.publish_range(start, &run.blocks(), target)?;
             }
         }
+        self.publish_v6(ep)?;
         self.publish_routed(ep, target)?;
         self.program_links(ep)?;
         Ok(())
@@ -235,6 +263,9 @@ impl State {
         self.dp.flush_conntrack_host_ports(&host_ports)?;
         self.dp.flush_hairpin(ep.ip)?;
         self.dp.flush_sock_rnat(ep.ip)?;
+        if let Some(ip6) = ep.ip6 {
+            self.dp.flush_sock_rnat6(ip6)?;
+        }
         Ok(())
     }
 
@@ -242,7 +273,9 @@ impl State {
     pub(super) fn unpublish_bindings(&mut self, bindings: &[PortBinding]) -> Vec<ServiceError> {
         let mut errors = Vec::new();
         for run in ports::runs(bindings) {
-            let start = port_key(&run.first());
+            let Some(start) = port_key(&run.first()) else {
+                continue;
+            };
             let unpublished = if run.len() == 1 {
                 self.dp.unpublish(&start)
             } else {
@@ -259,6 +292,7 @@ impl State {
     pub(super) async fn teardown_endpoint(&mut self, ep: &Endpoint) -> Vec<ServiceError> {
         let mut errors = Vec::new();
         errors.extend(self.unpublish_bindings(&ep.ports));
+        errors.extend(self.unpublish_v6(ep));
         for key in self.routed_ports(ep) {
             if let Err(e) = self.dp.unpublish(&key) {
                 errors.push(e.into());
@@ -293,6 +327,9 @@ impl State {
     pub(super) fn release_endpoint(&mut self, ep: &Endpoint) {
         if let Some(n) = self.networks.get_mut(&ep.network) {
             n.pool.release(ep.ip);
+            if let (Some(pool6), Some(ip6)) = (n.pool6.as_mut(), ep.ip6) {
+                pool6.release(ip6);
+            }
         }
         self.ports.release(&ep.name);
     }
@@ -316,13 +353,71 @@ impl State {
     }
 }
 
-pub(super) fn port_key(b: &PortBinding) -> PortKey {
-    PortKey {
-        host_addr_be: u32::from_ne_bytes(b.host_ip.octets()),
+/// Docker's address families of port bindings: on an IPv6 network a binding that names no
+/// host address is published on `0.0.0.0` and on `[::]` (with one host port); on a network
+/// without IPv6, an IPv6 host address is refused.
+pub(super) fn bindings_for_network(
+    net: &Network,
+    requests: Vec<PortRequest>,
+) -> Result<Vec<PortRequest>, ServiceError> {
+    if let Some(r) = requests
+        .iter()
+        .find(|r| r.host_ip.is_some_and(|ip| ip.is_ipv6()))
+    {
+        if !net.ipv6() {
+            return Err(ServiceError::Invalid(format!(
+                "IPv6 host address {} in a port binding, but network {:?} has no IPv6 (create it with --ipv6)",
+                r.host_ip.expect("checked"),
+                net.name
+            )));
+        }
+    }
+    let mut out = Vec::with_capacity(requests.len() * 2);
+    for r in requests {
+        out.push(r);
+        if r.host_ip.is_none() && net.ipv6() {
+            out.push(PortRequest {
+                host_ip: Some(Ipv6Addr::UNSPECIFIED.into()),
+                ..r
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The `ND_PORTS` key of an IPv4 binding; `None` for an IPv6 one (see `publish_v6`).
+pub(super) fn port_key(b: &PortBinding) -> Option<PortKey> {
+    let IpAddr::V4(ip) = b.host_ip else {
+        return None;
+    };
+    Some(PortKey {
+        host_addr_be: u32::from_ne_bytes(ip.octets()),
         host_port: b.host_port,
         proto: b.proto.number(),
         _pad: 0,
+    })
+}
+
+/// The addresses an endpoint request asks for.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Wanted {
+    pub ip: Option<Ipv4Addr>,
+    pub ip6: Option<Ipv6Addr>,
+}
+
+/// A requested IPv6 address: only on an IPv6 network (IPAM checks the rest).
+pub(super) fn parse_ip6(net: &Network, s: &str) -> Result<Ipv6Addr, ServiceError> {
+    if !net.ipv6() {
+        return Err(ServiceError::Invalid(format!(
+            "IPv6 address {s:?} requested, but network {:?} has no IPv6 (create it with --ipv6)",
+            net.name
+        )));
     }
+    s.trim().parse().map_err(|_| {
+        ServiceError::Invalid(format!(
+            "invalid IPv6 address {s:?}: expected an address such as 2001:db8:1::10"
+        ))
+    })
 }
 
 fn parse_ip(s: &str) -> Result<Ipv4Addr, ServiceError> {

@@ -37,10 +37,11 @@ impl ServiceError {
             Self::Invalid(_)
             | Self::Ipam(
                 IpamError::BadSubnet(_)
+                | IpamError::BadSubnet6(_)
                 | IpamError::TooSmall { .. }
                 | IpamError::OutOfSubnet { .. },
             )
-            | Self::Port(PortError::Syntax { .. } | PortError::Ipv6Unsupported(_)) => 400,
+            | Self::Port(PortError::Syntax { .. }) => 400,
             Self::NotFound(_) => 404,
             Self::Conflict(_) | Self::Ipam(_) | Self::Port(_) => 409,
             Self::Netlink(_) | Self::Dataplane(_) | Self::Store(_) | Self::ReservedPorts(_) => 500,

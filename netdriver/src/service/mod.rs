@@ -10,7 +10,9 @@ mod endpoint;
 mod error;
 mod links;
 mod network;
+mod network6;
 mod options;
+mod publish6;
 mod reconcile;
 mod reservations;
 mod uplinks;
@@ -30,7 +32,7 @@ use tokio::sync::Mutex;
 
 use crate::{
     dataplane::Dataplane,
-    ipam::AddressPool,
+    ipam::{AddressPool, v6::AddressPool6},
     model::{Endpoint, Network, NetworkInfo, PortRow, Status},
     netlink::Netlink,
     ports::PortAllocator,
@@ -57,6 +59,20 @@ pub struct Config {
 struct NetState {
     net: Network,
     pool: AddressPool,
+    /// IPv6 addresses in use (on `--ipv6` networks).
+    pool6: Option<AddressPool6>,
+}
+
+impl NetState {
+    /// A network with only its gateways in use.
+    fn new(net: Network) -> Self {
+        let pool = AddressPool::new(net.subnet, net.gateway);
+        let pool6 = net
+            .subnet6
+            .zip(net.gateway6)
+            .map(|(subnet, gateway)| AddressPool6::new(subnet, gateway));
+        Self { net, pool, pool6 }
+    }
 }
 
 struct State {
@@ -181,6 +197,7 @@ impl Service {
                     endpoint: e.name.clone(),
                     network: e.network.clone(),
                     container_ip: e.ip,
+                    container_ip6: e.ip6,
                     binding: *b,
                 })
             })
@@ -236,13 +253,14 @@ impl State {
     async fn restore(&mut self) -> Result<(), ServiceError> {
         for net in self.store.networks()? {
             self.ensure_bridge(&net).await?;
-            let pool = AddressPool::new(net.subnet, net.gateway);
-            self.networks
-                .insert(net.name.clone(), NetState { net, pool });
+            self.networks.insert(net.name.clone(), NetState::new(net));
         }
         for ep in self.store.endpoints()? {
             if let Some(n) = self.networks.get_mut(&ep.network) {
                 n.pool.reserve(ep.ip);
+                if let (Some(pool6), Some(ip6)) = (n.pool6.as_mut(), ep.ip6) {
+                    pool6.reserve(ip6);
+                }
             }
             for b in &ep.ports {
                 self.ports.insert(b, &ep.name);

@@ -7,7 +7,7 @@ use netdriver_common::{NET_F_ICC, NET_F_INTERNAL, NET_F_MASQUERADE, NET_F_ROUTED
 
 use super::{NetState, ServiceError, State, nameservers, new_id, validate_ifname, validate_name};
 use crate::{
-    ipam::{self, AddressPool, IpamError},
+    ipam::{self, IpamError},
     model::{CreateNetwork, GatewayMode, Network},
 };
 
@@ -23,19 +23,13 @@ impl State {
             self.undo_network(&net).await;
             return Err(e);
         }
-        tracing::info!(network = %net.name, subnet = %net.subnet, bridge = %net.bridge, "network created");
+        tracing::info!(network = %net.name, subnet = %net.subnet, subnet6 = ?net.subnet6, bridge = %net.bridge, "network created");
         // The gateway is a host address now: the host reaches published ports through it.
         if let Err(e) = self.sync_host_addrs().await {
             tracing::warn!("refreshing host addresses: {e}");
         }
-        let pool = AddressPool::new(net.subnet, net.gateway);
-        self.networks.insert(
-            net.name.clone(),
-            NetState {
-                net: net.clone(),
-                pool,
-            },
-        );
+        self.networks
+            .insert(net.name.clone(), NetState::new(net.clone()));
         Ok(net)
     }
 
@@ -64,6 +58,7 @@ impl State {
             Some(s) => self.check_subnet(ipam::parse_subnet(s)?)?,
             None => self.pick_subnet().await?,
         };
+        let v6 = self.validate_ipv6(&req, policy.ipv6).await?;
         let gateway = match &req.gateway {
             Some(g) => parse_gateway(g, subnet)?,
             None => subnet
@@ -84,6 +79,8 @@ impl State {
             internal: policy.internal,
             gateway_mode: policy.gateway_mode,
             host_binding_ipv4: policy.host_binding_ipv4,
+            subnet6: v6.map(|(subnet, _)| subnet),
+            gateway6: v6.map(|(_, gateway)| gateway),
         })
     }
 
@@ -126,8 +123,8 @@ impl State {
             .find(|n| ipam::overlaps(&n.net.subnet, &subnet))
         {
             Some(n) => Err(IpamError::Overlap {
-                subnet,
-                other: n.net.subnet,
+                subnet: subnet.into(),
+                other: n.net.subnet.into(),
                 network: n.net.name.clone(),
             }
             .into()),
@@ -165,6 +162,7 @@ impl State {
                 net.subnet.prefix_len(),
             )
             .await?;
+        self.configure_bridge6(net, bridge.index).await?;
         self.nl.set_up(bridge.index).await?;
         self.dp
             .add_network(net.subnet, net_info(bridge.index, net))?;
@@ -200,9 +198,14 @@ impl State {
                 self.nl
                     .add_address(link.index, IpAddr::V4(net.gateway), net.subnet.prefix_len())
                     .await?;
+                self.configure_bridge6(net, link.index).await?;
                 link.index
             }
         };
+        if net.ipv6() {
+            // A restarted namespace keeps its bridge, not necessarily its sysctls.
+            crate::netlink::enable_ipv6_forwarding()?;
+        }
         self.nl.set_up(index).await?;
         self.dp.add_network(net.subnet, net_info(index, net))?;
         Ok(())
@@ -252,7 +255,11 @@ fn parse_gateway(s: &str, subnet: Ipv4Net) -> Result<Ipv4Addr, ServiceError> {
         ServiceError::Invalid(format!("invalid gateway {s:?}: expected an IPv4 address"))
     })?;
     if !ipam::is_host_addr(&subnet, addr) {
-        return Err(IpamError::OutOfSubnet { addr, subnet }.into());
+        return Err(IpamError::OutOfSubnet {
+            addr: addr.into(),
+            subnet: subnet.into(),
+        }
+        .into());
     }
     Ok(addr)
 }

@@ -15,16 +15,20 @@ const BRIDGE_NAME: &str = "com.docker.network.bridge.name";
 const INTERNAL: &str = "com.docker.network.internal";
 const MTU: &str = "com.docker.network.driver.mtu";
 const HOST_IPV4: &str = "com.docker.network.host_ipv4";
+const ENABLE_IPV6: &str = "com.docker.network.enable_ipv6";
 /// Keys accepted when they ask for what netdriver does anyway.
-const HARMLESS: [(&str, &str); 4] = [
+const HARMLESS: [(&str, &str); 3] = [
     ("com.docker.network.enable_ipv4", "true"),
-    ("com.docker.network.enable_ipv6", "false"),
     ("com.docker.network.bridge.inhibit_ipv4", "false"),
     ("com.docker.network.bridge.default_bridge", "false"),
 ];
 
 /// The resolved settings of a new network.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "one field per Docker on/off option"
+)]
 pub(super) struct NetPolicy {
     pub icc: bool,
     pub masquerade: bool,
@@ -34,6 +38,8 @@ pub(super) struct NetPolicy {
     pub host_binding_ipv4: Option<Ipv4Addr>,
     pub mtu: Option<u32>,
     pub bridge: Option<String>,
+    /// `--ipv6` / `com.docker.network.enable_ipv6`.
+    pub ipv6: bool,
 }
 
 fn invalid(msg: String) -> ServiceError {
@@ -96,6 +102,7 @@ fn check_keys(options: &BTreeMap<String, String>) -> Result<(), ServiceError> {
         INTERNAL,
         MTU,
         HOST_IPV4,
+        ENABLE_IPV6,
     ];
     for (key, value) in options {
         if known.contains(&key.as_str()) {
@@ -164,6 +171,13 @@ pub(super) fn resolve(req: &CreateNetwork) -> Result<NetPolicy, ServiceError> {
         BRIDGE_NAME,
         o.get(BRIDGE_NAME).cloned(),
     )?;
+    let ipv6 = merge(
+        "--ipv6",
+        req.ipv6,
+        ENABLE_IPV6,
+        parse_opt(o, ENABLE_IPV6, "true or false")?,
+    )?
+    .unwrap_or(false);
     let policy = NetPolicy {
         icc: icc.unwrap_or(true),
         masquerade: masq.unwrap_or(true) && !internal && mode == GatewayMode::Nat,
@@ -173,6 +187,7 @@ pub(super) fn resolve(req: &CreateNetwork) -> Result<NetPolicy, ServiceError> {
         host_binding_ipv4,
         mtu,
         bridge,
+        ipv6,
     };
     check_consistent(&policy, masq)?;
     Ok(policy)
@@ -259,6 +274,11 @@ mod tests {
         assert!(!p.masquerade, "routed mode does not masquerade");
         let p = resolve(&req(&[(INTERNAL, "true")])).unwrap();
         assert!(p.internal && !p.masquerade);
+        assert!(!p.ipv6);
+        assert!(resolve(&req(&[(ENABLE_IPV6, "true")])).unwrap().ipv6);
+        let mut r = req(&[(ENABLE_IPV6, "false")]);
+        r.ipv6 = Some(true);
+        assert!(resolve(&r).is_err(), "contradictory");
     }
 
     #[test]
@@ -268,7 +288,7 @@ mod tests {
             vec![(ICC, "maybe")],
             vec![(MTU, "big")],
             vec![(GATEWAY_MODE, "isolated")],
-            vec![("com.docker.network.enable_ipv6", "true")],
+            vec![(ENABLE_IPV6, "yes")],
             vec![(INTERNAL, "true"), (GATEWAY_MODE, "routed")],
             vec![(INTERNAL, "true"), (MASQUERADE, "true")],
             vec![(MASQUERADE, "false"), (HOST_IPV4, "198.51.100.3")],

@@ -48,7 +48,12 @@ impl State {
         let owned: Vec<_> = self
             .endpoints
             .values()
-            .flat_map(|e| e.ports.iter().map(port_key).chain(self.routed_ports(e)))
+            .flat_map(|e| {
+                e.ports
+                    .iter()
+                    .filter_map(port_key)
+                    .chain(self.routed_ports(e))
+            })
             .collect();
         for (key, _) in self.dp.published()? {
             if !owned.contains(&key) {

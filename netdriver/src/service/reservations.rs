@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use netdriver_common::BIND_FAMILY_V4;
+use netdriver_common::{BIND_FAMILY_V4, BIND_FAMILY_V6};
 
 use super::{ServiceError, State};
 use crate::{
@@ -13,8 +13,12 @@ use crate::{
 };
 
 /// The address family of a binding's host address (`BIND_FAMILY_*`).
-fn family(_b: &PortBinding) -> u8 {
-    BIND_FAMILY_V4
+fn family(b: &PortBinding) -> u8 {
+    if b.host_ip.is_ipv6() {
+        BIND_FAMILY_V6
+    } else {
+        BIND_FAMILY_V4
+    }
 }
 
 /// The aligned port blocks of every (protocol, family) that has published ports.
@@ -69,15 +73,15 @@ impl State {
 
 #[cfg(test)]
 mod tests {
-    use std::net::Ipv4Addr;
+    use std::net::{IpAddr, Ipv6Addr};
 
     use super::*;
     use crate::ports::Proto;
 
-    fn tcp(ip: [u8; 4], port: u16) -> PortBinding {
+    fn tcp(ip: impl Into<IpAddr>, port: u16) -> PortBinding {
         PortBinding {
             proto: Proto::Tcp,
-            host_ip: Ipv4Addr::from(ip),
+            host_ip: ip.into(),
             host_port: port,
             container_port: 80,
         }
@@ -89,11 +93,17 @@ mod tests {
             tcp([198, 51, 100, 1], 8080),
             tcp([127, 0, 0, 1], 8081),
             tcp([0, 0, 0, 0], 8080),
+            tcp(Ipv6Addr::LOCALHOST, 9000),
         ]);
         let tcp = Proto::Tcp.number();
         assert_eq!(
             blocks,
-            [(tcp, BIND_FAMILY_V4, 8080, 15)].into_iter().collect()
+            [
+                (tcp, BIND_FAMILY_V4, 8080, 15),
+                (tcp, BIND_FAMILY_V6, 9000, 16)
+            ]
+            .into_iter()
+            .collect()
         );
     }
 }

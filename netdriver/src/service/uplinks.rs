@@ -38,7 +38,8 @@ impl State {
         self.dp
             .set_host_addrs(&addrs.iter().map(ipnet::Ipv4Net::addr).collect())?;
         let addrs6 = self.nl.ipv6_addresses().await?;
-        self.dp.set_host_addrs6(&addrs6.into_iter().collect())?;
+        self.dp
+            .set_host_addrs6(&addrs6.iter().map(ipnet::Ipv6Net::addr).collect())?;
         Ok(())
     }
 
