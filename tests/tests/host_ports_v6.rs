@@ -190,3 +190,49 @@ fn ipv6_binds_of_published_ports_fail() {
     assert_eq!(bind(&world.ext, "[::]:7070", false), Ok(()));
     assert_eq!(bind(&world.ext, "[::1]:8080", false), Ok(()));
 }
+
+#[test]
+fn ipv6_bindings_reserve_their_ports() {
+    let mut world = world_with_host6();
+    let daemon = world.daemon();
+    daemon.json(&[
+        "network",
+        "create",
+        "front6",
+        "--subnet",
+        "10.90.0.0/24",
+        "--ipv6",
+        "--subnet-v6",
+        "2001:db8:90::/64",
+    ]);
+    let netns = world.container("web");
+    let spec = format!("[{HOST6}]:6061:53/udp");
+    daemon.json(&[
+        "endpoint",
+        "create",
+        "front6",
+        "--netns",
+        netns.to_str().unwrap(),
+        "--name",
+        "web",
+        "-p",
+        &spec,
+    ]);
+    let in_use = Err(std::io::ErrorKind::AddrInUse);
+    // Published on one IPv6 address: `[::]` would clash with a proxy there, the IPv4
+    // wildcard and another IPv6 address would not.
+    assert_eq!(bind(&world.host, "[::]:6061", true), in_use);
+    assert_eq!(bind(&world.host, "0.0.0.0:6061", true), Ok(()));
+    assert_eq!(bind(&world.host, "[::1]:6061", true), Ok(()));
+    assert_eq!(bind(&world.host, "[::]:6061", false), Ok(()));
+    let reserved = || {
+        world
+            .host
+            .run(|| std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_reserved_ports"))
+            .unwrap()
+    };
+    assert_eq!(reserved().trim(), "6061");
+    daemon.json(&["endpoint", "rm", "web"]);
+    assert_eq!(bind(&world.host, "[::]:6061", true), Ok(()));
+    assert_eq!(reserved().trim(), "");
+}
