@@ -7,12 +7,12 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use netdriver_common::{
-    BIND_PORT_PREFIX_BASE, BIND_PORTS_MAX_ENTRIES, BindPortKey, CT_MAX_ENTRIES, CtEntry, CtKey,
-    DROP_REASONS, HAIRPIN_MAX_ENTRIES, HOST_ADDRS_MAX_ENTRIES, HairpinEntry, HairpinKey,
-    LINKS_MAX_ENTRIES, LinkKey, NAT_PORT_MAX_DEFAULT, NAT_PORT_MIN_DEFAULT, NETS_MAX_ENTRIES,
-    NetInfo, PORT_RANGES_MAX_ENTRIES, PORTS_MAX_ENTRIES, PortKey, PortKey6, PortRangeKey,
-    PortRangeTarget, PortTarget, PortTarget6, SOCK_RNAT_MAX_ENTRIES, SockRnatKey, SockRnatKey6,
-    SockRnatValue, SockRnatValue6,
+    BIND_PORT_PREFIX_BASE, BIND_PORTS_MAX_ENTRIES, BindPortKey, CT_MAX_ENTRIES, CtEntry, CtEntry6,
+    CtKey, CtKey6, DROP_REASONS, HAIRPIN_MAX_ENTRIES, HOST_ADDRS_MAX_ENTRIES, HairpinEntry,
+    HairpinKey, LINKS_MAX_ENTRIES, LinkKey, NAT_PORT_MAX_DEFAULT, NAT_PORT_MIN_DEFAULT,
+    NETS_MAX_ENTRIES, NetInfo, NetInfo6, PORT_RANGES_MAX_ENTRIES, PORTS_MAX_ENTRIES, PortKey,
+    PortKey6, PortRangeKey, PortRangeTarget, PortTarget, PortTarget6, SOCK_RNAT_MAX_ENTRIES,
+    SockRnatKey, SockRnatKey6, SockRnatValue, SockRnatValue6,
 };
 
 /// Published ports.
@@ -25,6 +25,14 @@ pub static ND_PORTS: HashMap<PortKey, PortTarget, { PORTS_MAX_ENTRIES as usize }
 /// the capacity at load time (`--ct-max-entries`).
 #[btf_map]
 pub static ND_CT: HashMap<CtKey, CtEntry, { CT_MAX_ENTRIES as usize }> = HashMap::new();
+
+/// IPv6 connection tracking, as `ND_CT` (the daemon sets the same capacity).
+#[btf_map]
+pub static ND_CT6: HashMap<CtKey6, CtEntry6, { CT_MAX_ENTRIES as usize }> = HashMap::new();
+
+/// IPv6 container subnets; the key data is the 16 address bytes.
+#[btf_map]
+pub static ND_NETS6: LpmTrie<[u8; 16], NetInfo6, { NETS_MAX_ENTRIES as usize }> = LpmTrie::new();
 
 /// Container subnets; the key data is the IPv4 address in network order.
 #[btf_map]
@@ -184,4 +192,10 @@ pub fn published_on_any(port: u16, proto: u8, family: u8) -> bool {
     ND_BIND_PORTS
         .get(&Key::new(BIND_PORT_PREFIX_BASE + 16, key))
         .is_some()
+}
+
+/// The IPv6 container network `addr` belongs to.
+#[inline(always)]
+pub fn net6_of(addr: &[u8; 16]) -> Option<NetInfo6> {
+    ND_NETS6.get(&Key::new(128, *addr)).copied()
 }

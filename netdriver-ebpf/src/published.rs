@@ -1,11 +1,9 @@
 //! Looking up published ports: shared by the tc programs and the socket hooks.
 
 use aya_ebpf::btf_maps::lpm_trie::Key;
-use netdriver_common::{
-    PORT_RANGE_PREFIX_BASE, PortKey, PortKey6, PortRangeKey, PortTarget, PortTarget6,
-};
+use netdriver_common::{PORT_RANGE_PREFIX_BASE, PortKey, PortRangeKey, PortTarget};
 
-use crate::maps::{ND_PORT_RANGES, ND_PORTS, ND_PORTS6};
+use crate::maps::{ND_PORT_RANGES, ND_PORTS};
 
 /// The target of `port`/`proto` published on `addr_be` exactly, or on every address when
 /// `wildcard` says the wildcard entries apply to this address: single ports first, then
@@ -54,29 +52,4 @@ fn range(addr_be: u32, port: u16, proto: u8) -> Option<PortTarget> {
     let mut target = hit.target;
     target.port = target.port.wrapping_add(port.wrapping_sub(hit.host_start));
     Some(target)
-}
-
-/// The target of `port`/`proto` published on the IPv6 host address `addr` exactly, or on
-/// every IPv6 host address when `wildcard` says the wildcard entries apply to `addr`.
-#[inline(always)]
-pub fn lookup6(addr: [u8; 16], port: u16, proto: u8, wildcard: bool) -> Option<PortTarget6> {
-    if let Some(target) = single6(addr, port, proto) {
-        return Some(target);
-    }
-    if wildcard {
-        return single6([0; 16], port, proto);
-    }
-    None
-}
-
-#[inline(always)]
-fn single6(host_addr: [u8; 16], port: u16, proto: u8) -> Option<PortTarget6> {
-    let key = PortKey6 {
-        host_addr,
-        host_port: port,
-        proto,
-        _pad: 0,
-    };
-    // SAFETY: the value is copied out at once, before any map update.
-    unsafe { ND_PORTS6.get(key) }.copied()
 }

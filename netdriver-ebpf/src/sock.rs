@@ -25,6 +25,7 @@ use netdriver_common::{
 };
 
 use crate::{
+    ip6,
     maps::{ND_SOCK_RNAT, ND_SOCK_RNAT6, is_host_addr, is_host_addr6, published_on_any},
     published,
 };
@@ -349,7 +350,8 @@ impl Family for V6 {
         let addr = bytes(dst.addr);
         let loopback = dst.addr == [0, 0, 0, LOOPBACK_WORD];
         let wildcard = loopback || is_host_addr6(addr);
-        published::lookup6(addr, dst.port, dst.proto, wildcard).map(|t| (words(t.addr), t.port))
+        ip6::published::lookup(&addr, dst.port, dst.proto, wildcard)
+            .map(|t| (words(t.addr), t.port))
     }
 
     #[inline(always)]
@@ -363,7 +365,7 @@ impl Family for V6 {
             return published_on_any(at.port, at.proto, BIND_FAMILY_V6)
                 || published_on_any(at.port, at.proto, BIND_FAMILY_V4);
         }
-        published::lookup6(bytes(at.addr), at.port, at.proto, true).is_some()
+        ip6::published::lookup(&bytes(at.addr), at.port, at.proto, true).is_some()
     }
 
     #[inline(always)]

@@ -6,6 +6,7 @@
 mod bind_ports;
 mod ct;
 mod hairpin;
+mod ip6;
 mod ranges;
 mod sock;
 #[cfg(test)]
@@ -32,15 +33,16 @@ use aya::{
     util::KernelVersion,
 };
 pub use bind_ports::BindBlock;
-pub use ct::{CtTimeouts, SweepReport, monotonic_ns};
+pub use ct::{CtTimeouts, FlowKey, SweepReport, monotonic_ns};
 use ipnet::Ipv4Net;
 use netdriver_common::{
-    BindPortKey, CT_MAX_ENTRIES, CtEntry, CtKey, DROP_REASONS, GLOBAL_NAT_PORT_MAX,
-    GLOBAL_NAT_PORT_MIN, GLOBAL_NETNS_COOKIE, GLOBAL_REDIRECT_PEER, HairpinEntry, HairpinKey,
-    LinkKey, MAP_BIND_PORTS, MAP_CT, MAP_DROPS, MAP_HAIRPIN, MAP_HOST_ADDRS, MAP_HOST_ADDRS6,
-    MAP_LINKS, MAP_NETS, MAP_PORT_RANGES, MAP_PORTS, MAP_PORTS6, MAP_SOCK_RNAT, MAP_SOCK_RNAT6,
-    NAT_PORT_MAX_DEFAULT, NAT_PORT_MIN_DEFAULT, NetInfo, PROG_FROM_CONTAINER, PROG_FROM_UPLINK,
-    PROG_XDP_UPLINK, PortKey, PortRangeKey, PortRangeTarget, PortTarget, SockRnatKey, SockRnatKey6,
+    BindPortKey, CT_MAX_ENTRIES, CtEntry, CtEntry6, CtKey, CtKey6, DROP_REASONS,
+    GLOBAL_NAT_PORT_MAX, GLOBAL_NAT_PORT_MIN, GLOBAL_NETNS_COOKIE, GLOBAL_REDIRECT_PEER,
+    HairpinEntry, HairpinKey, LinkKey, MAP_BIND_PORTS, MAP_CT, MAP_CT6, MAP_DROPS, MAP_HAIRPIN,
+    MAP_HOST_ADDRS, MAP_HOST_ADDRS6, MAP_LINKS, MAP_NETS, MAP_NETS6, MAP_PORT_RANGES, MAP_PORTS,
+    MAP_PORTS6, MAP_SOCK_RNAT, MAP_SOCK_RNAT6, NAT_PORT_MAX_DEFAULT, NAT_PORT_MIN_DEFAULT, NetInfo,
+    NetInfo6, PROG_FROM_CONTAINER, PROG_FROM_UPLINK, PROG_XDP_UPLINK, PortKey, PortKey6,
+    PortRangeKey, PortRangeTarget, PortTarget, PortTarget6, SockRnatKey, SockRnatKey6,
     SockRnatValue, SockRnatValue6,
 };
 use nix::{
@@ -55,9 +57,13 @@ pub use xdp::UplinkMode;
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netdriver"));
 
 /// Every map of the object; all are pinned under the pin directory.
-const MAP_NAMES: [&str; 13] = [
+const MAP_NAMES: [&str; 15] = [
     MAP_PORTS,
+    MAP_PORTS6,
+    MAP_HOST_ADDRS6,
     MAP_CT,
+    MAP_CT6,
+    MAP_NETS6,
     MAP_NETS,
     MAP_DROPS,
     MAP_LINKS,
@@ -67,8 +73,6 @@ const MAP_NAMES: [&str; 13] = [
     MAP_HAIRPIN,
     MAP_BIND_PORTS,
     MAP_SOCK_RNAT6,
-    MAP_PORTS6,
-    MAP_HOST_ADDRS6,
 ];
 
 /// Load-time sizes and knobs of the data path.
@@ -214,6 +218,9 @@ pub struct Dataplane {
     ports: HashMap<MapData, PortKey, PortTarget>,
     ct: HashMap<MapData, CtKey, CtEntry>,
     nets: LpmTrie<MapData, u32, NetInfo>,
+    ports6: HashMap<MapData, PortKey6, PortTarget6>,
+    ct6: HashMap<MapData, CtKey6, CtEntry6>,
+    nets6: LpmTrie<MapData, [u8; 16], NetInfo6>,
     links: HashMap<MapData, LinkKey, u32>,
     drops: PerCpuArray<MapData, u64>,
     host_addrs: HashMap<MapData, u32, u32>,
@@ -274,6 +281,7 @@ impl Dataplane {
         let mut ebpf = loader
             .override_global(GLOBAL_NETNS_COOKIE, &cookie, true)
             .map_max_entries(MAP_CT, tuning.ct_max_entries)
+            .map_max_entries(MAP_CT6, tuning.ct_max_entries)
             .override_global(GLOBAL_NAT_PORT_MIN, &nat_min, true)
             .override_global(GLOBAL_NAT_PORT_MAX, &nat_max, true)
             .override_global(GLOBAL_REDIRECT_PEER, &redirect_peer, true)
@@ -292,6 +300,9 @@ impl Dataplane {
             ports: take_map(&mut ebpf, pin_dir, MAP_PORTS)?,
             ct: take_map(&mut ebpf, pin_dir, MAP_CT)?,
             nets: take_map(&mut ebpf, pin_dir, MAP_NETS)?,
+            ports6: take_map(&mut ebpf, pin_dir, MAP_PORTS6)?,
+            ct6: take_map(&mut ebpf, pin_dir, MAP_CT6)?,
+            nets6: take_map(&mut ebpf, pin_dir, MAP_NETS6)?,
             links: take_map(&mut ebpf, pin_dir, MAP_LINKS)?,
             drops: take_map(&mut ebpf, pin_dir, MAP_DROPS)?,
             host_addrs: take_map(&mut ebpf, pin_dir, MAP_HOST_ADDRS)?,
@@ -520,14 +531,19 @@ fn joined(mut errors: Vec<DataplaneError>) -> Result<(), DataplaneError> {
 }
 
 fn validate_port_key(key: PortKey) -> Result<PortKey, DataplaneError> {
+    validate_proto(key.proto)?;
+    Ok(PortKey { _pad: 0, ..key })
+}
+
+fn validate_proto(proto: u8) -> Result<(), DataplaneError> {
     use netdriver_common::{PROTO_TCP, PROTO_UDP};
-    if key.proto != PROTO_TCP && key.proto != PROTO_UDP {
+    if proto != PROTO_TCP && proto != PROTO_UDP {
         return Err(DataplaneError::Invalid {
             what: "port key",
-            reason: format!("protocol {} is neither TCP nor UDP", key.proto),
+            reason: format!("protocol {proto} is neither TCP nor UDP"),
         });
     }
-    Ok(PortKey { _pad: 0, ..key })
+    Ok(())
 }
 
 fn net_key(subnet: Ipv4Net) -> Key<u32> {
@@ -688,7 +704,7 @@ fn migrate_pins(pin_dir: &Path, tuning: Tuning) -> Result<(), DataplaneError> {
         let reason = match object.maps.get(&name) {
             None => Some("no longer used by this version".to_string()),
             Some(def) => {
-                let max_entries = if name == MAP_CT {
+                let max_entries = if name == MAP_CT || name == MAP_CT6 {
                     tuning.ct_max_entries
                 } else {
                     def.max_entries()

@@ -245,6 +245,130 @@ fn bad_cli_input_is_refused_and_changes_nothing() {
 }
 
 #[test]
+#[expect(clippy::too_many_lines, reason = "one table of cases")]
+fn bad_ipv6_input_is_refused_and_changes_nothing() {
+    let mut world = World::new();
+    let daemon = world.daemon();
+    daemon.json(&["network", "create", "four", "--subnet", "10.78.0.0/24"]);
+    daemon.json(&[
+        "network",
+        "create",
+        "six",
+        "--subnet",
+        "10.79.0.0/24",
+        "--ipv6",
+        "--subnet-v6",
+        "2001:db8:79::/64",
+    ]);
+    let ns = world.container("a");
+    daemon.json(&[
+        "endpoint",
+        "create",
+        "six",
+        "--netns",
+        ns.to_str().unwrap(),
+        "--name",
+        "a",
+        "--ip6",
+        "2001:db8:79::10",
+    ]);
+    let other = world.container("b");
+    let other = other.to_str().unwrap().to_string();
+    let before = snapshot(&daemon, &world);
+    let net = |extra: &[&'static str]| {
+        let mut args = vec!["network", "create", "x", "--ipv6"];
+        args.extend_from_slice(extra);
+        args
+    };
+    let ep = |network: &'static str, extra: &[&'static str]| {
+        let mut args = vec!["endpoint", "create", network, "--netns", other.as_str()];
+        args.extend_from_slice(extra);
+        args
+    };
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (net(&["--subnet-v6", "10.80.0.0/24"]), "not IPv4"),
+        (net(&["--subnet-v6", "banana"]), "expected an IPv6 CIDR"),
+        (
+            net(&["--subnet-v6", "fe80::/64"]),
+            "clashes with the Link-Local prefix fe80::/64",
+        ),
+        (net(&["--subnet-v6", "ff05::/64"]), "multicast"),
+        (net(&["--subnet-v6", "2001:db8:80::1/64"]), "host bits"),
+        (net(&["--subnet-v6", "2001:db8:80::/127"]), "too small"),
+        (
+            net(&["--subnet-v6", "2001:db8:79:0:1::/80"]),
+            "overlaps 2001:db8:79::/64 of network six",
+        ),
+        (net(&["--subnet-v6", "2001:db8::/32"]), "overlaps"),
+        (
+            net(&[
+                "--subnet-v6",
+                "2001:db8:80::/64",
+                "--gateway-v6",
+                "2001:db8:81::1",
+            ]),
+            "not a usable host address",
+        ),
+        (
+            net(&[
+                "--subnet-v6",
+                "2001:db8:80::/64",
+                "--gateway-v6",
+                "10.0.0.1",
+            ]),
+            "invalid IPv6 gateway",
+        ),
+        (
+            net(&["--gateway-v6", "2001:db8:80::1"]),
+            "needs the IPv6 subnet",
+        ),
+        (
+            vec!["network", "create", "x", "--subnet-v6", "2001:db8:80::/64"],
+            "add --ipv6",
+        ),
+        (
+            vec![
+                "network",
+                "create",
+                "x",
+                "--ipv6",
+                "-o",
+                "com.docker.network.enable_ipv6=false",
+            ],
+            "contradictory",
+        ),
+        (
+            ep("six", &["--ip6", "2001:db8:80::10"]),
+            "not a usable host address",
+        ),
+        (
+            ep("six", &["--ip6", "2001:db8:79::"]),
+            "not a usable host address",
+        ),
+        (ep("six", &["--ip6", "2001:db8:79::10"]), "already in use"),
+        (ep("six", &["--ip6", "2001:db8:79::1"]), "already in use"),
+        (ep("six", &["--ip6", "ten"]), "invalid IPv6 address"),
+        (ep("four", &["--ip6", "2001:db8:79::11"]), "has no IPv6"),
+        (ep("four", &["-p", "[::]:8080:80"]), "has no IPv6"),
+        (ep("four", &["-p", "[2001:db8::1]:8080:80"]), "has no IPv6"),
+    ];
+    for (args, expected) in cases {
+        let err = daemon.fails(&args);
+        assert!(
+            err.contains(expected),
+            "netdriver {}: expected {expected:?} in {err:?}",
+            args.join(" ")
+        );
+        assert_eq!(
+            snapshot(&daemon, &world),
+            before,
+            "state changed after netdriver {}",
+            args.join(" ")
+        );
+    }
+}
+
+#[test]
 fn malformed_api_requests_get_json_errors() {
     let world = World::new();
     let daemon = world.daemon();

@@ -477,9 +477,18 @@ fn bad_calls_are_refused_and_change_nothing() {
         (
             "NetworkDriver.CreateNetwork",
             json!({"NetworkID": unknown, "Options": {"com.docker.network.enable_ipv6": true},
-            "IPv4Data": [{"Pool": "10.21.0.0/24", "Gateway": "10.21.0.1/24"}], "IPv6Data": []}),
+            "IPv4Data": [{"Pool": "10.21.0.0/24", "Gateway": "10.21.0.1/24"}],
+            "IPv6Data": [{"Pool": "fe80::/64", "Gateway": "fe80::1/64"}]}),
             400,
-            "IPv6",
+            "Link-Local",
+        ),
+        (
+            "NetworkDriver.CreateNetwork",
+            json!({"NetworkID": unknown, "Options": {"com.docker.network.enable_ipv6": false},
+            "IPv4Data": [{"Pool": "10.21.0.0/24", "Gateway": "10.21.0.1/24"}],
+            "IPv6Data": [{"Pool": "2001:db8:21::/64", "Gateway": "2001:db8:21::1/64"}]}),
+            400,
+            "IPv6Data",
         ),
         (
             "NetworkDriver.CreateNetwork",
@@ -596,7 +605,7 @@ fn bad_calls_are_refused_and_change_nothing() {
         ),
         (
             "IpamDriver.RequestPool",
-            json!({"AddressSpace": "netdriver-local", "Pool": "", "SubPool": "", "Options": {}, "V6": true}),
+            json!({"AddressSpace": "netdriver-local", "Pool": "10.9.0.0/24", "SubPool": "", "Options": {}, "V6": true}),
             400,
             "IPv6",
         ),

@@ -1,36 +1,40 @@
 //! Published ports reached from the host itself over IPv6 (`[::1]`, a host IPv6 address)
-//! and through IPv4-mapped addresses on dual-stack sockets, by the IPv6 cgroup socket hooks.
-//!
-//! Until the IPv6 control plane publishes IPv6 bindings itself, these tests give the
-//! container its IPv6 address with `ip` and write the IPv6 published port into the daemon's
-//! pinned `ND_PORTS6` with bpftool, the entry the daemon would write. The sockets, the
-//! hooks and what the applications see are real.
+//! and through IPv4-mapped addresses on dual-stack sockets, by the IPv6 cgroup socket hooks;
+//! IPv6 host-port reservation.
 
 mod common;
 
 use common::{
-    Daemon, HOST_IP, SILENCE, TIMEOUT, TcpServer, UdpServer, World, run,
+    Daemon, HOST_IP, SILENCE, TIMEOUT, TcpServer, UdpServer, World,
     sockets::{bind, tcp_with_peer, udp_with_source},
     tcp_request,
 };
 
 const GATEWAY: &str = "10.89.0.1";
-/// The bridge's and the container's IPv6 addresses (set by the test, see the module doc).
+/// The IPv6 gateway (the bridge's address) of the network.
 const BRIDGE6: &str = "2001:db8:89::1";
-const WEB6: &str = "2001:db8:89::2";
 /// An IPv6 address of the host's uplink.
 const HOST6: &str = "2001:db8:1::1";
 
-/// A network 10.89.0.0/24 with one endpoint "web" publishing `ports` (IPv4), with IPv4 and
-/// IPv6 TCP servers on 80 and UDP servers on 53 in it. The host has `HOST6` on its uplink
-/// before the daemon starts.
+/// An `--ipv6` network with one endpoint "web" publishing `ports`, with IPv4 and IPv6 TCP
+/// servers on 80 and UDP servers on 53 in it.
 struct Web {
     _servers: (TcpServer, UdpServer, TcpServer, UdpServer),
 }
 
 fn web(world: &mut World, daemon: &Daemon, ports: &[&str]) -> Web {
-    let net = daemon.json(&["network", "create", "front", "--subnet", "10.89.0.0/24"]);
-    let bridge = net["bridge"].as_str().unwrap().to_string();
+    daemon.json(&[
+        "network",
+        "create",
+        "front",
+        "--subnet",
+        "10.89.0.0/24",
+        "--ipv6",
+        "--subnet-v6",
+        "2001:db8:89::/64",
+        "--gateway-v6",
+        BRIDGE6,
+    ]);
     let netns = world.container("web");
     let netns = netns.to_str().unwrap();
     let mut args = vec![
@@ -39,27 +43,20 @@ fn web(world: &mut World, daemon: &Daemon, ports: &[&str]) -> Web {
     for p in ports {
         args.extend(["-p", p]);
     }
-    daemon.json(&args);
-    world.host.ip(&[
-        "addr",
-        "add",
-        &format!("{BRIDGE6}/64"),
-        "dev",
-        &bridge,
-        "nodad",
-    ]);
+    let ep = daemon.json(&args);
+    let ip6 = ep["ip6"].as_str().expect("an IPv6 address").to_string();
     let c = world.container_ns("web");
-    c.ip(&["addr", "add", &format!("{WEB6}/64"), "dev", "eth0", "nodad"]);
     Web {
         _servers: (
             TcpServer::start(c, "0.0.0.0:80", "web"),
             UdpServer::start(c, "0.0.0.0:53", "dns"),
-            TcpServer::start(c, &format!("[{WEB6}]:80"), "web6"),
-            UdpServer::start(c, &format!("[{WEB6}]:53"), "dns6"),
+            TcpServer::start(c, &format!("[{ip6}]:80"), "web6"),
+            UdpServer::start(c, &format!("[{ip6}]:53"), "dns6"),
         ),
     }
 }
 
+/// A world whose host has `HOST6` on its uplink (before the daemon starts).
 fn world_with_host6() -> World {
     let world = World::new();
     world
@@ -68,44 +65,12 @@ fn world_with_host6() -> World {
     world
 }
 
-/// Writes `[host]:port/proto -> [WEB6]:container_port` into the daemon's `ND_PORTS6`
-/// (`PortKey6` -> `PortTarget6`, see netdriver-common), as publishing an IPv6 binding does.
-fn publish6(daemon: &Daemon, host: std::net::Ipv6Addr, port: u16, proto: u8, to: u16) {
-    let web6: std::net::Ipv6Addr = WEB6.parse().unwrap();
-    let mut key = host.octets().to_vec();
-    key.extend(port.to_ne_bytes());
-    key.extend([proto, 0]);
-    let mut value = web6.octets().to_vec();
-    value.extend(to.to_ne_bytes());
-    value.extend([0u8; 2 + 4 + 6 + 6]);
-    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>();
-    let pin = daemon.bpffs.join("ND_PORTS6");
-    let mut args = vec![
-        "map".to_string(),
-        "update".into(),
-        "pinned".into(),
-        pin.to_str().unwrap().into(),
-        "key".into(),
-        "hex".into(),
-    ];
-    args.extend(hex(&key));
-    args.extend(["value".into(), "hex".into()]);
-    args.extend(hex(&value));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    run("bpftool", &args);
-}
-
-const TCP: u8 = 6;
-const UDP: u8 = 17;
-
 #[test]
 fn the_host_reaches_ipv6_published_ports_on_loopback_and_its_own_address() {
     let mut world = world_with_host6();
     let daemon = world.daemon();
-    let _web = web(&mut world, &daemon, &[]);
-    let any = std::net::Ipv6Addr::UNSPECIFIED;
-    publish6(&daemon, any, 8080, TCP, 80);
-    publish6(&daemon, any, 5353, UDP, 53);
+    // Published on 0.0.0.0 and [::].
+    let _web = web(&mut world, &daemon, &["8080:80", "5353:53/udp"]);
     for host_addr in ["::1", HOST6] {
         let target = format!("[{host_addr}]:8080");
         let (answer, peer) = tcp_with_peer(&world.host, &target);
@@ -145,7 +110,11 @@ fn the_host_reaches_ipv6_published_ports_on_loopback_and_its_own_address() {
 fn ipv4_mapped_addresses_behave_like_the_ipv4_address() {
     let mut world = world_with_host6();
     let daemon = world.daemon();
-    let _web = web(&mut world, &daemon, &["8080:80", "5353:53/udp"]);
+    let _web = web(
+        &mut world,
+        &daemon,
+        &["0.0.0.0:8080:80", "0.0.0.0:5353:53/udp"],
+    );
     for v4 in ["127.0.0.1", HOST_IP] {
         let target = format!("[::ffff:{v4}]:8080");
         let (answer, peer) = tcp_with_peer(&world.host, &target);
@@ -164,10 +133,15 @@ fn ipv4_mapped_addresses_behave_like_the_ipv4_address() {
 fn ipv6_binds_of_published_ports_fail() {
     let mut world = world_with_host6();
     let daemon = world.daemon();
-    let _web = web(&mut world, &daemon, &[&format!("{HOST_IP}:7070:80")]);
-    let host6: std::net::Ipv6Addr = HOST6.parse().unwrap();
-    publish6(&daemon, std::net::Ipv6Addr::UNSPECIFIED, 8080, TCP, 80);
-    publish6(&daemon, host6, 6060, UDP, 53);
+    let _web = web(
+        &mut world,
+        &daemon,
+        &[
+            &format!("{HOST_IP}:7070:80"),
+            "[::]:8080:80",
+            &format!("[{HOST6}]:6060:53/udp"),
+        ],
+    );
     let in_use = Err(std::io::ErrorKind::AddrInUse);
     // Published on every IPv6 address.
     assert_eq!(bind(&world.host, "[::1]:8080", false), in_use);

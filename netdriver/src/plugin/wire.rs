@@ -153,6 +153,8 @@ pub struct JoinResponse {
     pub interface_name: InterfaceName,
     #[serde(rename = "Gateway", skip_serializing_if = "String::is_empty")]
     pub gateway: String,
+    #[serde(rename = "GatewayIPv6", skip_serializing_if = "String::is_empty")]
+    pub gateway_ipv6: String,
     #[serde(rename = "DisableGatewayService")]
     pub disable_gateway_service: bool,
 }

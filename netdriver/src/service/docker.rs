@@ -7,9 +7,12 @@
 //! `DeleteEndpoint`. dockerd never replays `CreateNetwork`, so the plugin's records (Docker
 //! ids, options) are kept in the store next to the networks and endpoints they describe.
 
-use std::{collections::BTreeMap, net::Ipv4Addr};
+use std::{
+    collections::BTreeMap,
+    net::{Ipv4Addr, Ipv6Addr},
+};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -82,12 +85,53 @@ pub(super) fn invalid(msg: impl Into<String>) -> ServiceError {
 }
 
 /// A CIDR string (dockerd's gateway and address fields) or a bare address.
+/// An IPv6 address, bare or in CIDR form (what dockerd sends in `AddressIPv6`, `Gateway`).
+pub(super) fn parse_cidr_ip6(s: &str, what: &str) -> Result<Ipv6Addr, ServiceError> {
+    let s = s.trim();
+    s.parse::<Ipv6Net>()
+        .map(|n| n.addr())
+        .or_else(|_| s.parse::<Ipv6Addr>())
+        .map_err(|_| invalid(format!("invalid {what} {s:?}: expected an IPv6 address")))
+}
+
 pub(super) fn parse_cidr_ip(s: &str, what: &str) -> Result<Ipv4Addr, ServiceError> {
     let s = s.trim();
     s.parse::<Ipv4Net>()
         .map(|n| n.addr())
         .or_else(|_| s.parse::<Ipv4Addr>())
         .map_err(|_| invalid(format!("invalid {what} {s:?}: expected an IPv4 address")))
+}
+
+/// The IPv6 subnet and gateway of a Docker network, both optional (netdriver picks a
+/// unique local /64 when dockerd's IPAM gave none); `None` without `--ipv6`.
+#[expect(
+    clippy::type_complexity,
+    reason = "two optional strings, as CreateNetwork takes them"
+)]
+fn docker_ipv6(
+    req: &CreateNetworkRequest,
+) -> Result<Option<(Option<String>, Option<String>)>, ServiceError> {
+    let enabled = wire::bool_option(&req.options, wire::OPT_IPV6) == Some(true);
+    let data = match (enabled, req.ipv6_data.as_slice()) {
+        (false, []) => return Ok(None),
+        (false, _) => {
+            return Err(invalid(format!(
+                "IPv6Data given but {} is not true",
+                wire::OPT_IPV6
+            )));
+        }
+        (true, []) => return Ok(Some((None, None))),
+        (true, [one]) => one,
+        (true, _) => return Err(invalid("only one IPv6 subnet per network is supported")),
+    };
+    if !data.aux_addresses.is_empty() {
+        return Err(invalid("auxiliary IPv6 addresses are not supported"));
+    }
+    let gateway = (!data.gateway.is_empty())
+        .then(|| parse_cidr_ip6(&data.gateway, "IPv6 gateway").map(|g| g.to_string()))
+        .transpose()?;
+    let pool = (!data.pool.is_empty()).then(|| data.pool.clone());
+    Ok(Some((pool, gateway)))
 }
 
 impl State {
@@ -177,11 +221,7 @@ impl State {
             )));
         }
         let name = short_name(&req.network_id)?;
-        if wire::bool_option(&req.options, wire::OPT_IPV6) == Some(true)
-            || !req.ipv6_data.is_empty()
-        {
-            return Err(invalid("IPv6 networks are not supported yet (IPv4 only)"));
-        }
+        let ipv6 = docker_ipv6(req)?;
         if wire::bool_option(&req.options, wire::OPT_IPV4) == Some(false) {
             return Err(invalid("networks without IPv4 are not supported"));
         }
@@ -221,6 +261,11 @@ impl State {
             ..CreateNetwork::default()
         };
         create.gateway = gateway;
+        if let Some((subnet_v6, gateway_v6)) = ipv6 {
+            create.ipv6 = Some(true);
+            create.subnet_v6 = subnet_v6;
+            create.gateway_v6 = gateway_v6;
+        }
         create.bridge = generic.get(OPT_BRIDGE_NAME).cloned();
         create.mtu = mtu;
         let internal = wire::bool_option(&req.options, wire::OPT_INTERNAL).unwrap_or(false);

@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 
 use super::{
     ServiceError, State,
-    docker::{DockerEndpoint, invalid, parse_cidr_ip, short_name},
+    docker::{DockerEndpoint, invalid, parse_cidr_ip, parse_cidr_ip6, short_name},
+    endpoint::Wanted,
 };
 use crate::{
     ipam::{self, format_mac},
@@ -37,14 +38,10 @@ impl State {
             let _ = self
                 .store
                 .delete_docker(DockerTable::Endpoints, &record.endpoint_id);
-            self.networks
-                .get_mut(&ep.network)
-                .expect("validated")
-                .pool
-                .release(ep.ip);
+            self.release_endpoint(&ep);
             return Err(e.into());
         }
-        tracing::info!(endpoint = %ep.name, ip = %ep.ip, "docker endpoint created");
+        tracing::info!(endpoint = %ep.name, ip = %ep.ip, ip6 = ?ep.ip6, "docker endpoint created");
         self.endpoints.insert(ep.name.clone(), ep);
         self.docker
             .endpoints
@@ -55,7 +52,7 @@ impl State {
     fn validate_docker_endpoint(
         &self,
         req: &CreateEndpointRequest,
-    ) -> Result<(Endpoint, DockerEndpoint, Option<Ipv4Addr>), ServiceError> {
+    ) -> Result<(Endpoint, DockerEndpoint, Wanted), ServiceError> {
         let net_record = self.docker_network(&req.network_id)?;
         let net = &self.network_state(&net_record.name)?.net;
         if self.docker.endpoints.contains_key(&req.endpoint_id) {
@@ -70,12 +67,21 @@ impl State {
                 "endpoint {name:?} already exists"
             )));
         }
-        if !req.interface.address_ipv6.is_empty() {
-            return Err(invalid("IPv6 endpoint addresses are not supported yet"));
+        let ip6 = &req.interface.address_ipv6;
+        if !ip6.is_empty() && !net.ipv6() {
+            return Err(invalid(format!(
+                "AddressIPv6 {ip6:?} given, but network {:?} has no IPv6",
+                req.network_id
+            )));
         }
-        let wanted = (!req.interface.address.is_empty())
-            .then(|| parse_cidr_ip(&req.interface.address, "Address"))
-            .transpose()?;
+        let wanted = Wanted {
+            ip: (!req.interface.address.is_empty())
+                .then(|| parse_cidr_ip(&req.interface.address, "Address"))
+                .transpose()?,
+            ip6: (!ip6.is_empty())
+                .then(|| parse_cidr_ip6(ip6, "AddressIPv6"))
+                .transpose()?,
+        };
         let mac = wire::requested_mac(req).map_err(invalid)?;
         let exposed = wire::exposed_ports(&req.options).map_err(invalid)?;
         // Docker ids are 64 hex digits; anything else still gets unique interface names.
@@ -123,17 +129,30 @@ impl State {
     fn allocate_docker_endpoint(
         &mut self,
         mut ep: Endpoint,
-        wanted: Option<Ipv4Addr>,
+        wanted: Wanted,
     ) -> Result<(Endpoint, CreateEndpointResponse), ServiceError> {
-        let pool = &mut self.networks.get_mut(&ep.network).expect("validated").pool;
-        ep.ip = pool.allocate(wanted)?;
+        let net = self.networks.get_mut(&ep.network).expect("validated");
+        ep.ip = net.pool.allocate(wanted.ip)?;
         let mut reply = EndpointInterface::default();
-        if wanted.is_none() {
+        if wanted.ip.is_none() {
             reply.address = format!("{}/{}", ep.ip, ep.prefix_len);
         }
         if ep.mac.is_empty() {
             ep.mac = format_mac(ipam::mac_from_ip(ep.ip));
             reply.mac_address.clone_from(&ep.mac);
+        }
+        if let Some(pool6) = net.pool6.as_mut() {
+            let mac = ipam::parse_mac(&ep.mac).expect("valid MAC");
+            match pool6.allocate(wanted.ip6, mac) {
+                Ok(ip6) => ep.ip6 = Some(ip6),
+                Err(e) => {
+                    net.pool.release(ep.ip);
+                    return Err(e.into());
+                }
+            }
+            if wanted.ip6.is_none() {
+                reply.address_ipv6 = format!("{}/{}", ep.ip6.expect("set"), ep.prefix_len6);
+            }
         }
         let interface = (reply != EndpointInterface::default()).then_some(reply);
         Ok((ep, CreateEndpointResponse { interface }))
@@ -180,6 +199,10 @@ impl State {
             } else {
                 ep.gateway.to_string()
             },
+            gateway_ipv6: match ep.gateway6 {
+                Some(g) if !internal => g.to_string(),
+                _ => String::new(),
+            },
             disable_gateway_service: internal,
         })
     }
@@ -200,6 +223,7 @@ impl State {
         self.nl.set_up(host.index).await?;
         // A previous holder of this address may have left flows behind.
         self.dp.flush_conntrack(ep.ip)?;
+        self.flush_flows6(ep)?;
         self.program_endpoint(ep).await?;
         self.store
             .put_docker(DockerTable::Endpoints, &record.endpoint_id, record)?;
@@ -275,6 +299,7 @@ impl State {
     /// Withdraws the endpoint's published ports and forgets their flows.
     fn unpublish_ports(&mut self, ep: &Endpoint) -> Vec<ServiceError> {
         let mut errors = self.unpublish_bindings(&ep.ports);
+        errors.extend(self.unpublish_v6(ep));
         let host_ports = ep
             .ports
             .iter()
@@ -355,6 +380,7 @@ impl State {
                 "netdriver.network": ep.network,
                 "netdriver.host_ifname": ep.host_ifname,
                 "netdriver.ip": ep.ip.to_string(),
+                "netdriver.ip6": ep.ip6.map(|ip| ip.to_string()),
                 "netdriver.mac": ep.mac,
                 "netdriver.ports": ports,
             }

@@ -2,14 +2,17 @@
 //! pools and the addresses handed out from them, kept in the store (dockerd does not replay
 //! them when the daemon restarts).
 
-use std::{collections::BTreeSet, net::Ipv4Addr};
+use std::{
+    collections::BTreeSet,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 use super::{ServiceError, State};
 use crate::{
-    ipam::{self, IpamError},
+    ipam::{self, IpamError, v6},
     plugin::wire::{
         self, AddressRequest, RequestAddressResponse, RequestPoolRequest, RequestPoolResponse,
     },
@@ -25,20 +28,42 @@ pub const GLOBAL_SPACE: &str = "netdriver-global";
 pub struct IpamPool {
     pub pool_id: String,
     pub address_space: String,
-    pub pool: Ipv4Net,
+    /// IPv4 or IPv6 (records from before IPv6 hold an IPv4 CIDR string, which still loads).
+    pub pool: IpNet,
     /// `--ip-range`: where container addresses come from.
-    pub sub_pool: Option<Ipv4Net>,
+    pub sub_pool: Option<IpNet>,
     /// How many `RequestPool` calls for this pool are not released yet.
     pub refs: u32,
-    pub used: BTreeSet<Ipv4Addr>,
+    pub used: BTreeSet<IpAddr>,
 }
+
+/// How many IPv6 addresses a search for a free one looks at.
+const SCAN6: u128 = 1 << 16;
 
 impl IpamPool {
     /// The lowest free host address of `range` that is a host address of the pool.
-    fn first_free(&self, range: Ipv4Net) -> Option<Ipv4Addr> {
-        (u32::from(range.network())..=u32::from(range.broadcast()))
-            .map(Ipv4Addr::from)
-            .find(|a| ipam::is_host_addr(&self.pool, *a) && !self.used.contains(a))
+    fn first_free(&self, range: IpNet) -> Option<IpAddr> {
+        let free = |a: &IpAddr| self.is_host(*a) && !self.used.contains(a);
+        match range {
+            IpNet::V4(r) => (u32::from(r.network())..=u32::from(r.broadcast()))
+                .map(|a| IpAddr::from(Ipv4Addr::from(a)))
+                .find(free),
+            IpNet::V6(r) => {
+                let start = u128::from(r.network());
+                let end = u128::from(r.broadcast()).min(start + SCAN6);
+                (start..=end)
+                    .map(|a| IpAddr::from(Ipv6Addr::from(a)))
+                    .find(free)
+            }
+        }
+    }
+
+    fn is_host(&self, addr: IpAddr) -> bool {
+        match (self.pool, addr) {
+            (IpNet::V4(p), IpAddr::V4(a)) => ipam::is_host_addr(&p, a),
+            (IpNet::V6(p), IpAddr::V6(a)) => v6::is_host_addr(&p, a),
+            _ => false,
+        }
     }
 }
 
@@ -46,11 +71,14 @@ fn invalid(msg: impl Into<String>) -> ServiceError {
     ServiceError::Invalid(msg.into())
 }
 
-fn parse_net(s: &str, what: &str) -> Result<Ipv4Net, ServiceError> {
-    let net: Ipv4Net = s
+fn parse_net(s: &str, what: &str, v6: bool) -> Result<IpNet, ServiceError> {
+    let family = if v6 { "IPv6" } else { "IPv4" };
+    let net: IpNet = s
         .trim()
         .parse()
-        .map_err(|_| invalid(format!("invalid {what} {s:?}: expected an IPv4 CIDR")))?;
+        .ok()
+        .filter(|n: &IpNet| matches!(n, IpNet::V6(_)) == v6)
+        .ok_or_else(|| invalid(format!("invalid {what} {s:?}: expected an {family} CIDR")))?;
     if net.trunc() != net {
         return Err(invalid(format!(
             "invalid {what} {s:?}: host bits set (did you mean {}?)",
@@ -87,9 +115,6 @@ impl State {
         &mut self,
         req: RequestPoolRequest,
     ) -> Result<RequestPoolResponse, ServiceError> {
-        if req.v6 {
-            return Err(invalid("IPv6 pools are not supported yet (IPv4 only)"));
-        }
         if req.pool.is_empty() && !req.sub_pool.is_empty() {
             return Err(invalid("a sub-pool (--ip-range) needs a pool (--subnet)"));
         }
@@ -98,13 +123,14 @@ impl State {
         } else {
             req.address_space.clone()
         };
-        let pool = if req.pool.is_empty() {
-            self.pick_ipam_pool().await?
-        } else {
-            ipam::parse_subnet(&req.pool)?
+        let pool: IpNet = match (req.v6, req.pool.is_empty()) {
+            (false, true) => self.pick_ipam_pool().await?.into(),
+            (false, false) => ipam::parse_subnet(&req.pool)?.into(),
+            (true, true) => self.pick_ipam_pool6().await?.into(),
+            (true, false) => v6::parse_subnet(&req.pool)?.into(),
         };
         let sub_pool = (!req.sub_pool.is_empty())
-            .then(|| parse_net(&req.sub_pool, "sub-pool"))
+            .then(|| parse_net(&req.sub_pool, "sub-pool", req.v6))
             .transpose()?;
         if let Some(sub) = sub_pool.filter(|s| !pool.contains(s)) {
             return Err(invalid(format!("sub-pool {sub} is not inside pool {pool}")));
@@ -138,13 +164,10 @@ impl State {
         })
     }
 
-    fn check_pool_overlap(&self, space: &str, pool: Ipv4Net) -> Result<(), ServiceError> {
-        match self
-            .docker
-            .pools
-            .values()
-            .find(|p| p.address_space == space && ipam::overlaps(&p.pool, &pool))
-        {
+    fn check_pool_overlap(&self, space: &str, pool: IpNet) -> Result<(), ServiceError> {
+        match self.docker.pools.values().find(|p| {
+            p.address_space == space && (p.pool.contains(&pool) || pool.contains(&p.pool))
+        }) {
             Some(p) => Err(ServiceError::Conflict(format!(
                 "pool {pool} overlaps pool {} ({})",
                 p.pool, p.pool_id
@@ -156,8 +179,21 @@ impl State {
     /// The first default pool clear of routes, addresses, nameservers, networks and pools.
     async fn pick_ipam_pool(&self) -> Result<Ipv4Net, ServiceError> {
         let mut taken = self.taken_subnets().await?;
-        taken.extend(self.docker.pools.values().map(|p| p.pool));
+        taken.extend(self.docker.pools.values().filter_map(|p| match p.pool {
+            IpNet::V4(n) => Some(n),
+            IpNet::V6(_) => None,
+        }));
         Ok(ipam::pick_pool(&taken)?)
+    }
+
+    /// A random unique local /64 clear of routes, addresses, networks and pools.
+    async fn pick_ipam_pool6(&self) -> Result<Ipv6Net, ServiceError> {
+        let mut taken = self.taken_subnets6().await?;
+        taken.extend(self.docker.pools.values().filter_map(|p| match p.pool {
+            IpNet::V6(n) => Some(n),
+            IpNet::V4(_) => None,
+        }));
+        Ok(v6::pick_pool(&taken, &mut super::network6::random_id)?)
     }
 
     pub(super) fn ipam_release_pool(&mut self, id: &str) -> Result<(), ServiceError> {
@@ -188,21 +224,23 @@ impl State {
             } else {
                 pool.sub_pool.unwrap_or(pool.pool)
             };
-            pool.first_free(range)
-                .ok_or(IpamError::Exhausted(range.into()))?
+            let derived = (!gateway).then(|| mac_derived(&pool, range, req)).flatten();
+            derived
+                .or_else(|| pool.first_free(range))
+                .ok_or(IpamError::Exhausted(range))?
         } else {
             let addr = parse_address(&req.address)?;
-            if !ipam::is_host_addr(&pool.pool, addr) {
+            if !pool.is_host(addr) {
                 return Err(IpamError::OutOfSubnet {
-                    addr: addr.into(),
-                    subnet: pool.pool.into(),
+                    addr,
+                    subnet: pool.pool,
                 }
                 .into());
             }
             if pool.used.contains(&addr) {
                 return Err(IpamError::InUse {
-                    addr: addr.into(),
-                    subnet: pool.pool.into(),
+                    addr,
+                    subnet: pool.pool,
                     owner: None,
                 }
                 .into());
@@ -233,9 +271,20 @@ impl State {
 }
 
 /// A bare address (what dockerd sends), or CIDR.
-fn parse_address(s: &str) -> Result<Ipv4Addr, ServiceError> {
+fn parse_address(s: &str) -> Result<IpAddr, ServiceError> {
     let s = s.trim();
-    s.parse::<Ipv4Addr>()
-        .or_else(|_| s.parse::<Ipv4Net>().map(|n| n.addr()))
-        .map_err(|_| invalid(format!("invalid address {s:?}: expected an IPv4 address")))
+    s.parse::<IpAddr>()
+        .or_else(|_| s.parse::<IpNet>().map(|n| n.addr()))
+        .map_err(|_| invalid(format!("invalid address {s:?}: expected an IP address")))
+}
+
+/// For an IPv6 pool of /80 or shorter, the address derived from the MAC dockerd passes
+/// (`com.docker.network.endpoint.macaddress`), when it is in `range` and free.
+fn mac_derived(pool: &IpamPool, range: IpNet, req: &AddressRequest) -> Option<IpAddr> {
+    let IpNet::V6(net) = pool.pool else {
+        return None;
+    };
+    let mac = req.options.get(wire::OPT_MAC)?.as_str()?;
+    let addr = IpAddr::V6(v6::mac_derived(&net, ipam::parse_mac(mac)?)?);
+    (range.contains(&addr) && pool.is_host(addr) && !pool.used.contains(&addr)).then_some(addr)
 }

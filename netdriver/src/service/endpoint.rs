@@ -245,7 +245,7 @@ impl State {
                 self.dp.publish_range(start, &run.blocks(), target)?;
             }
         }
-        self.publish_v6(ep)?;
+        self.publish_v6(ep, &target)?;
         self.publish_routed(ep, target)?;
         self.program_links(ep)?;
         Ok(())
@@ -254,6 +254,7 @@ impl State {
     /// Forgets every tracked flow of the endpoint's address and of its host ports.
     fn flush_flows(&mut self, ep: &Endpoint) -> Result<(), ServiceError> {
         self.dp.flush_conntrack(ep.ip)?;
+        self.flush_flows6(ep)?;
         // One pass over the table for all the host ports (a range may hold thousands).
         let host_ports = ep
             .ports

@@ -5,6 +5,7 @@
 use std::net::Ipv6Addr;
 
 use ipnet::Ipv6Net;
+use netdriver_common::NetInfo6;
 
 use super::{ServiceError, State};
 use crate::{
@@ -69,10 +70,19 @@ impl State {
     /// A random unique local /64 clear of the host's IPv6 routes and addresses and of every
     /// network's IPv6 subnet.
     async fn pick_subnet6(&self) -> Result<Ipv6Net, ServiceError> {
+        Ok(v6::pick_pool(
+            &self.taken_subnets6().await?,
+            &mut random_id,
+        )?)
+    }
+
+    /// What a default IPv6 subnet must not overlap: the host's IPv6 routes and addresses
+    /// and the networks' IPv6 subnets.
+    pub(super) async fn taken_subnets6(&self) -> Result<Vec<Ipv6Net>, ServiceError> {
         let mut taken = self.nl.ipv6_routes().await?;
         taken.extend(self.nl.ipv6_addresses().await?);
         taken.extend(self.networks.values().filter_map(|n| n.net.subnet6));
-        Ok(v6::pick_pool(&taken, &mut random_id)?)
+        Ok(taken)
     }
 
     /// Turns IPv6 on for the bridge, gives it the gateway address and `fe80::1/64`, and
@@ -95,6 +105,32 @@ impl State {
     }
 }
 
+impl State {
+    /// Registers the network's IPv6 subnet with the data path (`ND_NETS6`: policy, and
+    /// outsiders reach its addresses only through published ports). Nothing for an
+    /// IPv4-only network. IPv6 masquerade uses the route's source address (`snat_ip` is
+    /// IPv4).
+    pub(super) fn add_network6(
+        &mut self,
+        net: &Network,
+        bridge_ifindex: u32,
+    ) -> Result<(), ServiceError> {
+        let (Some(subnet), Some(gateway)) = (net.subnet6, net.gateway6) else {
+            return Ok(());
+        };
+        self.dp.add_network6(
+            subnet,
+            NetInfo6 {
+                bridge_ifindex,
+                flags: super::network::net_flags(net),
+                gateway: gateway.octets(),
+                snat_addr: [0; 16],
+            },
+        )?;
+        Ok(())
+    }
+}
+
 fn parse_gateway6(s: &str, subnet: Ipv6Net) -> Result<Ipv6Addr, ServiceError> {
     let addr: Ipv6Addr = s.trim().parse().map_err(|_| {
         ServiceError::Invalid(format!(
@@ -112,7 +148,7 @@ fn parse_gateway6(s: &str, subnet: Ipv6Net) -> Result<Ipv6Addr, ServiceError> {
 }
 
 /// The 40 random bits of an RFC 4193 global id.
-fn random_id() -> [u8; 5] {
+pub(super) fn random_id() -> [u8; 5] {
     let mut id = [0u8; 5];
     // getrandom(2) never returns short for 5 bytes.
     let n = unsafe { libc::getrandom(id.as_mut_ptr().cast(), id.len(), 0) };
