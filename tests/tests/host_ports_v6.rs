@@ -90,6 +90,18 @@ fn the_host_reaches_ipv6_published_ports_on_loopback_and_its_own_address() {
             "the reply comes from {target}"
         );
     }
+    // A connected UDP socket too (connect6, then recvmsg6).
+    let (answer, from) = world.host.run(|| {
+        let s = std::net::UdpSocket::bind("[::]:0").unwrap();
+        s.connect("[::1]:5353").unwrap();
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        s.send(b"hello").unwrap();
+        let mut buf = [0u8; 128];
+        let (n, from) = s.recv_from(&mut buf).expect("answer");
+        (String::from_utf8_lossy(&buf[..n]).into_owned(), from)
+    });
+    assert_eq!(answer, format!("dns6 saw {BRIDGE6}"));
+    assert_eq!(from, "[::1]:5353".parse().unwrap());
     // Not published: nothing listens on the host.
     assert!(tcp_request(&world.host, "[::1]:8081", SILENCE).is_err());
     // Another namespace's ::1 is its own.
