@@ -180,6 +180,23 @@ fn requested_and_sequential_addresses_and_release() {
     daemon.json(&["endpoint", "rm", "a"]);
     let c = create(&mut world, &daemon, "seq", "d", &[]);
     assert_eq!(ip6(&c), "2001:db8:62::1", "the address of a is free again");
+    // A namespace that starts with IPv6 disabled on new interfaces still gets its address.
+    let netns = world.container("e");
+    let e = world.container_ns("e");
+    let off = e.exec("sysctl", &["-qw", "net.ipv6.conf.default.disable_ipv6=1"]);
+    assert!(off.status.success(), "{off:?}");
+    let ep = daemon.json(&[
+        "endpoint",
+        "create",
+        "seq",
+        "--netns",
+        netns.to_str().unwrap(),
+        "--name",
+        "e",
+    ]);
+    assert_eq!(ip6(&ep), "2001:db8:62::2");
+    assert!(ping(e, "2001:db8:62::fe"), "{}", daemon.log());
+    daemon.json(&["endpoint", "rm", "e"]);
     let ls = daemon.json(&["endpoint", "ls"]);
     let listed: Vec<&str> = ls
         .as_array()
@@ -335,4 +352,55 @@ fn bindings_on_an_ipv6_network_cover_both_families() {
     }
     daemon.json(&["endpoint", "rm", "a"]);
     assert!(daemon.json(&["port", "ls"]).as_array().unwrap().is_empty());
+}
+
+#[test]
+fn a_port_a_host_process_holds_on_ipv6_is_never_published() {
+    let mut world = World::new();
+    let daemon = world.daemon();
+    setup(&mut world, &daemon, &[]);
+    daemon.json(&["network", "create", "four", "--subnet", "10.64.0.0/24"]);
+    // A host service on the IPv6 gateway address only.
+    let _host = TcpServer::start(&world.host, &format!("[{GATEWAY6}]:7072"), "host");
+    let netns = world.container("web");
+    let netns = netns.to_str().unwrap().to_string();
+    let create = |net: &str, spec: &str| {
+        let args = [
+            "endpoint", "create", net, "--netns", &netns, "--name", "web", "-p", spec,
+        ];
+        args.map(String::from)
+    };
+    // The `[::]` twin of `7072:80` needs every IPv6 address, the gateway's included.
+    for spec in ["7072:80", "[::]:7072:80", "[2001:db8:61::1]:7072:80"] {
+        let args = create("six", spec);
+        let err = daemon.fails(&args.each_ref().map(String::as_str));
+        assert!(
+            err.contains("[2001:db8:61::1]:7072") || err.contains("[::]:7072"),
+            "{spec}: {err}"
+        );
+        assert!(
+            err.contains("in use by a process on the host"),
+            "{spec}: {err}"
+        );
+    }
+    // IPv4 alone is free: on the IPv4-only network, and on IPv4 of the IPv6 one.
+    let args = create("six", "0.0.0.0:7072:80");
+    let ep = daemon.json(&args.each_ref().map(String::as_str));
+    assert_eq!(ep["ports"].as_array().unwrap().len(), 1);
+    daemon.json(&["endpoint", "rm", "web"]);
+    let args = create("four", "7072:80");
+    daemon.json(&args.each_ref().map(String::as_str));
+    // A host process on the IPv6 wildcard (dual-stack) holds IPv4 too.
+    let _any = TcpServer::start(&world.host, "[::]:7073", "host");
+    let netns2 = world.container("web2");
+    let err = daemon.fails(&[
+        "endpoint",
+        "create",
+        "four",
+        "--netns",
+        netns2.to_str().unwrap(),
+        "-p",
+        "7073:80",
+    ]);
+    assert!(err.contains("in use by a process on the host"), "{err}");
 }

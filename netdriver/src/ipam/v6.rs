@@ -31,7 +31,8 @@ pub fn overlaps(a: &Ipv6Net, b: &Ipv6Net) -> bool {
 }
 
 /// Parses a user-given IPv6 subnet: strict CIDR, host bits cleared, room for a gateway and
-/// a container, clear of the link-local prefix (Docker's rule), multicast and `::`/`::1`.
+/// a container, clear of the link-local prefix (Docker's rule), multicast, IPv4-mapped
+/// addresses and `::`/`::1`.
 pub fn parse_subnet(s: &str) -> Result<Ipv6Net, IpamError> {
     let bad = |why: String| IpamError::BadSubnet6(why);
     let t = s.trim();
@@ -68,6 +69,12 @@ pub fn parse_subnet(s: &str) -> Result<Ipv6Net, IpamError> {
     if net.contains(&Ipv6Addr::UNSPECIFIED) {
         return Err(bad(format!(
             "{net} contains the unspecified and loopback addresses (::, ::1)"
+        )));
+    }
+    let mapped = Ipv6Net::new(Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0, 0), 96).expect("valid");
+    if overlaps(&net, &mapped) {
+        return Err(bad(format!(
+            "{net} overlaps the IPv4-mapped range ::ffff:0:0/96"
         )));
     }
     Ok(net)
@@ -223,6 +230,8 @@ mod tests {
             ("2001:db8::/127", "too small"),
             ("::/0", "Link-Local"),
             ("::/64", "unspecified"),
+            ("::ffff:0:0/96", "IPv4-mapped"),
+            ("::ffff:10.0.0.0/120", "IPv4-mapped"),
             ("2001:db8::", "expected an IPv6 CIDR"),
             ("nonsense", "expected an IPv6 CIDR"),
         ] {

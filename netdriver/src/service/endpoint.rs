@@ -442,3 +442,54 @@ pub(super) fn check_netns(path: &Path) -> Result<(), ServiceError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(ipv6: bool) -> Network {
+        let mut net: Network = serde_json::from_str(
+            r#"{"id": "n", "name": "n", "bridge": "nd-n", "subnet": "10.20.0.0/24",
+                "gateway": "10.20.0.1", "mtu": null}"#,
+        )
+        .unwrap();
+        if ipv6 {
+            net.subnet6 = Some("2001:db8:1::/64".parse().unwrap());
+            net.gateway6 = Some("2001:db8:1::1".parse().unwrap());
+        }
+        net
+    }
+
+    fn hosts(requests: &[PortRequest]) -> Vec<Option<String>> {
+        requests
+            .iter()
+            .map(|r| r.host_ip.map(|ip| ip.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn ipv6_networks_add_the_wildcard_twin_and_others_refuse_ipv6() {
+        let reqs: Vec<PortRequest> = ["8080:80", "127.0.0.1:9090:90", "[::1]:7070:70"]
+            .iter()
+            .flat_map(|s| ports::parse(s).unwrap())
+            .collect();
+        let got = bindings_for_network(&net(true), reqs.clone()).unwrap();
+        assert_eq!(
+            hosts(&got),
+            vec![
+                None,
+                Some("::".into()),
+                Some("127.0.0.1".into()),
+                Some("::1".into())
+            ]
+        );
+        assert!(got[0].host_port == got[1].host_port && got[1].container_port == 80);
+        let err = bindings_for_network(&net(false), reqs).unwrap_err();
+        assert!(err.to_string().contains("has no IPv6"), "{err}");
+        let v4 = ports::parse("8080:80").unwrap();
+        assert_eq!(
+            hosts(&bindings_for_network(&net(false), v4).unwrap()),
+            vec![None]
+        );
+    }
+}

@@ -439,6 +439,9 @@ mod fuzz {
         "/33",
         "10.0.0.0",
         "::",
+        "fe80",
+        "fd00:",
+        "/64",
         "ff",
         "02:42",
         "[",
@@ -464,6 +467,10 @@ mod fuzz {
             if let Ok(net) = ipam::parse_subnet(&s) {
                 prop_assert_eq!(net.trunc(), net);
                 prop_assert!(net.prefix_len() <= 30);
+            }
+            if let Ok(net) = ipam::v6::parse_subnet(&s) {
+                prop_assert_eq!(net.trunc(), net);
+                prop_assert!(net.prefix_len() <= ipam::v6::MAX_PREFIX);
             }
             if let Some(mac) = ipam::parse_mac(&s) {
                 prop_assert_eq!(ipam::parse_mac(&ipam::format_mac(mac)), Some(mac));
