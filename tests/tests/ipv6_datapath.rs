@@ -3,9 +3,15 @@
 
 mod common;
 
+use std::{
+    io::{Read, Write},
+    net::{Shutdown, SocketAddr, TcpListener, TcpStream},
+    time::Duration,
+};
+
 use common::{
-    Daemon, EXT_IP6, HOST_IP6, SILENCE, TIMEOUT, TcpServer, UdpServer, World, drops, ping, sa6,
-    tcp_request, udp_request,
+    Daemon, EXT_IP6, HOST_IP6, Netns, SILENCE, TIMEOUT, TcpServer, UdpServer, World, drops, ping,
+    sa6, tcp_request, udp_request,
 };
 
 /// Creates an `--ipv6` network (dual stack) with the given extra options.
@@ -188,4 +194,128 @@ fn ipv6_icc_isolation_and_internal_networks() {
     assert!(tcp_request(world.container_ns("v"), &sa6(EXT_IP6, 7000), SILENCE).is_err());
     assert!(!ping(world.container_ns("v"), EXT_IP6));
     assert!(drops(&daemon, "internal") > 0);
+}
+
+/// A server "far away" at `2001:db8:ee::10`, behind the external namespace acting as a router
+/// whose link towards it has an MTU of 1280: full-size packets from the host side get an
+/// `ICMPv6` packet too big from the router.
+fn far_network(world: &World) -> Netns {
+    let far = Netns::new(format!("ndt{}f", world.tag));
+    world.ext.ip(&[
+        "link", "add", "ext1", "mtu", "1280", "type", "veth", "peer", "name", "far0", "netns",
+        &far.name,
+    ]);
+    world
+        .ext
+        .ip(&["addr", "add", "2001:db8:ee::1/64", "dev", "ext1", "nodad"]);
+    world.ext.ip(&["link", "set", "ext1", "up"]);
+    let fwd = world
+        .ext
+        .exec("sysctl", &["-qw", "net.ipv6.conf.all.forwarding=1"]);
+    assert!(
+        fwd.status.success(),
+        "IPv6 forwarding in the external namespace"
+    );
+    far.ip(&["addr", "add", "2001:db8:ee::10/64", "dev", "far0", "nodad"]);
+    far.ip(&["link", "set", "far0", "up"]);
+    far.ip(&["-6", "route", "add", "default", "via", "2001:db8:ee::1"]);
+    world
+        .host
+        .ip(&["-6", "route", "add", "2001:db8:ee::/64", "via", EXT_IP6]);
+    far
+}
+
+#[test]
+fn ipv6_path_mtu_discovery_works_for_masqueraded_flows() {
+    let mut world = World::new();
+    world.ipv6_uplink();
+    let far = far_network(&world);
+    let daemon = world.daemon();
+    network6(&daemon, "pmtu6", "10.95.0.0/24", "2001:db8:95::/64", &[]);
+    endpoint6(&mut world, &daemon, "pmtu6", "c", &[]);
+    // The far server counts what it receives and says so.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let server = far.spawn(move || {
+        let listener = TcpListener::bind("[2001:db8:ee::10]:7100").expect("bind far server");
+        listener.set_nonblocking(true).unwrap();
+        tx.send(()).unwrap();
+        // Bounded: gives up after 20 s without a connection.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let mut conn = loop {
+            match listener.accept() {
+                Ok((conn, _)) => break conn,
+                Err(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => panic!("no connection: {e}"),
+            }
+        };
+        conn.set_nonblocking(false).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(15)))
+            .unwrap();
+        let mut data = Vec::new();
+        let _ = conn.read_to_end(&mut data);
+        let _ = conn.write_all(format!("got {}", data.len()).as_bytes());
+    });
+    rx.recv_timeout(TIMEOUT).expect("far server started");
+    // 256 KiB in full-size segments: the first ones are too big for the router's next link.
+    let answer = world.container_ns("c").run(|| {
+        let addr: SocketAddr = "[2001:db8:ee::10]:7100".parse().unwrap();
+        let mut s = TcpStream::connect_timeout(&addr, TIMEOUT).map_err(|e| e.to_string())?;
+        s.set_write_timeout(Some(Duration::from_secs(15))).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        s.write_all(&vec![7u8; 256 * 1024])
+            .map_err(|e| e.to_string())?;
+        s.shutdown(Shutdown::Write).map_err(|e| e.to_string())?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).map_err(|e| e.to_string())?;
+        Ok::<_, String>(out)
+    });
+    let _ = server.join();
+    assert_eq!(
+        answer.expect("transfer through a 1280-byte link"),
+        format!("got {}", 256 * 1024)
+    );
+    // The container learned the path MTU from the translated packet too big.
+    let cache = world
+        .container_ns("c")
+        .ip(&["-6", "route", "get", "2001:db8:ee::10"]);
+    assert!(cache.contains("mtu 1280"), "{cache}");
+}
+
+#[test]
+fn ipv6_routed_networks_publish_container_addresses_without_translation() {
+    let mut world = World::new();
+    world.ipv6_uplink();
+    let daemon = world.daemon();
+    network6(
+        &daemon,
+        "routed6",
+        "10.96.0.0/24",
+        "2001:db8:96::/64",
+        &["--gateway-mode", "routed"],
+    );
+    let ip6 = endpoint6(&mut world, &daemon, "routed6", "r", &["-p", "8080:80"]);
+    // The outside routes the container subnet through the host.
+    world
+        .ext
+        .ip(&["-6", "route", "add", "2001:db8:96::/64", "via", HOST_IP6]);
+    let _srv = TcpServer::start(world.container_ns("r"), &sa6("::", 80), "routed");
+    let _srv22 = TcpServer::start(world.container_ns("r"), &sa6("::", 22), "ssh");
+    // The container's own address and published port, untranslated.
+    let answer = tcp_request(&world.ext, &sa6(&ip6, 80), TIMEOUT).expect("routed [c]:80");
+    assert_eq!(answer, format!("routed saw {EXT_IP6} said hello"));
+    // The host's address still works too.
+    let answer = tcp_request(&world.ext, &sa6(HOST_IP6, 8080), TIMEOUT).expect("[host]:8080");
+    assert_eq!(answer, format!("routed saw {EXT_IP6} said hello"));
+    // Unpublished ports stay closed.
+    assert!(tcp_request(&world.ext, &sa6(&ip6, 22), SILENCE).is_err());
+    // No masquerade: the outside sees the container's own address.
+    let _ext = TcpServer::start(&world.ext, &sa6(EXT_IP6, 7000), "ext");
+    let answer =
+        tcp_request(world.container_ns("r"), &sa6(EXT_IP6, 7000), TIMEOUT).expect("routed out");
+    assert_eq!(answer, format!("ext saw {ip6} said hello"));
+    // The endpoint goes: so does its routed port.
+    daemon.json(&["endpoint", "rm", "r"]);
+    assert!(common::map_dump(&daemon, "ND_PORTS6").is_empty());
 }

@@ -10,7 +10,10 @@ use std::net::IpAddr;
 use netdriver_common::{PortKey6, PortTarget, PortTarget6};
 
 use super::{ServiceError, State};
-use crate::{model::Endpoint, ports::PortBinding};
+use crate::{
+    model::{Endpoint, GatewayMode},
+    ports::PortBinding,
+};
 
 /// The endpoint's bindings on IPv6 host addresses.
 pub(super) fn v6_bindings(ep: &Endpoint) -> impl Iterator<Item = &PortBinding> {
@@ -32,8 +35,9 @@ pub(super) fn port_key6(b: &PortBinding) -> Option<PortKey6> {
 }
 
 impl State {
-    /// Publishes the endpoint's IPv6 bindings towards `ep.ip6`, delivered like its IPv4 ones
-    /// (`target`: the veth, the container's and the bridge's MACs). An endpoint without an
+    /// Publishes the endpoint's IPv6 bindings towards `ep.ip6` (and in routed mode its own
+    /// address and ports), delivered like its IPv4 ones (`target`: the veth, the container's
+    /// and the bridge's MACs). An endpoint without an
     /// IPv6 address has no IPv6 bindings (the allocation refuses them).
     pub(super) fn publish_v6(
         &mut self,
@@ -60,15 +64,57 @@ impl State {
                 },
             )?;
         }
+        for key in self.routed_ports6(ep) {
+            self.dp.publish6(
+                key,
+                PortTarget6 {
+                    addr: ip6.octets(),
+                    port: key.host_port,
+                    _pad0: 0,
+                    ifindex: target.ifindex,
+                    mac: target.mac,
+                    gw_mac: target.gw_mac,
+                },
+            )?;
+        }
         Ok(())
     }
 
-    /// Withdraws the endpoint's IPv6 bindings; reports every error it meets.
+    /// Withdraws the endpoint's IPv6 bindings (and routed-mode ports); reports every error
+    /// it meets.
     pub(super) fn unpublish_v6(&mut self, ep: &Endpoint) -> Vec<ServiceError> {
-        v6_bindings(ep)
+        let keys: Vec<PortKey6> = v6_bindings(ep)
             .filter_map(port_key6)
-            .filter_map(|key| self.dp.unpublish6(&key).err().map(Into::into))
+            .chain(self.routed_ports6(ep))
+            .collect();
+        keys.iter()
+            .filter_map(|key| self.dp.unpublish6(key).err().map(Into::into))
             .collect()
+    }
+
+    /// Routed mode: the container's own IPv6 address and ports are published as themselves
+    /// (reachable from outside without translation), as `routed_ports` does for IPv4.
+    pub(super) fn routed_ports6(&self, ep: &Endpoint) -> Vec<PortKey6> {
+        let routed = self
+            .networks
+            .get(&ep.network)
+            .is_some_and(|n| n.net.gateway_mode == GatewayMode::Routed);
+        let (true, Some(ip6)) = (routed, ep.ip6) else {
+            return Vec::new();
+        };
+        let mut keys: Vec<PortKey6> = ep
+            .ports
+            .iter()
+            .map(|b| PortKey6 {
+                host_addr: ip6.octets(),
+                host_port: b.container_port,
+                proto: b.proto.number(),
+                _pad: 0,
+            })
+            .collect();
+        keys.sort_by_key(|k| (k.host_port, k.proto));
+        keys.dedup();
+        keys
     }
 
     /// Forgets every tracked IPv6 flow of the endpoint's IPv6 address.
@@ -84,7 +130,12 @@ impl State {
         let owned: Vec<PortKey6> = self
             .endpoints
             .values()
-            .flat_map(|e| e.ports.iter().filter_map(port_key6))
+            .flat_map(|e| {
+                e.ports
+                    .iter()
+                    .filter_map(port_key6)
+                    .chain(self.routed_ports6(e))
+            })
             .collect();
         for (key, _) in self.dp.published6()? {
             if !owned.contains(&key) {
