@@ -52,10 +52,11 @@ impl IntoResponse for ServiceError {
     fn into_response(self) -> Response {
         let status =
             StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let message = self.message();
         if status.is_server_error() {
-            tracing::error!("request failed: {self}");
+            tracing::error!("request failed: {message}");
         }
-        error(status, self.to_string())
+        error(status, message)
     }
 }
 

@@ -63,7 +63,7 @@ async fn handle(State(s): State<Shared>, Path(call): Path<String>, body: Bytes) 
             Ok(Some(c)) => s.docker(c).await.map_err(|e| {
                 let status =
                     StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-                (status, format!("{call}: {e}"))
+                (status, format!("{call}: {}", e.message()))
             }),
             Ok(None) => Ok(json!({})),
             Err(e) => Err(e),

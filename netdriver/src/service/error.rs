@@ -48,3 +48,39 @@ impl ServiceError {
         }
     }
 }
+
+impl ServiceError {
+    /// The error with its causes (`outer: inner: root`), so a kernel failure reaches the user
+    /// with the reason the kernel gave, not only the step that failed.
+    #[must_use]
+    pub fn message(&self) -> String {
+        let mut message = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            let text = cause.to_string();
+            if !message.contains(&text) {
+                message.push_str(": ");
+                message.push_str(&text);
+            }
+            source = cause.source();
+        }
+        message
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use super::*;
+
+    #[test]
+    fn message_carries_the_cause_chain() {
+        let err = ServiceError::Netlink(NetlinkError::Connect(io::Error::from_raw_os_error(17)));
+        assert_eq!(
+            err.message(),
+            "opening a rtnetlink connection: File exists (os error 17)"
+        );
+        assert_eq!(ServiceError::Invalid("bad".into()).message(), "bad");
+    }
+}
