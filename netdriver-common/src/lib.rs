@@ -13,12 +13,17 @@ use core::mem::size_of;
 
 use bytemuck::{Pod, Zeroable};
 
+pub mod crc32c;
+
 /// IP protocol numbers as they appear in the IPv4 header.
 pub const PROTO_ICMP: u8 = 1;
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
 /// ICMP for IPv6 (the IPv6 next-header value 58).
 pub const PROTO_ICMPV6: u8 = 58;
+/// SCTP: ports at the same offsets as TCP and UDP; a CRC32C (see [`crc32c`]) instead of the
+/// Internet checksum.
+pub const PROTO_SCTP: u8 = 132;
 
 /// Pinned map names (at most 15 bytes, `ND_` prefix).
 pub const MAP_PORTS: &str = "ND_PORTS";

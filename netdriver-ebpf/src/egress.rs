@@ -15,8 +15,8 @@ use aya_ebpf::{
 use netdriver_common::{
     CT_ACT_DNAT, CT_ACT_REDIRECT, CT_ACT_REDIRECT_NEIGH, CT_ACT_SNAT, CT_DIR_IN, CT_DIR_OUT,
     CT_KIND_FORWARD, CT_KIND_MASQ, CT_RECLAIM_IDLE_NS, CT_ST_CLOSING, CT_ST_NEW, CtEntry, CtKey,
-    CtTimes, DROP_CT_FAILED, DROP_NAT_EXHAUSTED, NAT_PORT_ATTEMPTS, NetInfo, PROTO_ICMP, PROTO_TCP,
-    TCP_ACK, TCP_SYN, ct_next_state, nat_port_candidate,
+    CtTimes, DROP_CT_FAILED, DROP_NAT_EXHAUSTED, NAT_PORT_ATTEMPTS, NetInfo, PROTO_ICMP,
+    PROTO_SCTP, PROTO_TCP, TCP_ACK, TCP_SYN, ct_next_state, nat_port_candidate,
 };
 
 use crate::{
@@ -109,7 +109,8 @@ pub fn outbound(
 
 /// Claims a masquerade port for the flow `out_key` on `snat`: stores the reply entry `back`
 /// under the reply key of the first free candidate (`BPF_NOEXIST` makes the claim atomic).
-/// Ports published on `snat` (or on every address) are never used.
+/// Ports published on `snat` (or on every address) are never used; SCTP tries its own source
+/// port first.
 #[inline(always)]
 fn claim_port(
     out_key: &CtKey,
@@ -131,6 +132,7 @@ fn claim_port(
         &mut key,
         |key, port| key.dport = port,
         |port| proto != PROTO_ICMP && is_published(snat, port, proto),
+        (proto == PROTO_SCTP).then_some(out_key.sport),
         back,
         opens,
     )?;
@@ -138,8 +140,8 @@ fn claim_port(
 }
 
 /// The search behind masquerade of both families: stores `back` under the reply key `key`
-/// with the destination port (`set_port`) of the first candidate port that is not
-/// `published` and free; that port (`key` keeps it). A TCP SYN (`opens`) may take
+/// with the destination port (`set_port`) of the first candidate port (`first`, if given,
+/// then random ones) that is not `published` and free; that port (`key` keeps it). A TCP SYN (`opens`) may take
 /// over the port of a closed, idle masqueraded flow, as Linux conntrack reopens a closed
 /// tuple, instead of waiting for the sweeper.
 #[inline(always)]
@@ -147,6 +149,7 @@ pub fn claim_free_port<K: Flow>(
     key: &mut K,
     set_port: impl Fn(&mut K, u16),
     published: impl Fn(u16) -> bool,
+    first: Option<u16>,
     back: &K::Entry,
     opens: bool,
 ) -> Result<u16, u32> {
@@ -154,7 +157,12 @@ pub fn claim_free_port<K: Flow>(
     // SAFETY: plain helper call.
     let seed = unsafe { bpf_get_prandom_u32() };
     for attempt in 0..NAT_PORT_ATTEMPTS {
-        let port = nat_port_candidate(min, max, seed, attempt);
+        // SCTP keeps its source port when it can (`first`): the CRC32C then needs no
+        // update, and the association keeps the port its peer knows.
+        let port = match first {
+            Some(port) if attempt == 0 => port,
+            _ => nat_port_candidate(min, max, seed, attempt),
+        };
         if published(port) {
             continue;
         }

@@ -6,11 +6,12 @@
 //! The quoted packet is the one netdriver sent: its source is the translated address and
 //! port. Both the outer destination and the quoted source are rewritten, with the outer IPv4
 //! checksum, the quoted IPv4 checksum and the ICMP checksum (which covers the quote) fixed.
-//! The quoted L4 checksum is left as is (only 8 bytes of it are guaranteed to be quoted).
+//! The quoted L4 checksum is left as is (only 8 bytes of it are guaranteed to be quoted; for
+//! SCTP those are the ports and the verification tag, which is what the stack matches on).
 
 use netdriver_common::{
-    CT_ACT_DNAT, CT_DIR_IN, CT_KIND_FORWARD, CT_KIND_MASQ, CtKey, DROP_CSUM, PROTO_ICMP, PROTO_TCP,
-    PROTO_UDP, PortKey, csum_replace4,
+    CT_ACT_DNAT, CT_DIR_IN, CT_KIND_FORWARD, CT_KIND_MASQ, CtKey, DROP_CSUM, PROTO_ICMP,
+    PROTO_SCTP, PROTO_TCP, PROTO_UDP, PortKey, csum_replace4,
 };
 
 use crate::{
@@ -95,7 +96,7 @@ fn quote<P: Packet>(ctx: &P, ip: &Ipv4) -> Option<Quote> {
     let head: [u8; 8] = ctx.load(l4)?;
     let proto = hdr[9];
     let (sport, dport, port_off) = match proto {
-        PROTO_TCP | PROTO_UDP => (
+        PROTO_TCP | PROTO_UDP | PROTO_SCTP => (
             u16::from_be_bytes([head[0], head[1]]),
             u16::from_be_bytes([head[2], head[3]]),
             l4,

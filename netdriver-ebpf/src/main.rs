@@ -20,6 +20,7 @@ mod parse;
 mod pkt;
 mod policy;
 mod published;
+mod sctp;
 mod sock;
 mod uplink;
 

@@ -4,15 +4,18 @@
 //! packet pointer is held across a helper that can move packet data.
 
 use aya_ebpf::bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR};
-use netdriver_common::{DROP_CSUM, DROP_REDIRECT_FAILED, PROTO_ICMP, PROTO_ICMPV6, PROTO_UDP};
+use netdriver_common::{
+    DROP_CSUM, DROP_REDIRECT_FAILED, PROTO_ICMP, PROTO_ICMPV6, PROTO_SCTP, PROTO_UDP,
+};
 
 pub use crate::pkt::Hop;
 use crate::{
     parse::{
         ICMP_ID_OFF, IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF, IP_TTL_OFF, Ipv4, Ports, csum_off,
-        l4_csum_off,
+        l4_csum_off, l4_len,
     },
     pkt::Packet,
+    sctp,
 };
 
 /// Which end of the packet a translation rewrites.
@@ -23,8 +26,8 @@ pub enum End {
 }
 
 /// Rewrites the `end` address and port of `ip` to `addr_be`/`port` (host order), fixing
-/// the IPv4 and L4 checksums. For ICMP echo the "port" is the identifier. Parts that do not
-/// change are left alone.
+/// the IPv4 and L4 checksums (SCTP: the CRC32C, after a port change only). For ICMP echo the
+/// "port" is the identifier. Parts that do not change are left alone.
 #[inline(always)]
 pub fn rewrite<P: Packet>(
     ctx: &P,
@@ -39,11 +42,12 @@ pub fn rewrite<P: Packet>(
         End::Dst => (IP_DADDR_OFF, ip.daddr_be, ports.dst),
     };
     let icmp = ip.proto == PROTO_ICMP;
+    // The ICMP and SCTP checksums cover no pseudo-header.
+    let pseudo_hdr = !icmp && ip.proto != PROTO_SCTP;
     let mangled = mangled_0(ip.proto);
     let csum_off = l4_csum_off(ip);
     if old_addr != addr_be {
-        // The ICMP checksum covers no pseudo-header.
-        if !icmp {
+        if pseudo_hdr {
             ctx.l4_csum_replace(
                 csum_off,
                 u64::from(old_addr),
@@ -56,7 +60,29 @@ pub fn rewrite<P: Packet>(
             .map_err(|()| DROP_CSUM)?;
         ctx.store(addr_off, &addr_be).map_err(|()| DROP_CSUM)?;
     }
+    if ip.proto == PROTO_SCTP {
+        return rewrite_sctp_port(ctx, ip, end, old_port, port);
+    }
     rewrite_port(ctx, ip.proto, ip.l4_off, end, old_port, port)
+}
+
+/// Rewrites the `end` port of an SCTP packet, updating its CRC32C (see `sctp`).
+#[inline(always)]
+fn rewrite_sctp_port<P: Packet>(
+    ctx: &P,
+    ip: &Ipv4,
+    end: End,
+    old: u16,
+    new: u16,
+) -> Result<(), u32> {
+    if old == new {
+        return Ok(());
+    }
+    let at = if end == End::Src { 0 } else { 2 };
+    let (old_be, new_be) = (old.to_be(), new.to_be());
+    let len = l4_len(ctx, ip).unwrap_or(0);
+    sctp::port_rewritten(ctx, ip.l4_off, len, at, old_be, new_be)?;
+    ctx.store(ip.l4_off + at, &new_be).map_err(|()| DROP_CSUM)
 }
 
 /// The checksum flag of `proto`: a UDP checksum of 0 means "none" and must stay 0, and a

@@ -2,7 +2,7 @@
 
 use core::mem::size_of;
 
-use netdriver_common::{PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
+use netdriver_common::{PROTO_ICMP, PROTO_ICMPV6, PROTO_SCTP, PROTO_TCP, PROTO_UDP};
 
 use crate::pkt::Packet;
 
@@ -26,8 +26,12 @@ const ICMP_ECHO_REPLY: u8 = 0;
 const ICMP_ECHO_REQUEST: u8 = 8;
 const ICMPV6_ECHO_REQUEST: u8 = 128;
 const ICMPV6_ECHO_REPLY: u8 = 129;
-/// Fragment offset bits of the IPv4 `frag_off` field.
+/// Fragment offset bits of the IPv4 `frag_off` field, and its "more fragments" flag.
 const IP_OFFSET_MASK: u16 = 0x1fff;
+const IP_MF: u16 = 0x2000;
+/// Offsets of the IPv4 total length and `frag_off` fields in the frame.
+const IP_TOT_LEN_OFF: usize = ETH_HLEN + 2;
+const IP_FRAG_OFF: usize = ETH_HLEN + 6;
 
 #[repr(C)]
 pub(crate) struct EthHdr {
@@ -52,7 +56,7 @@ struct Ipv4Hdr {
     daddr: [u8; 4],
 }
 
-/// The first four bytes of TCP and UDP headers.
+/// The first four bytes of TCP, UDP and SCTP headers.
 #[repr(C)]
 struct L4Ports {
     src: [u8; 2],
@@ -143,11 +147,15 @@ pub fn ipv4<P: Packet>(ctx: &P) -> Option<Ipv4> {
     })
 }
 
-/// Reads the ports of a TCP or UDP first fragment, or the identifier of an ICMP echo.
+/// Reads the ports of a TCP, UDP or SCTP first fragment, or the identifier of an ICMP echo.
 #[inline(always)]
 pub fn ports<P: Packet>(ctx: &P, ip: &Ipv4) -> Option<Ports> {
     if ip.frag_offset != 0 {
         return None;
+    }
+    // SCTP is translated on IPv4 only (its CRC32C update lives in the IPv4 rewrite).
+    if ip.proto == PROTO_SCTP {
+        return l4_ports(ctx, ip.proto, ip.l4_off);
     }
     transport(ctx, ip.proto, ip.l4_off)
 }
@@ -205,7 +213,20 @@ fn icmp_echo<P: Packet>(ctx: &P, l4_off: usize, request: u8, reply: u8) -> Optio
     }
 }
 
-/// Offset of the L4 checksum field in the frame.
+/// The length of the L4 packet (from the IPv4 total length), or `None` when the packet is one
+/// of several fragments (the whole L4 packet is not here).
+#[inline(always)]
+pub fn l4_len<P: Packet>(ctx: &P, ip: &Ipv4) -> Option<u16> {
+    let tot_len = u16::from_be_bytes(ctx.load::<[u8; 2]>(IP_TOT_LEN_OFF)?);
+    let frag_off = u16::from_be_bytes(ctx.load::<[u8; 2]>(IP_FRAG_OFF)?);
+    if frag_off & (IP_MF | IP_OFFSET_MASK) != 0 {
+        return None;
+    }
+    let ip_hlen = u16::try_from(ip.l4_off - ETH_HLEN).ok()?;
+    tot_len.checked_sub(ip_hlen)
+}
+
+/// Offset of the L4 checksum field in the frame (SCTP has none of this kind: see `sctp`).
 #[inline(always)]
 pub fn l4_csum_off(ip: &Ipv4) -> usize {
     csum_off(ip.proto, ip.l4_off)

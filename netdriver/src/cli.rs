@@ -101,6 +101,9 @@ pub struct DaemonArgs {
     /// Idle timeout of UDP flows, seconds.
     #[arg(long, default_value_t = 60)]
     pub ct_timeout_udp: u64,
+    /// Idle timeout of SCTP flows (tracked like UDP), seconds.
+    #[arg(long, default_value_t = crate::dataplane::SCTP_TIMEOUT_DEFAULT_SECS)]
+    pub ct_timeout_sctp: u64,
     /// Idle timeout of ICMP echo flows, seconds.
     #[arg(long, default_value_t = 30)]
     pub ct_timeout_icmp: u64,
@@ -139,6 +142,7 @@ impl DaemonArgs {
                 tcp_established: Duration::from_secs(self.ct_timeout_tcp),
                 tcp_closing: Duration::from_secs(self.ct_timeout_tcp_close),
                 udp: Duration::from_secs(self.ct_timeout_udp),
+                sctp: Duration::from_secs(self.ct_timeout_sctp),
                 icmp: Duration::from_secs(self.ct_timeout_icmp),
             },
             sweep_interval: Duration::from_secs(self.ct_sweep_interval),
@@ -248,10 +252,10 @@ pub enum EndpointCmd {
         /// Interface name inside the namespace.
         #[arg(long)]
         ifname: Option<String>,
-        /// Publish a port: [HOSTIP:][HOSTPORT[-END]:]CPORT[-END][/tcp|/udp].
+        /// Publish a port: [HOSTIP:][HOSTPORT[-END]:]CPORT[-END][/tcp|/udp|/sctp].
         #[arg(short = 'p', long = "publish")]
         publish: Vec<String>,
-        /// Declare a port linked endpoints may reach: PORT[-END][/tcp|/udp] (repeatable).
+        /// Declare a port linked endpoints may reach: PORT[-END][/tcp|/udp|/sctp] (repeatable).
         #[arg(long)]
         expose: Vec<String>,
         /// Link to an endpoint of the same network, NAME[:ALIAS]: this endpoint may open

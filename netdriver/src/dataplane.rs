@@ -33,7 +33,7 @@ use aya::{
     util::KernelVersion,
 };
 pub use bind_ports::BindBlock;
-pub use ct::{CtTimeouts, FlowKey, SweepReport, monotonic_ns};
+pub use ct::{CtTimeouts, FlowKey, SCTP_TIMEOUT_DEFAULT_SECS, SweepReport, monotonic_ns};
 use ipnet::Ipv4Net;
 use netdriver_common::{
     BindPortKey, CT_MAX_ENTRIES, CtEntry, CtEntry6, CtKey, CtKey6, DROP_REASONS,
@@ -536,11 +536,11 @@ fn validate_port_key(key: PortKey) -> Result<PortKey, DataplaneError> {
 }
 
 fn validate_proto(proto: u8) -> Result<(), DataplaneError> {
-    use netdriver_common::{PROTO_TCP, PROTO_UDP};
-    if proto != PROTO_TCP && proto != PROTO_UDP {
+    use netdriver_common::{PROTO_SCTP, PROTO_TCP, PROTO_UDP};
+    if ![PROTO_TCP, PROTO_UDP, PROTO_SCTP].contains(&proto) {
         return Err(DataplaneError::Invalid {
             what: "port key",
-            reason: format!("protocol {proto} is neither TCP nor UDP"),
+            reason: format!("protocol {proto} is not TCP, UDP or SCTP"),
         });
     }
     Ok(())

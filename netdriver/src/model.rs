@@ -170,7 +170,7 @@ pub struct CreateEndpoint {
     pub ifname: Option<String>,
     #[serde(default)]
     pub ports: Vec<String>,
-    /// `PORT[-END][/tcp|/udp]`.
+    /// `PORT[-END][/tcp|/udp|/sctp]`.
     #[serde(default)]
     pub expose: Vec<String>,
     /// `NAME[:ALIAS]` of endpoints on the same network.

@@ -173,6 +173,24 @@ fn bad_cli_input_is_refused_and_changes_nothing() {
         ),
         (
             vec![
+                "endpoint",
+                "create",
+                "one",
+                "--netns",
+                &other,
+                "-p",
+                "9000:80/sctpx",
+            ],
+            "tcp, udp or sctp",
+        ),
+        (
+            vec![
+                "endpoint", "create", "one", "--netns", &other, "--expose", "80/sctpx",
+            ],
+            "tcp, udp or sctp",
+        ),
+        (
+            vec![
                 "endpoint", "create", "one", "--netns", &other, "-p", "8080:80",
             ],
             "already allocated",

@@ -290,6 +290,76 @@ fn network_driver_lifecycle_publishes_ports() {
     );
 }
 
+/// Docker's SCTP bindings (`Proto` 132): published as SCTP, next to a TCP binding of the
+/// same number.
+#[test]
+fn sctp_port_bindings_are_published() {
+    let mut world = World::new();
+    let d = world.daemon();
+    let mut c = PluginConn::open(&d);
+    let body = create_network_body(NET_ID, "10.20.0.0/24", "10.20.0.1/24");
+    ok(&mut c, "NetworkDriver.CreateNetwork", &body);
+    let options = json!({
+        "com.docker.network.endpoint.exposedports": [{"Proto": 132, "Port": 9000}, {"Proto": 6, "Port": 80}],
+        "com.docker.network.portmap": [
+            {"Proto": 132, "IP": "", "Port": 9000, "HostIP": "", "HostPort": 9000, "HostPortEnd": 9000},
+            {"Proto": 6, "IP": "", "Port": 80, "HostIP": "", "HostPort": 9000, "HostPortEnd": 9000}
+        ]
+    });
+    ok(
+        &mut c,
+        "NetworkDriver.CreateEndpoint",
+        &json!({"NetworkID": NET_ID, "EndpointID": EP_ID,
+                "Interface": {"Address": "10.20.0.2/24", "AddressIPv6": "", "MacAddress": ""},
+                "Options": options}),
+    );
+    let sandbox = world.container("a");
+    ok(
+        &mut c,
+        "NetworkDriver.Join",
+        &json!({"NetworkID": NET_ID, "EndpointID": EP_ID, "SandboxKey": sandbox,
+                "Options": options}),
+    );
+    ok(
+        &mut c,
+        "NetworkDriver.ProgramExternalConnectivity",
+        &json!({"NetworkID": NET_ID, "EndpointID": EP_ID, "Options": options}),
+    );
+    let ports = d.json(&["port", "ls"]);
+    let mut bound: Vec<(String, u64, u64)> = ports
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["proto"].as_str().unwrap().to_string(),
+                p["host_port"].as_u64().unwrap(),
+                p["container_port"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    bound.sort();
+    assert_eq!(
+        bound,
+        [("sctp".into(), 9000, 9000), ("tcp".into(), 9000, 80)],
+        "{ports}"
+    );
+    let info = ok(
+        &mut c,
+        "NetworkDriver.EndpointOperInfo",
+        &ids(NET_ID, EP_ID),
+    );
+    let listed = info["Value"]["netdriver.ports"].to_string();
+    assert!(listed.contains("0.0.0.0:9000->9000/sctp"), "{listed}");
+    // The data path has the SCTP entry (protocol 132) as well as the TCP one.
+    let dump = common::map_dump(&d, "ND_PORTS");
+    let protos: Vec<u64> = dump
+        .iter()
+        .filter_map(|e| e["key"]["proto"].as_u64())
+        .collect();
+    assert!(protos.contains(&132) && protos.contains(&6), "{dump:?}");
+}
+
 #[test]
 fn endpoint_without_address_gets_one() {
     let world = World::new();
@@ -604,9 +674,9 @@ fn bad_calls_are_refused_and_change_nothing() {
             "NetworkDriver.ProgramExternalConnectivity",
             json!({"NetworkID": NET_ID, "EndpointID": other, "Options": {"com.docker.network.portmap": [
             {"Proto": 6, "Port": 80, "HostIP": "", "HostPort": 8081, "HostPortEnd": 8081},
-            {"Proto": 132, "Port": 80, "HostIP": "", "HostPort": 8082, "HostPortEnd": 8082}]}}),
+            {"Proto": 33, "Port": 80, "HostIP": "", "HostPort": 8082, "HostPortEnd": 8082}]}}),
             400,
-            "SCTP",
+            "unknown IP protocol number 33",
         ),
         (
             "NetworkDriver.ProgramExternalConnectivity",

@@ -120,6 +120,7 @@ fn outbound_flow(ctx: &TcContext, ip: &Ipv6, ports: Ports, net: &NetInfo6) -> Re
             &mut s.in_key,
             |key, port| key.dport = port,
             |port| proto != PROTO_ICMPV6 && published::is_published(&snat, port, proto),
+            None,
             &s.back,
             opens,
         )?;

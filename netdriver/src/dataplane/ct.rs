@@ -11,7 +11,8 @@ use std::{
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use netdriver_common::{
     CT_DIR_IN, CT_KIND_PUBLISHED, CT_REFRESH_NS, CT_ST_CLOSING, CT_ST_ESTABLISHED, CtEntry,
-    CtEntry6, CtKey, CtKey6, CtTimes, MAP_CT, MAP_CT6, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP,
+    CtEntry6, CtKey, CtKey6, CtTimes, MAP_CT, MAP_CT6, PROTO_ICMP, PROTO_ICMPV6, PROTO_SCTP,
+    PROTO_TCP,
 };
 
 use super::{Dataplane, DataplaneError, is_not_found, map_err};
@@ -61,6 +62,9 @@ impl FlowKey for CtKey6 {
     }
 }
 
+/// Default idle timeout of SCTP flows: several missed heartbeats.
+pub const SCTP_TIMEOUT_DEFAULT_SECS: u64 = 300;
+
 /// How long an idle entry lives, by protocol and TCP state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CtTimeouts {
@@ -70,6 +74,9 @@ pub struct CtTimeouts {
     /// TCP after a FIN or RST.
     pub tcp_closing: Duration,
     pub udp: Duration,
+    /// SCTP flows are tracked like UDP (no association state), with their own timeout: an
+    /// idle association still sends a HEARTBEAT every 30 s (RFC 9260's default).
+    pub sctp: Duration,
     pub icmp: Duration,
 }
 
@@ -81,6 +88,7 @@ impl Default for CtTimeouts {
             tcp_established: Duration::from_secs(6 * 3600),
             tcp_closing: Duration::from_secs(10),
             udp: Duration::from_secs(60),
+            sctp: Duration::from_secs(SCTP_TIMEOUT_DEFAULT_SECS),
             icmp: Duration::from_secs(30),
         }
     }
@@ -97,6 +105,7 @@ impl CtTimeouts {
                 _ => self.tcp_syn,
             },
             PROTO_ICMP | PROTO_ICMPV6 => self.icmp,
+            PROTO_SCTP => self.sctp,
             _ => self.udp,
         }
     }
@@ -355,5 +364,11 @@ mod tests {
             ..CtKey::default()
         };
         assert_eq!(t.of(&icmp, &e), t.icmp);
+        let sctp = CtKey {
+            proto: PROTO_SCTP,
+            ..CtKey::default()
+        };
+        assert_eq!(t.of(&sctp, &e), Duration::from_secs(300));
+        assert_ne!(t.sctp, t.udp, "SCTP has its own timeout");
     }
 }

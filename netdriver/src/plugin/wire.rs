@@ -274,7 +274,7 @@ fn proto(number: u8) -> Result<Proto, String> {
     match number {
         6 => Ok(Proto::Tcp),
         17 => Ok(Proto::Udp),
-        132 => Err("SCTP ports are not supported (tcp and udp only)".into()),
+        132 => Ok(Proto::Sctp),
         n => Err(format!("unknown IP protocol number {n} in a port mapping")),
     }
 }
@@ -463,19 +463,25 @@ mod tests {
         let o = opts(&json!({OPT_PORTMAP: [
             {"Proto": 6, "IP": "", "Port": 80, "HostIP": "", "HostPort": 8080, "HostPortEnd": 8080},
             {"Proto": 17, "IP": "", "Port": 53, "HostIP": "127.0.0.1", "HostPort": 0, "HostPortEnd": 0},
-            {"Proto": 6, "Port": 81, "HostIP": "0.0.0.0", "HostPort": 9000, "HostPortEnd": 9010}
+            {"Proto": 6, "Port": 81, "HostIP": "0.0.0.0", "HostPort": 9000, "HostPortEnd": 9010},
+            {"Proto": 132, "Port": 80, "HostPort": 9000, "HostPortEnd": 9000}
         ]}));
         let r = port_requests(&o, None).unwrap();
         let specs: Vec<String> = r.iter().map(request_spec).collect();
         assert_eq!(
             specs,
-            ["8080:80/tcp", "127.0.0.1::53/udp", "9000-9010:81/tcp"]
+            [
+                "8080:80/tcp",
+                "127.0.0.1::53/udp",
+                "9000-9010:81/tcp",
+                "9000:80/sctp"
+            ]
         );
         let r = port_requests(&o, Some(Ipv4Addr::new(198, 51, 100, 1))).unwrap();
         assert_eq!(request_spec(&r[0]), "198.51.100.1:8080:80/tcp");
         assert!(port_requests(&opts(&json!({})), None).unwrap().is_empty());
         for bad in [
-            json!({OPT_PORTMAP: [{"Proto": 132, "Port": 80}]}),
+            json!({OPT_PORTMAP: [{"Proto": 33, "Port": 80}]}),
             json!({OPT_PORTMAP: [{"Proto": 6, "Port": 0}]}),
             json!({OPT_PORTMAP: [{"Proto": 6, "Port": 80, "HostIP": "nope"}]}),
             json!({OPT_PORTMAP: [{"Proto": 6, "Port": 80, "HostPort": 9, "HostPortEnd": 8}]}),
@@ -489,7 +495,7 @@ mod tests {
     #[test]
     fn exposed_and_generic() {
         let o = opts(&json!({
-            OPT_EXPOSED: [{"Proto": 6, "Port": 80}, {"Proto": 17, "Port": 53}],
+            OPT_EXPOSED: [{"Proto": 6, "Port": 80}, {"Proto": 17, "Port": 53}, {"Proto": 132, "Port": 9000}],
             OPT_GENERIC: {"com.docker.network.driver.mtu": "1400", "x": 1}
         }));
         assert_eq!(
@@ -502,6 +508,10 @@ mod tests {
                 ExposedPort {
                     proto: Proto::Udp,
                     port: 53
+                },
+                ExposedPort {
+                    proto: Proto::Sctp,
+                    port: 9000
                 }
             ]
         );

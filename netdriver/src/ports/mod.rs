@@ -12,7 +12,7 @@ use std::{
 };
 
 pub use runs::{PortRun, blocks, runs, spans};
-pub use spec::{PortRequest, Proto, parse};
+pub use spec::{PROTO_CHOICES, PortRequest, Proto, parse};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PortError {
@@ -46,8 +46,8 @@ impl std::fmt::Display for SocketFmt {
 }
 
 /// Sockets of the current network namespace that hold a port, from
-/// /proc/net/{tcp,udp}{,6}: listening TCP sockets and every bound UDP socket, with the
-/// address each is bound to.
+/// /proc/net/{tcp,udp}{,6} and /proc/net/sctp/eps: listening TCP sockets and every bound UDP
+/// and SCTP endpoint, with the address each is bound to.
 #[derive(Debug, Default)]
 pub struct HostSockets {
     held: HashSet<(Proto, IpAddr, u16)>,
@@ -67,6 +67,10 @@ impl HostSockets {
             if let Ok(text) = std::fs::read_to_string(file) {
                 held.extend(parse_proc_net(&text, proto).map(|(ip, p)| (proto, ip, p)));
             }
+        }
+        // Absent without SCTP support in the kernel.
+        if let Ok(text) = std::fs::read_to_string("/proc/net/sctp/eps") {
+            held.extend(parse_proc_sctp(&text).map(|(ip, p)| (Proto::Sctp, ip, p)));
         }
         Self { held }
     }
@@ -127,6 +131,22 @@ fn parse_proc_net(text: &str, proto: Proto) -> impl Iterator<Item = (IpAddr, u16
     })
 }
 
+/// Local addresses and ports of SCTP endpoints in /proc/net/sctp/eps (`ENDPT SOCK STY SST
+/// HBKT LPORT UID INODE LADDRS...`, the port in decimal, then every bound address as text,
+/// IPv6 uncompressed: `net/sctp/proc.c`).
+fn parse_proc_sctp(text: &str) -> impl Iterator<Item = (IpAddr, u16)> + '_ {
+    text.lines().skip(1).flat_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let port = fields.get(5).and_then(|p| p.parse::<u16>().ok());
+        fields
+            .get(8..)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(move |a| Some((a.trim_start_matches('*').parse().ok()?, port?)))
+            .collect::<Vec<_>>()
+    })
+}
+
 /// An address as /proc/net prints it: 32-bit words in hex, each in the CPU's byte order.
 fn parse_proc_addr(hex: &str) -> Option<IpAddr> {
     let word = |i: usize| -> Option<[u8; 4]> {
@@ -162,6 +182,34 @@ mod tests {
         assert_eq!(ports, vec![(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8080)]);
         let udp: Vec<u16> = parse_proc_net(tcp, Proto::Udp).map(|(_, p)| p).collect();
         assert_eq!(udp, vec![8080, 80]);
+    }
+
+    #[test]
+    fn proc_sctp_parsing() {
+        let eps = " ENDPT     SOCK   STY SST HBKT LPORT   UID INODE LADDRS\n\
+ffff8880041c4000 ffff888004c8e900 2   10  29   9000      0 21873 0.0.0.0 \n\
+ffff8880041c5000 ffff888004c8f200 1   10  31   3868      0 21874 198.51.100.1 2001:0db8:0000:0000:0000:0000:0000:0001 \n\
+garbage line\n";
+        let held: Vec<(IpAddr, u16)> = parse_proc_sctp(eps).collect();
+        assert_eq!(
+            held,
+            [
+                ("0.0.0.0".parse().unwrap(), 9000),
+                ("198.51.100.1".parse().unwrap(), 3868),
+                ("2001:db8::1".parse().unwrap(), 3868),
+            ]
+        );
+        let sockets = HostSockets {
+            held: held
+                .into_iter()
+                .map(|(ip, p)| (Proto::Sctp, ip, p))
+                .collect(),
+        };
+        let a: IpAddr = "198.51.100.1".parse().unwrap();
+        assert!(!sockets.is_free(Proto::Sctp, a, 9000));
+        assert!(sockets.is_free(Proto::Tcp, a, 9000), "per protocol");
+        assert!(!sockets.is_free(Proto::Sctp, a, 3868));
+        assert!(sockets.is_free(Proto::Sctp, "198.51.100.7".parse().unwrap(), 3868));
     }
 
     #[test]

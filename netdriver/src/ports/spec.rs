@@ -1,4 +1,4 @@
-//! Docker's `-p` syntax: `[HOSTIP:][HOSTPORT[-END]:]CPORT[-END][/tcp|/udp]`.
+//! Docker's `-p` syntax: `[HOSTIP:][HOSTPORT[-END]:]CPORT[-END][/tcp|/udp|/sctp]`.
 
 use std::{fmt, net::IpAddr, str::FromStr};
 
@@ -6,12 +6,16 @@ use serde::{Deserialize, Serialize};
 
 use super::PortError;
 
-/// Transport protocol of a published port.
+/// What a bad protocol suffix is told.
+pub const PROTO_CHOICES: &str = "protocol must be tcp, udp or sctp";
+
+/// Transport protocol of a published port (Docker's names; SCTP as Docker publishes it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Proto {
     Tcp,
     Udp,
+    Sctp,
 }
 
 impl Proto {
@@ -21,6 +25,7 @@ impl Proto {
         match self {
             Self::Tcp => netdriver_common::PROTO_TCP,
             Self::Udp => netdriver_common::PROTO_UDP,
+            Self::Sctp => netdriver_common::PROTO_SCTP,
         }
     }
 }
@@ -30,6 +35,7 @@ impl fmt::Display for Proto {
         f.write_str(match self {
             Self::Tcp => "tcp",
             Self::Udp => "udp",
+            Self::Sctp => "sctp",
         })
     }
 }
@@ -41,9 +47,10 @@ impl FromStr for Proto {
         match s.to_ascii_lowercase().as_str() {
             "tcp" => Ok(Self::Tcp),
             "udp" => Ok(Self::Udp),
+            "sctp" => Ok(Self::Sctp),
             _ => Err(PortError::Syntax {
                 spec: s.to_string(),
-                reason: "protocol must be tcp or udp".into(),
+                reason: PROTO_CHOICES.into(),
             }),
         }
     }
@@ -69,12 +76,7 @@ pub fn parse(spec: &str) -> Result<Vec<PortRequest>, PortError> {
         reason: reason.to_string(),
     };
     let (rest, proto) = match spec.rsplit_once('/') {
-        Some((rest, proto)) => (
-            rest,
-            proto
-                .parse()
-                .map_err(|_| err("protocol must be tcp or udp"))?,
-        ),
+        Some((rest, proto)) => (rest, proto.parse().map_err(|_| err(PROTO_CHOICES))?),
         None => (spec, Proto::Tcp),
     };
     let (host_ip, rest) = split_host_ip(rest).map_err(|r| err(&r))?;
@@ -206,6 +208,22 @@ mod tests {
     }
 
     #[test]
+    fn sctp_as_docker_spells_it() {
+        assert_eq!(
+            parse("9000:9000/sctp").unwrap(),
+            vec![req(None, 9000, 9000, 9000, Proto::Sctp)]
+        );
+        assert_eq!(
+            parse("198.51.100.1:9000:80/SCTP").unwrap(),
+            vec![req(Some("198.51.100.1"), 9000, 9000, 80, Proto::Sctp)]
+        );
+        assert_eq!(parse("80/sctp").unwrap()[0].proto.number(), 132);
+        assert_eq!(Proto::Sctp.to_string(), "sctp");
+        let err = parse("9000:80/sctpx").unwrap_err().to_string();
+        assert!(err.contains("tcp, udp or sctp"), "{err}");
+    }
+
+    #[test]
     fn host_and_container() {
         assert_eq!(
             parse("8080:80").unwrap(),
@@ -254,7 +272,8 @@ mod tests {
             "abc",
             "0",
             "65536",
-            "80/sctp",
+            "80/sctpx",
+            "80/dccp",
             "8080:0",
             "8000-8002:80-81",
             "90-80",

@@ -14,7 +14,7 @@ use crate::{
 /// The most ports one `--expose` range may declare.
 const EXPOSE_RANGE_MAX: u32 = 1024;
 
-/// Parses `PORT[-END][/tcp|/udp]` (Docker's `--expose`).
+/// Parses `PORT[-END][/tcp|/udp|/sctp]` (Docker's `--expose`).
 pub(super) fn parse_expose(spec: &str) -> Result<Vec<ExposedPort>, ServiceError> {
     let bad = |why: &str| ServiceError::Invalid(format!("invalid exposed port {spec:?}: {why}"));
     let (ports, proto) = match spec.trim().split_once('/') {
@@ -22,7 +22,7 @@ pub(super) fn parse_expose(spec: &str) -> Result<Vec<ExposedPort>, ServiceError>
             p,
             proto
                 .parse::<Proto>()
-                .map_err(|_| bad("protocol must be tcp or udp"))?,
+                .map_err(|_| bad(crate::ports::PROTO_CHOICES))?,
         ),
         None => (spec.trim(), Proto::Tcp),
     };
@@ -171,7 +171,10 @@ mod tests {
         );
         assert_eq!(parse_expose("53/udp").unwrap()[0].proto, Proto::Udp);
         assert_eq!(parse_expose("8000-8002/tcp").unwrap().len(), 3);
-        for bad in ["", "0", "x", "80/sctp", "9-8", "1-2000", "70000"] {
+        assert_eq!(parse_expose("9000/sctp").unwrap()[0].proto, Proto::Sctp);
+        for bad in [
+            "", "0", "x", "80/sctpx", "80/icmp", "9-8", "1-2000", "70000",
+        ] {
             let err = parse_expose(bad).unwrap_err();
             assert_eq!(err.status(), 400, "{bad}");
         }
