@@ -34,6 +34,8 @@ pub const MAP_CT: &str = "ND_CT";
 pub const MAP_CT6: &str = "ND_CT6";
 /// IPv6 container subnets: LPM trie over the 16 address bytes -> `NetInfo6`.
 pub const MAP_NETS6: &str = "ND_NETS6";
+/// Legacy links between IPv6 addresses: `LinkKey6` -> `u32` (unused), as `ND_LINKS`.
+pub const MAP_LINKS6: &str = "ND_LINKS6";
 pub const MAP_NETS: &str = "ND_NETS";
 pub const MAP_DROPS: &str = "ND_DROPS";
 pub const MAP_LINKS: &str = "ND_LINKS";
@@ -819,12 +821,25 @@ pub struct NetInfo6 {
 }
 const _: () = assert!(size_of::<NetInfo6>() == 40);
 
+/// Key of `ND_LINKS6`: the IPv6 twin of [`LinkKey`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct LinkKey6 {
+    pub parent_addr: [u8; 16],
+    pub child_addr: [u8; 16],
+    /// Host order.
+    pub port: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+const _: () = assert!(size_of::<LinkKey6>() == 36);
+
 #[cfg(feature = "user")]
 mod user {
     use super::{
-        BindPortKey, CtEntry, CtEntry6, CtKey, CtKey6, HairpinEntry, HairpinKey, LinkKey, NetInfo,
-        NetInfo6, PortKey, PortKey6, PortRangeKey, PortRangeTarget, PortTarget, PortTarget6,
-        SockRnatKey, SockRnatKey6, SockRnatValue, SockRnatValue6,
+        BindPortKey, CtEntry, CtEntry6, CtKey, CtKey6, HairpinEntry, HairpinKey, LinkKey, LinkKey6,
+        NetInfo, NetInfo6, PortKey, PortKey6, PortRangeKey, PortRangeTarget, PortTarget,
+        PortTarget6, SockRnatKey, SockRnatKey6, SockRnatValue, SockRnatValue6,
     };
 
     macro_rules! aya_pod {
@@ -835,6 +850,7 @@ mod user {
         )* };
     }
     aya_pod!(
+        LinkKey6,
         CtKey6,
         CtEntry6,
         NetInfo6,

@@ -130,9 +130,11 @@ fn claim_port(
     };
     let port = claim_free_port(
         &mut key,
+        // SCTP keeps its source port when it can: the CRC32C then needs no update, and the
+        // association keeps the port its peer knows.
+        (proto == PROTO_SCTP).then_some(out_key.sport),
         |key, port| key.dport = port,
         |port| proto != PROTO_ICMP && is_published(snat, port, proto),
-        (proto == PROTO_SCTP).then_some(out_key.sport),
         back,
         opens,
     )?;
@@ -141,15 +143,15 @@ fn claim_port(
 
 /// The search behind masquerade of both families: stores `back` under the reply key `key`
 /// with the destination port (`set_port`) of the first candidate port (`first`, if given,
-/// then random ones) that is not `published` and free; that port (`key` keeps it). A TCP SYN (`opens`) may take
+/// then the NAT range) that is not `published` and free; that port (`key` keeps it). A TCP SYN (`opens`) may take
 /// over the port of a closed, idle masqueraded flow, as Linux conntrack reopens a closed
 /// tuple, instead of waiting for the sweeper.
 #[inline(always)]
 pub fn claim_free_port<K: Flow>(
     key: &mut K,
+    first: Option<u16>,
     set_port: impl Fn(&mut K, u16),
     published: impl Fn(u16) -> bool,
-    first: Option<u16>,
     back: &K::Entry,
     opens: bool,
 ) -> Result<u16, u32> {
@@ -157,8 +159,6 @@ pub fn claim_free_port<K: Flow>(
     // SAFETY: plain helper call.
     let seed = unsafe { bpf_get_prandom_u32() };
     for attempt in 0..NAT_PORT_ATTEMPTS {
-        // SCTP keeps its source port when it can (`first`): the CRC32C then needs no
-        // update, and the association keeps the port its peer knows.
         let port = match first {
             Some(port) if attempt == 0 => port,
             _ => nat_port_candidate(min, max, seed, attempt),
@@ -244,17 +244,22 @@ fn route(ctx: &TcContext, ip: &Ipv4, ports: Ports) -> Option<Route> {
 /// unreachable destinations are not).
 #[inline(always)]
 pub fn fib_lookup_src(ctx: &TcContext, params: &mut bpf_fib_lookup) -> bool {
+    fib_lookup_rc(ctx, params) == i64::from(BPF_FIB_LKUP_RET_SUCCESS)
+}
+
+/// [`fib_lookup_src`]'s helper call, with its `BPF_FIB_LKUP_RET_*` code.
+#[inline(always)]
+pub fn fib_lookup_rc(ctx: &TcContext, params: &mut bpf_fib_lookup) -> i64 {
     #[expect(clippy::cast_possible_truncation, reason = "the struct is 64 bytes")]
     #[expect(clippy::cast_possible_wrap, reason = "the struct is 64 bytes")]
     let len = size_of::<bpf_fib_lookup>() as i32;
     // SAFETY: `params` is a valid, writable `bpf_fib_lookup` of `len` bytes.
-    let rc = unsafe {
+    unsafe {
         fib_lookup(
             ctx.skb.skb.cast(),
             core::ptr::from_mut(params),
             len,
             BPF_FIB_LOOKUP_SRC | BPF_FIB_LOOKUP_SKIP_NEIGH,
         )
-    };
-    rc == i64::from(BPF_FIB_LKUP_RET_SUCCESS)
+    }
 }

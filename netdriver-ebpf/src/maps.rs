@@ -9,7 +9,7 @@ use aya_ebpf::{
 use netdriver_common::{
     BIND_PORT_PREFIX_BASE, BIND_PORTS_MAX_ENTRIES, BindPortKey, CT_MAX_ENTRIES, CtEntry, CtEntry6,
     CtKey, CtKey6, DROP_REASONS, HAIRPIN_MAX_ENTRIES, HOST_ADDRS_MAX_ENTRIES, HairpinEntry,
-    HairpinKey, LINKS_MAX_ENTRIES, LinkKey, NAT_PORT_MAX_DEFAULT, NAT_PORT_MIN_DEFAULT,
+    HairpinKey, LINKS_MAX_ENTRIES, LinkKey, LinkKey6, NAT_PORT_MAX_DEFAULT, NAT_PORT_MIN_DEFAULT,
     NETS_MAX_ENTRIES, NetInfo, NetInfo6, PORT_RANGES_MAX_ENTRIES, PORTS_MAX_ENTRIES, PortKey,
     PortKey6, PortRangeKey, PortRangeTarget, PortTarget, PortTarget6, SOCK_RNAT_MAX_ENTRIES,
     SockRnatKey, SockRnatKey6, SockRnatValue, SockRnatValue6,
@@ -37,6 +37,10 @@ pub static ND_NETS6: LpmTrie<[u8; 16], NetInfo6, { NETS_MAX_ENTRIES as usize }> 
 /// Container subnets; the key data is the IPv4 address in network order.
 #[btf_map]
 pub static ND_NETS: LpmTrie<u32, NetInfo, { NETS_MAX_ENTRIES as usize }> = LpmTrie::new();
+
+/// Legacy links between IPv6 addresses, as `ND_LINKS`.
+#[btf_map]
+pub static ND_LINKS6: HashMap<LinkKey6, u32, { LINKS_MAX_ENTRIES as usize }> = HashMap::new();
 
 /// Legacy links (parent → child's exposed port), consulted when ICC is off.
 #[btf_map]

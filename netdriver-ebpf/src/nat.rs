@@ -66,7 +66,7 @@ pub fn rewrite<P: Packet>(
     rewrite_port(ctx, ip.proto, ip.l4_off, end, old_port, port)
 }
 
-/// Rewrites the `end` port of an SCTP packet, updating its CRC32C (see `sctp`).
+/// An SCTP port rewrite: its CRC32C is recomputed over the whole packet (see `sctp`).
 #[inline(always)]
 fn rewrite_sctp_port<P: Packet>(
     ctx: &P,

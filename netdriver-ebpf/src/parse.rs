@@ -153,7 +153,7 @@ pub fn ports<P: Packet>(ctx: &P, ip: &Ipv4) -> Option<Ports> {
     if ip.frag_offset != 0 {
         return None;
     }
-    // SCTP is translated on IPv4 only (its CRC32C update lives in the IPv4 rewrite).
+    // SCTP (CRC32C) is translated for IPv4 only, so it is not a `transport` of both families.
     if ip.proto == PROTO_SCTP {
         return l4_ports(ctx, ip.proto, ip.l4_off);
     }

@@ -38,12 +38,12 @@ use ipnet::Ipv4Net;
 use netdriver_common::{
     BindPortKey, CT_MAX_ENTRIES, CtEntry, CtEntry6, CtKey, CtKey6, DROP_REASONS,
     GLOBAL_NAT_PORT_MAX, GLOBAL_NAT_PORT_MIN, GLOBAL_NETNS_COOKIE, GLOBAL_REDIRECT_PEER,
-    HairpinEntry, HairpinKey, LinkKey, MAP_BIND_PORTS, MAP_CT, MAP_CT6, MAP_DROPS, MAP_HAIRPIN,
-    MAP_HOST_ADDRS, MAP_HOST_ADDRS6, MAP_LINKS, MAP_NETS, MAP_NETS6, MAP_PORT_RANGES, MAP_PORTS,
-    MAP_PORTS6, MAP_SOCK_RNAT, MAP_SOCK_RNAT6, NAT_PORT_MAX_DEFAULT, NAT_PORT_MIN_DEFAULT, NetInfo,
-    NetInfo6, PROG_FROM_CONTAINER, PROG_FROM_UPLINK, PROG_XDP_UPLINK, PortKey, PortKey6,
-    PortRangeKey, PortRangeTarget, PortTarget, PortTarget6, SockRnatKey, SockRnatKey6,
-    SockRnatValue, SockRnatValue6,
+    HairpinEntry, HairpinKey, LinkKey, LinkKey6, MAP_BIND_PORTS, MAP_CT, MAP_CT6, MAP_DROPS,
+    MAP_HAIRPIN, MAP_HOST_ADDRS, MAP_HOST_ADDRS6, MAP_LINKS, MAP_LINKS6, MAP_NETS, MAP_NETS6,
+    MAP_PORT_RANGES, MAP_PORTS, MAP_PORTS6, MAP_SOCK_RNAT, MAP_SOCK_RNAT6, NAT_PORT_MAX_DEFAULT,
+    NAT_PORT_MIN_DEFAULT, NetInfo, NetInfo6, PROG_FROM_CONTAINER, PROG_FROM_UPLINK,
+    PROG_XDP_UPLINK, PortKey, PortKey6, PortRangeKey, PortRangeTarget, PortTarget, PortTarget6,
+    SockRnatKey, SockRnatKey6, SockRnatValue, SockRnatValue6,
 };
 use nix::{
     mount::{MsFlags, mount},
@@ -57,13 +57,14 @@ pub use xdp::UplinkMode;
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netdriver"));
 
 /// Every map of the object; all are pinned under the pin directory.
-const MAP_NAMES: [&str; 15] = [
+const MAP_NAMES: [&str; 16] = [
     MAP_PORTS,
     MAP_PORTS6,
     MAP_HOST_ADDRS6,
     MAP_CT,
     MAP_CT6,
     MAP_NETS6,
+    MAP_LINKS6,
     MAP_NETS,
     MAP_DROPS,
     MAP_LINKS,
@@ -221,6 +222,7 @@ pub struct Dataplane {
     ports6: HashMap<MapData, PortKey6, PortTarget6>,
     ct6: HashMap<MapData, CtKey6, CtEntry6>,
     nets6: LpmTrie<MapData, [u8; 16], NetInfo6>,
+    links6: HashMap<MapData, LinkKey6, u32>,
     links: HashMap<MapData, LinkKey, u32>,
     drops: PerCpuArray<MapData, u64>,
     host_addrs: HashMap<MapData, u32, u32>,
@@ -303,6 +305,7 @@ impl Dataplane {
             ports6: take_map(&mut ebpf, pin_dir, MAP_PORTS6)?,
             ct6: take_map(&mut ebpf, pin_dir, MAP_CT6)?,
             nets6: take_map(&mut ebpf, pin_dir, MAP_NETS6)?,
+            links6: take_map(&mut ebpf, pin_dir, MAP_LINKS6)?,
             links: take_map(&mut ebpf, pin_dir, MAP_LINKS)?,
             drops: take_map(&mut ebpf, pin_dir, MAP_DROPS)?,
             host_addrs: take_map(&mut ebpf, pin_dir, MAP_HOST_ADDRS)?,
@@ -531,16 +534,21 @@ fn joined(mut errors: Vec<DataplaneError>) -> Result<(), DataplaneError> {
 }
 
 fn validate_port_key(key: PortKey) -> Result<PortKey, DataplaneError> {
-    validate_proto(key.proto)?;
+    use netdriver_common::{PROTO_SCTP, PROTO_TCP, PROTO_UDP};
+    validate_proto(
+        key.proto,
+        &[PROTO_TCP, PROTO_UDP, PROTO_SCTP],
+        "TCP, UDP or SCTP",
+    )?;
     Ok(PortKey { _pad: 0, ..key })
 }
 
-fn validate_proto(proto: u8) -> Result<(), DataplaneError> {
-    use netdriver_common::{PROTO_SCTP, PROTO_TCP, PROTO_UDP};
-    if ![PROTO_TCP, PROTO_UDP, PROTO_SCTP].contains(&proto) {
+/// A published port's protocol must be one of `allowed` (`names` says which).
+fn validate_proto(proto: u8, allowed: &[u8], names: &str) -> Result<(), DataplaneError> {
+    if !allowed.contains(&proto) {
         return Err(DataplaneError::Invalid {
             what: "port key",
-            reason: format!("protocol {proto} is not TCP, UDP or SCTP"),
+            reason: format!("protocol {proto} is not {names}"),
         });
     }
     Ok(())

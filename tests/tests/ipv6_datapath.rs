@@ -319,3 +319,66 @@ fn ipv6_routed_networks_publish_container_addresses_without_translation() {
     daemon.json(&["endpoint", "rm", "r"]);
     assert!(common::map_dump(&daemon, "ND_PORTS6").is_empty());
 }
+
+#[test]
+fn ipv6_legacy_links_open_one_port_with_icc_off() {
+    let mut world = World::new();
+    world.ipv6_uplink();
+    let daemon = world.daemon();
+    network6(
+        &daemon,
+        "app6",
+        "10.97.0.0/24",
+        "2001:db8:97::/64",
+        &["--icc", "false"],
+    );
+    let db = endpoint6(&mut world, &daemon, "app6", "db", &["--expose", "5432"]);
+    endpoint6(
+        &mut world,
+        &daemon,
+        "app6",
+        "web",
+        &["--link", "db:database"],
+    );
+    endpoint6(&mut world, &daemon, "app6", "other", &[]);
+    // The link opens the exposed port, one way, replies included.
+    assert!(connects6(&world, "web", "db", &db, 5432), "web -> db:5432");
+    assert!(!connects6(&world, "web", "db", &db, 80), "web -> db:80");
+    assert!(!connects6(&world, "other", "db", &db, 5432), "other -> db");
+    assert!(!ping(world.container_ns("web"), &db));
+    // Both ends' links go with an endpoint.
+    daemon.json(&["endpoint", "rm", "db"]);
+    assert!(common::map_dump(&daemon, "ND_LINKS6").is_empty());
+}
+
+#[test]
+fn ipv6_containers_reach_published_ports_through_the_host_address() {
+    let mut world = World::new();
+    world.ipv6_uplink();
+    let daemon = world.daemon();
+    network6(&daemon, "hpa", "10.98.0.0/24", "2001:db8:98::/64", &[]);
+    network6(&daemon, "hpb", "10.99.0.0/24", "2001:db8:99::/64", &[]);
+    endpoint6(
+        &mut world,
+        &daemon,
+        "hpa",
+        "web",
+        &["-p", "8080:80", "-p", "5353:53/udp"],
+    );
+    let near = endpoint6(&mut world, &daemon, "hpa", "near", &[]);
+    let far = endpoint6(&mut world, &daemon, "hpb", "far", &[]);
+    let _tcp = TcpServer::start(world.container_ns("web"), &sa6("::", 80), "web");
+    let _udp = UdpServer::start(world.container_ns("web"), &sa6("::", 53), "dns");
+    // From the same network and from another one; the server sees the client's address.
+    for (role, ip) in [("near", &near), ("far", &far)] {
+        let c = world.container_ns(role);
+        for _ in 0..3 {
+            let answer = tcp_request(c, &sa6(HOST_IP6, 8080), TIMEOUT).expect("hairpin TCP");
+            assert_eq!(answer, format!("web saw {ip} said hello"), "{role}");
+        }
+        let answer = udp_request(c, &sa6(HOST_IP6, 5353), TIMEOUT).expect("hairpin UDP");
+        assert_eq!(answer, format!("dns saw {ip}"), "{role}");
+    }
+    // A port nobody published on the host address stays the host's (refused).
+    assert!(tcp_request(world.container_ns("near"), &sa6(HOST_IP6, 8081), SILENCE).is_err());
+}

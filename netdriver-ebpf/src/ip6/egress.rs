@@ -1,10 +1,13 @@
 //! IPv6 flows leaving the container networks: the route, then masquerade (a NAT port
-//! claimed in `ND_CT6` by the shared search) or plain forwarding, tracked both ways.
+//! claimed in `ND_CT6` by the shared search) or plain forwarding, tracked both ways; local
+//! destinations may be hairpin traffic (`hairpin`).
 
 use core::mem::zeroed;
 
 use aya_ebpf::{
-    bindings::{__sk_buff, TC_ACT_OK, bpf_fib_lookup},
+    bindings::{
+        __sk_buff, BPF_FIB_LKUP_RET_NOT_FWDED, BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_OK, bpf_fib_lookup,
+    },
     btf_maps::PerCpuArray,
     macros::btf_map,
     programs::TcContext,
@@ -16,14 +19,14 @@ use netdriver_common::{
 };
 
 use super::{
-    ct as ct6,
+    ct as ct6, hairpin,
     nat::{fib_words, from_fib_words},
     parse::{Ipv6, ipv6, ports, same_addr},
     published,
 };
 use crate::{
     ct,
-    egress::{claim_free_port, fib_lookup_src},
+    egress::{claim_free_port, fib_lookup_rc},
     maps::net6_of,
     nat::Hop,
     parse::Ports,
@@ -58,8 +61,11 @@ fn outbound_flow(ctx: &TcContext, ip: &Ipv6, ports: Ports, net: &NetInfo6) -> Re
         ifindex: 0,
         src: [0; 16],
     };
-    if !find_route(ctx.skb.skb, ip, &ports, &mut route) {
-        return Ok(TC_ACT_OK);
+    match find_route(ctx.skb.skb, ip, &ports, &mut route) {
+        ROUTED => {}
+        // A host address: a published port there is hairpin traffic.
+        LOCAL => return hairpin::from_container(ctx, ip, ports),
+        _ => return Ok(TC_ACT_OK),
     }
     let scratch = ND_SCRATCH6.get_ptr_mut(0).ok_or(DROP_CT_FAILED)?;
     // SAFETY: this CPU's slot, used by this program run only (tc programs do not nest on a
@@ -118,9 +124,9 @@ fn outbound_flow(ctx: &TcContext, ip: &Ipv6, ports: Ports, net: &NetInfo6) -> Re
         };
         s.out.xlate_port = claim_free_port(
             &mut s.in_key,
+            None,
             |key, port| key.dport = port,
             |port| proto != PROTO_ICMPV6 && published::is_published(&snat, port, proto),
-            None,
             &s.back,
             opens,
         )?;
@@ -139,20 +145,26 @@ fn outbound_flow(ctx: &TcContext, ip: &Ipv6, ports: Ports, net: &NetInfo6) -> Re
 /// BPF frame next to the IPv6 addresses.
 #[repr(C)]
 pub struct Scratch6 {
-    out_key: CtKey6,
-    in_key: CtKey6,
-    out: CtEntry6,
-    back: CtEntry6,
+    pub out_key: CtKey6,
+    pub in_key: CtKey6,
+    pub out: CtEntry6,
+    pub back: CtEntry6,
 }
 
 #[btf_map]
-static ND_SCRATCH6: PerCpuArray<Scratch6, 1> = PerCpuArray::new();
+pub static ND_SCRATCH6: PerCpuArray<Scratch6, 1> = PerCpuArray::new();
+
+/// `find_route`'s answers: a route out, a local destination (or another one the kernel does
+/// not forward: multicast, link-local), anything else (unreachable, no forwarding, ...).
+const ROUTED: u8 = 0;
+const LOCAL: u8 = 1;
+const OTHER: u8 = 2;
 
 /// The route of a forwarded packet: egress interface and preferred source address, into
-/// `route`; whether there is one. A BPF function of its own (the lookup's 64-byte
+/// `route`; `ROUTED`, `LOCAL` or `OTHER`. A BPF function of its own (the lookup's 64-byte
 /// parameters off the caller's frame).
 #[inline(never)]
-fn find_route(skb: *mut __sk_buff, ip: &Ipv6, ports: &Ports, route: &mut Route) -> bool {
+fn find_route(skb: *mut __sk_buff, ip: &Ipv6, ports: &Ports, route: &mut Route) -> u8 {
     let ctx = TcContext::new(skb);
     // SAFETY: a plain C struct; all-zero is a valid value.
     let mut params: bpf_fib_lookup = unsafe { zeroed() };
@@ -163,11 +175,15 @@ fn find_route(skb: *mut __sk_buff, ip: &Ipv6, ports: &Ports, route: &mut Route) 
     params.__bindgen_anon_3.ipv6_src = fib_words(&ip.saddr);
     params.__bindgen_anon_4.ipv6_dst = fib_words(&ip.daddr);
     params.ifindex = Packet::ifindex(&ctx);
-    if !fib_lookup_src(&ctx, &mut params) {
-        return false;
+    let rc = fib_lookup_rc(&ctx, &mut params);
+    if rc == i64::from(BPF_FIB_LKUP_RET_NOT_FWDED) {
+        return LOCAL;
+    }
+    if rc != i64::from(BPF_FIB_LKUP_RET_SUCCESS) {
+        return OTHER;
     }
     route.ifindex = params.ifindex;
     // SAFETY: the kernel filled the IPv6 member (BPF_FIB_LOOKUP_SRC).
     route.src = from_fib_words(unsafe { params.__bindgen_anon_3.ipv6_src });
-    true
+    ROUTED
 }

@@ -13,6 +13,7 @@
 pub mod container;
 pub mod ct;
 pub mod egress;
+pub mod hairpin;
 pub mod icmp_err;
 pub mod nat;
 pub mod parse;

@@ -303,6 +303,11 @@ impl State {
         if let Err(e) = self.dp.remove_links_of(ep.ip) {
             errors.push(e.into());
         }
+        if let Some(ip6) = ep.ip6
+            && let Err(e) = self.dp.remove_links_of6(ip6)
+        {
+            errors.push(e.into());
+        }
         if let Err(e) = self.flush_flows(ep) {
             errors.push(e);
         }

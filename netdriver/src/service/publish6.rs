@@ -12,12 +12,17 @@ use netdriver_common::{PortKey6, PortTarget, PortTarget6};
 use super::{ServiceError, State};
 use crate::{
     model::{Endpoint, GatewayMode},
-    ports::PortBinding,
+    ports::{PortBinding, Proto},
 };
 
 /// The endpoint's bindings on IPv6 host addresses.
 pub(super) fn v6_bindings(ep: &Endpoint) -> impl Iterator<Item = &PortBinding> {
     ep.ports.iter().filter(|b| b.host_ip.is_ipv6())
+}
+
+/// Whether the IPv6 data path translates `proto` (SCTP's CRC32C update is IPv4 only).
+fn in_v6_data_path(proto: Proto) -> bool {
+    proto != Proto::Sctp
 }
 
 /// The `ND_PORTS6` key of an IPv6 binding (`[::]`: every IPv6 host address); `None` for an
@@ -51,6 +56,14 @@ impl State {
             let Some(key) = port_key6(b) else {
                 continue;
             };
+            if !in_v6_data_path(b.proto) {
+                tracing::warn!(
+                    endpoint = %ep.name,
+                    port = b.host_port,
+                    "SCTP is published on IPv4 only: the IPv6 data path does not translate it"
+                );
+                continue;
+            }
             let container_port = b.container_port;
             self.dp.publish6(
                 key,
@@ -105,6 +118,7 @@ impl State {
         let mut keys: Vec<PortKey6> = ep
             .ports
             .iter()
+            .filter(|b| in_v6_data_path(b.proto))
             .map(|b| PortKey6 {
                 host_addr: ip6.octets(),
                 host_port: b.container_port,
