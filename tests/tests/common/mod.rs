@@ -892,14 +892,14 @@ impl Drop for EchoServer {
     }
 }
 
-/// Creates endpoint `role` (a new container namespace) on `net`; returns its address.
-pub fn endpoint(
+/// Creates endpoint `role` (a new container namespace) on `net`; returns the daemon's answer.
+pub fn create_endpoint(
     world: &mut World,
     daemon: &Daemon,
     net: &str,
     role: &str,
     extra: &[&str],
-) -> String {
+) -> Value {
     let netns = world.container(role);
     let mut args = vec![
         "endpoint",
@@ -911,7 +911,21 @@ pub fn endpoint(
         role,
     ];
     args.extend_from_slice(extra);
-    daemon.json(&args)["ip"].as_str().unwrap().to_string()
+    daemon.json(&args)
+}
+
+/// Creates endpoint `role` (a new container namespace) on `net`; returns its address.
+pub fn endpoint(
+    world: &mut World,
+    daemon: &Daemon,
+    net: &str,
+    role: &str,
+    extra: &[&str],
+) -> String {
+    create_endpoint(world, daemon, net, role, extra)["ip"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 /// Drop counter `name` from `netdriver status`.
