@@ -21,15 +21,7 @@ const GATEWAY: &str = "10.89.0.1";
 /// 80 and a UDP server on 53 in it.
 fn web(world: &mut World, daemon: &Daemon, ports: &[&str]) -> (TcpServer, UdpServer) {
     daemon.json(&["network", "create", "front", "--subnet", "10.89.0.0/24"]);
-    let netns = world.container("web");
-    let netns = netns.to_str().unwrap();
-    let mut args = vec![
-        "endpoint", "create", "front", "--netns", netns, "--name", "web",
-    ];
-    for p in ports {
-        args.extend(["-p", p]);
-    }
-    daemon.json(&args);
+    common::create_endpoint(world, daemon, "front", "web", &common::publish_args(ports));
     let c = world.container_ns("web");
     (
         TcpServer::start(c, "0.0.0.0:80", "web"),
@@ -169,22 +161,7 @@ fn the_socket_hooks_outlive_the_daemon_until_cleanup() {
     host_reaches_8080(&world);
     // `netdriver cleanup` (no daemon running) detaches them.
     daemon.kill();
-    let state = daemon.dir.join("state");
-    let out = world.host.exec(
-        common::netdriver_bin().to_str().unwrap(),
-        &[
-            "cleanup",
-            "--state-dir",
-            state.to_str().unwrap(),
-            "--bpffs",
-            daemon.bpffs.to_str().unwrap(),
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    daemon.cleanup_offline(&world.host, &[]);
     let left = still_attached(&ours);
     assert!(left.is_empty(), "still attached after cleanup: {left:?}");
 }
@@ -466,21 +443,6 @@ fn published_ports_are_reserved_against_ephemeral_use() {
     daemon.json(&args);
     assert_eq!(reserved_ports(&world.host), "22,7001,9090");
     daemon.kill();
-    let state = daemon.dir.join("state");
-    let out = world.host.exec(
-        common::netdriver_bin().to_str().unwrap(),
-        &[
-            "cleanup",
-            "--state-dir",
-            state.to_str().unwrap(),
-            "--bpffs",
-            daemon.bpffs.to_str().unwrap(),
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    daemon.cleanup_offline(&world.host, &[]);
     assert_eq!(reserved_ports(&world.host), "22,7001");
 }

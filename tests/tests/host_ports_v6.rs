@@ -35,15 +35,7 @@ fn web(world: &mut World, daemon: &Daemon, ports: &[&str]) -> Web {
         "--gateway-v6",
         BRIDGE6,
     ]);
-    let netns = world.container("web");
-    let netns = netns.to_str().unwrap();
-    let mut args = vec![
-        "endpoint", "create", "front", "--netns", netns, "--name", "web",
-    ];
-    for p in ports {
-        args.extend(["-p", p]);
-    }
-    let ep = daemon.json(&args);
+    let ep = common::create_endpoint(world, daemon, "front", "web", &common::publish_args(ports));
     let ip6 = ep["ip6"].as_str().expect("an IPv6 address").to_string();
     let c = world.container_ns("web");
     Web {

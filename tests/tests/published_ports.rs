@@ -9,16 +9,7 @@ use common::{
 /// A network 10.88.0.0/24 with one endpoint "web" publishing `ports`; returns its address.
 fn web(world: &mut World, daemon: &common::Daemon, ports: &[&str]) -> String {
     daemon.json(&["network", "create", "front", "--subnet", "10.88.0.0/24"]);
-    let netns = world.container("web");
-    let netns = netns.to_str().unwrap();
-    let mut args = vec![
-        "endpoint", "create", "front", "--netns", netns, "--name", "web",
-    ];
-    for p in ports {
-        args.extend(["-p", p]);
-    }
-    let ep = daemon.json(&args);
-    ep["ip"].as_str().unwrap().to_string()
+    common::endpoint(world, daemon, "front", "web", &common::publish_args(ports))
 }
 
 #[test]

@@ -571,6 +571,26 @@ impl Daemon {
         err
     }
 
+    /// Runs `netdriver [global..] cleanup` on this daemon's state and pins from `host` (the
+    /// daemon must be down) and expects it to succeed.
+    pub fn cleanup_offline(&self, host: &Netns, global: &[&str]) {
+        let state = self.dir.join("state");
+        let mut args = global.to_vec();
+        args.extend([
+            "cleanup",
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--bpffs",
+            self.bpffs.to_str().unwrap(),
+        ]);
+        let out = host.exec(netdriver_bin().to_str().unwrap(), &args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// A raw HTTP request on the API socket: (status, body).
     pub fn http(&self, raw: &str) -> (u16, String) {
         let mut s = UnixStream::connect(&self.socket).unwrap();
@@ -890,6 +910,11 @@ impl Drop for EchoServer {
             let _ = h.join();
         }
     }
+}
+
+/// `-p SPEC` for each of `ports` (extra arguments of `endpoint create`).
+pub fn publish_args<'a>(ports: &[&'a str]) -> Vec<&'a str> {
+    ports.iter().flat_map(|p| ["-p", p]).collect()
 }
 
 /// Creates endpoint `role` (a new container namespace) on `net`; returns the daemon's answer.
