@@ -656,6 +656,14 @@ impl PluginConn {
         (status, value)
     }
 
+    /// A call that must succeed: asserts a 200 answer without `Err` and returns it.
+    pub fn ok(&mut self, call: &str, body: &Value) -> Value {
+        let (status, v) = self.call(call, body);
+        assert_eq!(status, 200, "{call}: {v}");
+        assert!(v.get("Err").is_none(), "{call}: {v}");
+        v
+    }
+
     fn read_response(&mut self) -> (u16, String, String) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
