@@ -109,7 +109,6 @@ fn dockerd_configures(world: &World, src: &str, ns: &Netns, mac: &str, v4: &str,
 }
 
 #[test]
-#[expect(clippy::too_many_lines, reason = "one network's whole life, in order")]
 fn ipv6_network_endpoints_and_join() {
     let mut world = World::new();
     let d = world.daemon();
