@@ -128,20 +128,7 @@ impl AddressPool {
     }
 
     fn check_free(&self, addr: Ipv4Addr) -> Result<Ipv4Addr, IpamError> {
-        if !is_host_addr(&self.subnet, addr) {
-            return Err(IpamError::OutOfSubnet {
-                addr: addr.into(),
-                subnet: self.subnet.into(),
-            });
-        }
-        if self.used.contains(&addr) {
-            return Err(IpamError::InUse {
-                addr: addr.into(),
-                subnet: self.subnet.into(),
-                owner: None,
-            });
-        }
-        Ok(addr)
+        check_free(self.subnet, &self.used, addr, is_host_addr)
     }
 
     fn first_free(&self) -> Result<Ipv4Addr, IpamError> {
@@ -182,6 +169,34 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
         *byte = u8::from_str_radix(part, 16).ok()?;
     }
     (mac[0] & 1 == 0 && mac != [0; 6]).then_some(mac)
+}
+
+/// `addr` if `is_host` accepts it in `subnet` and `used` lacks it; otherwise the error the user
+/// sees (shared by the IPv4 and IPv6 pools).
+fn check_free<A, N>(
+    subnet: N,
+    used: &BTreeSet<A>,
+    addr: A,
+    is_host: fn(&N, A) -> bool,
+) -> Result<A, IpamError>
+where
+    A: Ord + Copy + Into<IpAddr>,
+    N: Copy + Into<IpNet>,
+{
+    if !is_host(&subnet, addr) {
+        return Err(IpamError::OutOfSubnet {
+            addr: addr.into(),
+            subnet: subnet.into(),
+        });
+    }
+    if used.contains(&addr) {
+        return Err(IpamError::InUse {
+            addr: addr.into(),
+            subnet: subnet.into(),
+            owner: None,
+        });
+    }
+    Ok(addr)
 }
 
 #[cfg(test)]

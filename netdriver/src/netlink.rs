@@ -419,24 +419,18 @@ impl Netlink {
         // Without NETLINK_GET_STRICT_CHK the kernel ignores the table in a dump request and
         // dumps all of them, like `ip route show table all`.
         let request = RouteMessageBuilder::<Ipv4Addr>::new().build();
-        let routes = self.handle.route().get(request).execute();
-        routes
-            .try_filter_map(|route| future::ready(Ok(route_destination(&route))))
-            .try_collect()
+        self.dump_routes(request, route_destination, NetlinkError::ListRoutes)
             .await
-            .map_err(|source| NetlinkError::ListRoutes(source.into()))
     }
 
     /// Addresses (with their prefix length) of every interface.
     pub async fn ipv4_addresses(&self) -> Result<Vec<Ipv4Net>, NetlinkError> {
-        let mut request = self.handle.address().get();
-        request.message_mut().header.family = AddressFamily::Inet;
-        request
-            .execute()
-            .try_filter_map(|address| future::ready(Ok(ipv4_address(&address))))
-            .try_collect()
-            .await
-            .map_err(|source| NetlinkError::ListAddresses(source.into()))
+        self.dump_addresses(
+            AddressFamily::Inet,
+            ipv4_address,
+            NetlinkError::ListAddresses,
+        )
+        .await
     }
 
     /// Adds `default via gateway dev <index>` to the main table.
@@ -445,12 +439,54 @@ impl Netlink {
             .gateway(gateway)
             .output_interface(index)
             .build();
+        self.add_default(route, index, gateway.into()).await
+    }
+
+    /// Adds `route`, a default route via `gateway` out of `index` (either family).
+    async fn add_default(
+        &self,
+        route: RouteMessage,
+        index: u32,
+        gateway: IpAddr,
+    ) -> Result<(), NetlinkError> {
         let result = self.handle.route().add(route).execute().await;
         result.map_err(|source| NetlinkError::AddDefaultRoute {
-            gateway: gateway.into(),
+            gateway,
             index,
             source: source.into(),
         })
+    }
+
+    /// Dumps the routes `request` selects and keeps what `pick` makes of each (either family).
+    async fn dump_routes<N>(
+        &self,
+        request: RouteMessage,
+        pick: fn(&RouteMessage) -> Option<N>,
+        error: fn(Box<rtnetlink::Error>) -> NetlinkError,
+    ) -> Result<Vec<N>, NetlinkError> {
+        let routes = self.handle.route().get(request).execute();
+        routes
+            .try_filter_map(|route| future::ready(Ok(pick(&route))))
+            .try_collect()
+            .await
+            .map_err(|source| error(source.into()))
+    }
+
+    /// Dumps the addresses of `family` on every interface and keeps what `pick` makes of each.
+    async fn dump_addresses<N>(
+        &self,
+        family: AddressFamily,
+        pick: fn(&AddressMessage) -> Option<N>,
+        error: fn(Box<rtnetlink::Error>) -> NetlinkError,
+    ) -> Result<Vec<N>, NetlinkError> {
+        let mut request = self.handle.address().get();
+        request.message_mut().header.family = family;
+        request
+            .execute()
+            .try_filter_map(|address| future::ready(Ok(pick(&address))))
+            .try_collect()
+            .await
+            .map_err(|source| error(source.into()))
     }
 }
 

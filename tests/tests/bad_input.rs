@@ -24,6 +24,30 @@ fn snapshot(d: &Daemon, world: &World) -> (Value, Value, Value, String) {
     )
 }
 
+/// Each of `cases` (CLI arguments, part of the expected error) must fail with that error
+/// and leave the state as `before`.
+fn refused_without_change(
+    daemon: &Daemon,
+    world: &World,
+    before: &(Value, Value, Value, String),
+    cases: &[(Vec<&str>, &str)],
+) {
+    for (args, expected) in cases {
+        let err = daemon.fails(args);
+        assert!(
+            err.contains(expected),
+            "netdriver {}: expected {expected:?} in {err:?}",
+            args.join(" ")
+        );
+        assert_eq!(
+            &snapshot(daemon, world),
+            before,
+            "state changed after netdriver {}",
+            args.join(" ")
+        );
+    }
+}
+
 #[test]
 #[expect(clippy::too_many_lines, reason = "one table of cases")]
 fn bad_cli_input_is_refused_and_changes_nothing() {
@@ -246,20 +270,7 @@ fn bad_cli_input_is_refused_and_changes_nothing() {
         (vec!["endpoint", "inspect", "nope"], "no endpoint named"),
         (vec!["endpoint", "rm", "nope"], "no endpoint named"),
     ];
-    for (args, expected) in cases {
-        let err = daemon.fails(&args);
-        assert!(
-            err.contains(expected),
-            "netdriver {}: expected {expected:?} in {err:?}",
-            args.join(" ")
-        );
-        assert_eq!(
-            snapshot(&daemon, &world),
-            before,
-            "state changed after netdriver {}",
-            args.join(" ")
-        );
-    }
+    refused_without_change(&daemon, &world, &before, &cases);
 }
 
 #[test]
@@ -370,20 +381,7 @@ fn bad_ipv6_input_is_refused_and_changes_nothing() {
         (ep("four", &["-p", "[::]:8080:80"]), "has no IPv6"),
         (ep("four", &["-p", "[2001:db8::1]:8080:80"]), "has no IPv6"),
     ];
-    for (args, expected) in cases {
-        let err = daemon.fails(&args);
-        assert!(
-            err.contains(expected),
-            "netdriver {}: expected {expected:?} in {err:?}",
-            args.join(" ")
-        );
-        assert_eq!(
-            snapshot(&daemon, &world),
-            before,
-            "state changed after netdriver {}",
-            args.join(" ")
-        );
-    }
+    refused_without_change(&daemon, &world, &before, &cases);
 }
 
 #[test]

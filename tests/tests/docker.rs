@@ -3,15 +3,11 @@
 
 mod common;
 
-use std::{
-    io::{Read, Write},
-    net::{SocketAddr, TcpStream},
-    time::Duration,
-};
+use std::time::Duration;
 
 use common::{
-    Daemon, HOST_IP, Netns, SILENCE, TIMEOUT, World,
-    dockerd::{Dockerd, IMAGE},
+    Daemon, HOST_IP, SILENCE, World,
+    dockerd::{Dockerd, IMAGE, http_get, http_get_eventually},
 };
 use serde_json::Value;
 
@@ -29,46 +25,12 @@ fn run_web(dk: &Dockerd, name: &str, extra: &[&str]) -> String {
     dk.ok(&args)
 }
 
-/// An HTTP GET from `ns`; the response body (Err on refusal or timeout).
-fn http_get(ns: &Netns, addr: &str, wait: Duration) -> Result<String, String> {
-    let addr: SocketAddr = addr.parse().unwrap();
-    ns.run(move || {
-        let mut s = TcpStream::connect_timeout(&addr, wait).map_err(|e| e.to_string())?;
-        s.set_read_timeout(Some(wait)).unwrap();
-        s.write_all(b"GET / HTTP/1.0\r\n\r\n")
-            .map_err(|e| e.to_string())?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).map_err(|e| e.to_string())?;
-        Ok(out
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.trim().to_string())
-            .unwrap_or(out))
-    })
-}
-
-/// httpd needs a moment after `docker run` returns; retry for up to 10 s.
-fn http_get_eventually(ns: &Netns, addr: &str) -> String {
-    let mut last = String::new();
-    for _ in 0..20 {
-        match http_get(ns, addr, TIMEOUT) {
-            Ok(body) => return body,
-            Err(e) => last = e,
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    panic!("GET {addr}: {last}");
-}
-
-fn inspect(dk: &Dockerd, container: &str, template: &str) -> String {
-    dk.ok(&["inspect", "-f", template, container])
-}
-
 /// The netdriver endpoint (short Docker endpoint id) of a container on a network; waits up
 /// to 30 s for it (a restart policy starts containers in the background).
 fn endpoint_of(dk: &Dockerd, container: &str, network: &str) -> String {
     let template = format!("{{{{(index .NetworkSettings.Networks \"{network}\").EndpointID}}}}");
     for _ in 0..60 {
-        let id = inspect(dk, container, &template);
+        let id = dk.inspect(container, &template);
         if id.len() >= 12 {
             return id[..12].to_string();
         }
@@ -127,7 +89,7 @@ fn docker_run_publish_stop_start_connect_rm() {
     run_web(&dk, "web1", &["--network", "web", "-p", "8080:80"]);
     let ep1 = endpoint_of(&dk, "web1", "web");
     assert_eq!(
-        inspect(&dk, "web1", "{{.NetworkSettings.Networks.web.IPAddress}}"),
+        dk.inspect("web1", "{{.NetworkSettings.Networks.web.IPAddress}}"),
         "10.20.0.2"
     );
     assert_eq!(host_ports(&d), [(8080, ep1.clone())]);
@@ -275,11 +237,11 @@ fn docker_ipam_plugin_and_restarts() {
         &["--network", "pool", "--restart", "always", "-p", "8090:80"],
     );
     assert_eq!(
-        inspect(&dk, "svc", "{{.NetworkSettings.Networks.pool.IPAddress}}"),
+        dk.inspect("svc", "{{.NetworkSettings.Networks.pool.IPAddress}}"),
         "10.30.0.128"
     );
     assert_eq!(
-        inspect(&dk, "svc", "{{.NetworkSettings.Networks.pool.Gateway}}"),
+        dk.inspect("svc", "{{.NetworkSettings.Networks.pool.Gateway}}"),
         "10.30.0.1"
     );
     assert_eq!(
@@ -323,7 +285,7 @@ fn docker_ipam_plugin_and_restarts() {
     );
     run_web(&dk, "svc2", &["--network", "pool", "-p", "8091:80"]);
     assert_eq!(
-        inspect(&dk, "svc2", "{{.NetworkSettings.Networks.pool.IPAddress}}"),
+        dk.inspect("svc2", "{{.NetworkSettings.Networks.pool.IPAddress}}"),
         "10.30.0.129"
     );
     assert_eq!(

@@ -9,10 +9,6 @@ use common::{
     dockerd::{Dockerd, IMAGE},
 };
 
-fn inspect(dk: &Dockerd, container: &str, template: &str) -> String {
-    dk.ok(&["inspect", "-f", template, container])
-}
-
 /// `ping6` from inside a container, retried for up to 5 s (the interface comes up as the
 /// container starts).
 fn ping6(dk: &Dockerd, container: &str, addr: &str) -> bool {
@@ -62,15 +58,11 @@ fn docker_ipv6_network_containers_ping_each_other() {
         ]);
     }
     let template = "{{(index .NetworkSettings.Networks \"six\").GlobalIPv6Address}}";
-    let (a6, b6) = (
-        inspect(&dk, "web-a", template),
-        inspect(&dk, "web-b", template),
-    );
+    let (a6, b6) = (dk.inspect("web-a", template), dk.inspect("web-b", template));
     for addr in [&a6, &b6] {
         assert!(addr.starts_with("2001:db8:63::"), "{addr:?}\n{}", dk.logs());
     }
-    let gateway = inspect(
-        &dk,
+    let gateway = dk.inspect(
         "web-a",
         "{{(index .NetworkSettings.Networks \"six\").IPv6Gateway}}",
     );

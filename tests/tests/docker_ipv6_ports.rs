@@ -4,47 +4,11 @@
 
 mod common;
 
-use std::{
-    io::{Read, Write},
-    net::{SocketAddr, TcpStream},
-    time::Duration,
-};
-
 use common::{
-    EXT_IP, EXT_IP6, HOST_IP, HOST_IP6, Netns, SILENCE, TIMEOUT, World,
-    dockerd::{Dockerd, IMAGE},
+    EXT_IP, EXT_IP6, HOST_IP, HOST_IP6, SILENCE, World,
+    dockerd::{Dockerd, IMAGE, http_get, http_get_eventually},
     sa6,
 };
-
-/// An HTTP GET from `ns`; the response body (Err on refusal or timeout).
-fn http_get(ns: &Netns, addr: &str, wait: Duration) -> Result<String, String> {
-    let addr: SocketAddr = addr.parse().unwrap();
-    ns.run(move || {
-        let mut s = TcpStream::connect_timeout(&addr, wait).map_err(|e| e.to_string())?;
-        s.set_read_timeout(Some(wait)).unwrap();
-        s.write_all(b"GET / HTTP/1.0\r\n\r\n")
-            .map_err(|e| e.to_string())?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).map_err(|e| e.to_string())?;
-        Ok(out
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.trim().to_string())
-            .unwrap_or(out))
-    })
-}
-
-/// httpd needs a moment after `docker run` returns; retry for up to 10 s.
-fn http_get_eventually(ns: &Netns, addr: &str) -> String {
-    let mut last = String::new();
-    for _ in 0..20 {
-        match http_get(ns, addr, TIMEOUT) {
-            Ok(body) => return body,
-            Err(e) => last = e,
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    panic!("GET {addr}: {last}");
-}
 
 #[test]
 fn docker_published_port_answers_over_ipv6() {

@@ -32,16 +32,17 @@ fn portmap(host_port: u16, port: u16) -> Value {
     })
 }
 
-fn ids(net: &str, ep: &str) -> Value {
-    json!({"NetworkID": net, "EndpointID": ep})
+/// `ip_local_reserved_ports` of the host namespace.
+fn reserved_ports(world: &World) -> String {
+    world
+        .host
+        .run(|| std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_reserved_ports").unwrap())
+        .trim()
+        .to_string()
 }
 
-/// Asserts a 200 answer and returns it.
-fn ok(conn: &mut PluginConn, call: &str, body: &Value) -> Value {
-    let (status, v) = conn.call(call, body);
-    assert_eq!(status, 200, "{call}: {v}");
-    assert!(v.get("Err").is_none(), "{call}: {v}");
-    v
+fn ids(net: &str, ep: &str) -> Value {
+    json!({"NetworkID": net, "EndpointID": ep})
 }
 
 /// Asserts a failure with `{"Err": "..."}` mentioning `needle`.
@@ -101,33 +102,23 @@ fn handshake_and_transport() {
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v, json!({"Implements": ["NetworkDriver", "IpamDriver"]}));
     assert_eq!(
-        ok(&mut c, "NetworkDriver.GetCapabilities", &Value::Null),
+        c.ok("NetworkDriver.GetCapabilities", &Value::Null),
         json!({"Scope": "local", "ConnectivityScope": "local"})
     );
     assert_eq!(
-        ok(&mut c, "IpamDriver.GetCapabilities", &Value::Null),
+        c.ok("IpamDriver.GetCapabilities", &Value::Null),
         json!({"RequiresMACAddress": false, "RequiresRequestReplay": false})
     );
     assert_eq!(
-        ok(&mut c, "IpamDriver.GetDefaultAddressSpaces", &Value::Null),
+        c.ok("IpamDriver.GetDefaultAddressSpaces", &Value::Null),
         json!({"LocalDefaultAddressSpace": "netdriver-local", "GlobalDefaultAddressSpace": "netdriver-global"})
     );
     // Calls a local driver never gets still answer.
     let discovery = json!({"DiscoveryType": 1, "DiscoveryData": {"Address": "192.0.2.1", "BindAddress": "", "Self": false}});
+    assert_eq!(c.ok("NetworkDriver.DiscoverNew", &discovery), json!({}));
+    assert_eq!(c.ok("NetworkDriver.DiscoverDelete", &discovery), json!({}));
     assert_eq!(
-        ok(&mut c, "NetworkDriver.DiscoverNew", &discovery),
-        json!({})
-    );
-    assert_eq!(
-        ok(&mut c, "NetworkDriver.DiscoverDelete", &discovery),
-        json!({})
-    );
-    assert_eq!(
-        ok(
-            &mut c,
-            "NetworkDriver.FreeNetwork",
-            &json!({"NetworkID": NET_ID})
-        ),
+        c.ok("NetworkDriver.FreeNetwork", &json!({"NetworkID": NET_ID})),
         json!({})
     );
     // Unknown calls and wrong methods: an error with an Err message, connection still usable.
@@ -141,7 +132,7 @@ fn handshake_and_transport() {
     let (status, _, body) = c.raw("GET", "Plugin.Activate", b"");
     assert_eq!(status, 405);
     assert!(body.contains("\"Err\""), "{body}");
-    ok(&mut c, "Plugin.Activate", &Value::Null);
+    c.ok("Plugin.Activate", &Value::Null);
 }
 
 #[test]
@@ -150,9 +141,9 @@ fn network_driver_lifecycle_publishes_ports() {
     let mut world = World::new();
     let d = world.daemon();
     let mut c = PluginConn::open(&d);
-    ok(&mut c, "Plugin.Activate", &Value::Null);
+    c.ok("Plugin.Activate", &Value::Null);
     let body = create_network_body(NET_ID, "10.20.0.0/24", "10.20.0.1/24");
-    assert_eq!(ok(&mut c, "NetworkDriver.CreateNetwork", &body), json!({}));
+    assert_eq!(c.ok("NetworkDriver.CreateNetwork", &body), json!({}));
     let nets = d.json(&["network", "ls"]);
     let net = &nets[0];
     assert_eq!(net["name"], NET_ID[..12]);
@@ -168,8 +159,7 @@ fn network_driver_lifecycle_publishes_ports() {
     );
 
     // dockerd's IPAM chose the address: the reply adds only the MAC.
-    let reply = ok(
-        &mut c,
+    let reply = c.ok(
         "NetworkDriver.CreateEndpoint",
         &json!({"NetworkID": NET_ID, "EndpointID": EP_ID,
                 "Interface": {"Address": "10.20.0.2/24", "AddressIPv6": "", "MacAddress": ""},
@@ -180,8 +170,7 @@ fn network_driver_lifecycle_publishes_ports() {
         json!({"Interface": {"MacAddress": "02:42:0a:14:00:02"}})
     );
     let sandbox = world.container("a");
-    let join = ok(
-        &mut c,
+    let join = c.ok(
         "NetworkDriver.Join",
         &json!({"NetworkID": NET_ID, "EndpointID": EP_ID, "SandboxKey": sandbox,
                 "Options": portmap(8080, 80)}),
@@ -217,8 +206,7 @@ fn network_driver_lifecycle_publishes_ports() {
     assert!(common::tcp_request(&world.ext, &format!("{HOST_IP}:8080"), SILENCE).is_err());
 
     assert_eq!(
-        ok(
-            &mut c,
+        c.ok(
             "NetworkDriver.ProgramExternalConnectivity",
             &json!({"NetworkID": NET_ID, "EndpointID": EP_ID, "Options": portmap(8080, 80)}),
         ),
@@ -230,18 +218,15 @@ fn network_driver_lifecycle_publishes_ports() {
     assert_eq!(ports[0]["endpoint"], EP_ID[..12]);
     let answer = common::tcp_request(&world.ext, &format!("{HOST_IP}:8080"), TIMEOUT).unwrap();
     assert_eq!(answer, format!("web saw {EXT_IP} said hello"));
+    // Reserved against ephemeral use like any published port.
+    assert_eq!(reserved_ports(&world), "8080");
     // Sent again when the gateway endpoint changes: nothing changes.
-    ok(
-        &mut c,
+    c.ok(
         "NetworkDriver.ProgramExternalConnectivity",
         &json!({"NetworkID": NET_ID, "EndpointID": EP_ID, "Options": portmap(8080, 80)}),
     );
     assert_eq!(d.json(&["port", "ls"]), ports);
-    let info = ok(
-        &mut c,
-        "NetworkDriver.EndpointOperInfo",
-        &ids(NET_ID, EP_ID),
-    );
+    let info = c.ok("NetworkDriver.EndpointOperInfo", &ids(NET_ID, EP_ID));
     assert_eq!(info["Value"]["netdriver.ip"], "10.20.0.2");
     assert_eq!(
         info["Value"]["netdriver.ports"],
@@ -249,33 +234,25 @@ fn network_driver_lifecycle_publishes_ports() {
     );
 
     // docker stop: Revoke, Leave, (dockerd moves the link back), DeleteEndpoint.
-    ok(
-        &mut c,
+    c.ok(
         "NetworkDriver.RevokeExternalConnectivity",
         &ids(NET_ID, EP_ID),
     );
     assert_eq!(d.json(&["port", "ls"]), json!([]));
     assert!(common::tcp_request(&world.ext, &format!("{HOST_IP}:8080"), SILENCE).is_err());
-    ok(&mut c, "NetworkDriver.Leave", &ids(NET_ID, EP_ID));
+    assert_eq!(reserved_ports(&world), "");
+    c.ok("NetworkDriver.Leave", &ids(NET_ID, EP_ID));
     dockerd_releases(&world, ns, &src);
-    ok(&mut c, "NetworkDriver.DeleteEndpoint", &ids(NET_ID, EP_ID));
+    c.ok("NetworkDriver.DeleteEndpoint", &ids(NET_ID, EP_ID));
     assert_eq!(d.json(&["endpoint", "ls"]), json!([]));
     assert!(!world.host.ip(&["-o", "link"]).contains(&src));
     // Cleanup calls are idempotent: dockerd repeats them after a crash.
-    ok(&mut c, "NetworkDriver.Leave", &ids(NET_ID, EP_ID));
-    ok(&mut c, "NetworkDriver.DeleteEndpoint", &ids(NET_ID, EP_ID));
-    ok(
-        &mut c,
-        "NetworkDriver.DeleteNetwork",
-        &json!({"NetworkID": NET_ID}),
-    );
+    c.ok("NetworkDriver.Leave", &ids(NET_ID, EP_ID));
+    c.ok("NetworkDriver.DeleteEndpoint", &ids(NET_ID, EP_ID));
+    c.ok("NetworkDriver.DeleteNetwork", &json!({"NetworkID": NET_ID}));
     assert_eq!(d.json(&["network", "ls"]), json!([]));
     assert!(!world.host.ip(&["-o", "link"]).contains(&bridge));
-    ok(
-        &mut c,
-        "NetworkDriver.DeleteNetwork",
-        &json!({"NetworkID": NET_ID}),
-    );
+    c.ok("NetworkDriver.DeleteNetwork", &json!({"NetworkID": NET_ID}));
 }
 
 /// Docker's SCTP bindings (`Proto` 132): published as SCTP, next to a TCP binding of the
@@ -286,7 +263,7 @@ fn sctp_port_bindings_are_published() {
     let d = world.daemon();
     let mut c = PluginConn::open(&d);
     let body = create_network_body(NET_ID, "10.20.0.0/24", "10.20.0.1/24");
-    ok(&mut c, "NetworkDriver.CreateNetwork", &body);
+    c.ok("NetworkDriver.CreateNetwork", &body);
     let options = json!({
         "com.docker.network.endpoint.exposedports": [{"Proto": 132, "Port": 9000}, {"Proto": 6, "Port": 80}],
         "com.docker.network.portmap": [
@@ -294,22 +271,19 @@ fn sctp_port_bindings_are_published() {
             {"Proto": 6, "IP": "", "Port": 80, "HostIP": "", "HostPort": 9000, "HostPortEnd": 9000}
         ]
     });
-    ok(
-        &mut c,
+    c.ok(
         "NetworkDriver.CreateEndpoint",
         &json!({"NetworkID": NET_ID, "EndpointID": EP_ID,
                 "Interface": {"Address": "10.20.0.2/24", "AddressIPv6": "", "MacAddress": ""},
                 "Options": options}),
     );
     let sandbox = world.container("a");
-    ok(
-        &mut c,
+    c.ok(
         "NetworkDriver.Join",
         &json!({"NetworkID": NET_ID, "EndpointID": EP_ID, "SandboxKey": sandbox,
                 "Options": options}),
     );
-    ok(
-        &mut c,
+    c.ok(
         "NetworkDriver.ProgramExternalConnectivity",
         &json!({"NetworkID": NET_ID, "EndpointID": EP_ID, "Options": options}),
     );
@@ -332,11 +306,7 @@ fn sctp_port_bindings_are_published() {
         [("sctp".into(), 9000, 9000), ("tcp".into(), 9000, 80)],
         "{ports}"
     );
-    let info = ok(
-        &mut c,
-        "NetworkDriver.EndpointOperInfo",
-        &ids(NET_ID, EP_ID),
-    );
+    let info = c.ok("NetworkDriver.EndpointOperInfo", &ids(NET_ID, EP_ID));
     let listed = info["Value"]["netdriver.ports"].to_string();
     assert!(listed.contains("0.0.0.0:9000->9000/sctp"), "{listed}");
     // The data path has the SCTP entry (protocol 132) as well as the TCP one.
@@ -353,14 +323,12 @@ fn endpoint_without_address_gets_one() {
     let world = World::new();
     let d = world.daemon();
     let mut c = PluginConn::open(&d);
-    ok(
-        &mut c,
+    c.ok(
         "NetworkDriver.CreateNetwork",
         &create_network_body(NET_ID, "10.20.0.0/24", "10.20.0.1/24"),
     );
     // The aux address (.254) and the gateway are reserved; a MAC given is kept.
-    let reply = ok(
-        &mut c,
+    let reply = c.ok(
         "NetworkDriver.CreateEndpoint",
         &json!({"NetworkID": NET_ID, "EndpointID": EP_ID,
                 "Interface": {"Address": "", "AddressIPv6": "", "MacAddress": "02:00:00:00:00:09"},
@@ -378,8 +346,7 @@ fn endpoint_without_address_gets_one() {
         "in use",
     );
     // The MAC option is base64 bytes (Go's []byte).
-    let reply = ok(
-        &mut c,
+    let reply = c.ok(
         "NetworkDriver.CreateEndpoint",
         &json!({"NetworkID": NET_ID, "EndpointID": "e3e3e3e3e3e3e3",
                 "Interface": {"Address": "10.20.0.3/24"},
@@ -403,8 +370,7 @@ fn bridge_options_apply() {
         "com.docker.network.bridge.enable_icc": "false",
         "com.docker.network.bridge.enable_ip_masquerade": "false"
     });
-    ok(
-        &mut c,
+    c.ok(
         "NetworkDriver.CreateNetwork",
         &json!({"NetworkID": NET_ID, "Options": {"com.docker.network.generic": generic},
                 "IPv4Data": [{"Pool": "10.20.0.0/24", "Gateway": "10.20.0.1/24"}]}),
@@ -417,19 +383,15 @@ fn bridge_options_apply() {
         (&json!(false), &json!(false)),
         "{net}"
     );
-    ok(
-        &mut c,
-        "NetworkDriver.CreateEndpoint",
+    c.ok("NetworkDriver.CreateEndpoint",
         &json!({"NetworkID": NET_ID, "EndpointID": EP_ID, "Interface": {"Address": "10.20.0.2/24"}}),
     );
-    ok(
-        &mut c,
+    c.ok(
         "NetworkDriver.Join",
         &json!({"NetworkID": NET_ID, "EndpointID": EP_ID, "SandboxKey": "", "Options": {}}),
     );
     // A mapping without a host address binds the network's host_binding_ipv4.
-    ok(
-        &mut c,
+    c.ok(
         "NetworkDriver.ProgramExternalConnectivity",
         &json!({"NetworkID": NET_ID, "EndpointID": EP_ID, "Options": portmap(8080, 80)}),
     );
@@ -442,39 +404,32 @@ fn bad_calls_are_refused_and_change_nothing() {
     let mut world = World::new();
     let d = world.daemon();
     let mut c = PluginConn::open(&d);
-    ok(
-        &mut c,
+    c.ok(
         "NetworkDriver.CreateNetwork",
         &create_network_body(NET_ID, "10.20.0.0/24", "10.20.0.1/24"),
     );
-    ok(
-        &mut c,
+    c.ok(
         "NetworkDriver.CreateEndpoint",
         &json!({"NetworkID": NET_ID, "EndpointID": EP_ID,
                 "Interface": {"Address": "10.20.0.2/24"}, "Options": {}}),
     );
     let sandbox = world.container("a");
-    ok(
-        &mut c,
+    c.ok(
         "NetworkDriver.Join",
         &json!({"NetworkID": NET_ID, "EndpointID": EP_ID, "SandboxKey": sandbox, "Options": {}}),
     );
-    ok(
-        &mut c,
+    c.ok(
         "NetworkDriver.ProgramExternalConnectivity",
         &json!({"NetworkID": NET_ID, "EndpointID": EP_ID, "Options": portmap(8080, 80)}),
     );
     // A second endpoint, joined, to try conflicting ports on.
     let other = "abababababababababab";
-    ok(
-        &mut c,
+    c.ok(
         "NetworkDriver.CreateEndpoint",
         &json!({"NetworkID": NET_ID, "EndpointID": other,
                 "Interface": {"Address": "10.20.0.3/24"}, "Options": {}}),
     );
-    ok(
-        &mut c,
-        "NetworkDriver.Join",
+    c.ok("NetworkDriver.Join",
         &json!({"NetworkID": NET_ID, "EndpointID": other, "SandboxKey": "/nonexistent", "Options": {}}),
     );
     let before = snapshot(&d, &world);
@@ -720,10 +675,9 @@ fn bad_calls_are_refused_and_change_nothing() {
         "NetworkDriver.RevokeExternalConnectivity",
         "NetworkDriver.DeleteEndpoint",
     ] {
-        assert_eq!(ok(&mut c, call, &ids(NET_ID, unknown)), json!({}));
+        assert_eq!(c.ok(call, &ids(NET_ID, unknown)), json!({}));
     }
-    ok(
-        &mut c,
+    c.ok(
         "NetworkDriver.DeleteNetwork",
         &json!({"NetworkID": unknown}),
     );
@@ -744,13 +698,13 @@ fn ipam_driver_pools_and_addresses() {
     let d = world.daemon();
     let mut c = PluginConn::open(&d);
     let pool = json!({"AddressSpace": "netdriver-local", "Pool": "10.30.0.0/24", "SubPool": "", "Options": {}, "V6": false});
-    let reply = ok(&mut c, "IpamDriver.RequestPool", &pool);
+    let reply = c.ok("IpamDriver.RequestPool", &pool);
     assert_eq!(
         reply,
         json!({"PoolID": "netdriver-local/10.30.0.0/24", "Pool": "10.30.0.0/24", "Data": {}})
     );
     // The same request again is the same pool (counted); an overlapping one is refused.
-    assert_eq!(ok(&mut c, "IpamDriver.RequestPool", &pool), reply);
+    assert_eq!(c.ok("IpamDriver.RequestPool", &pool), reply);
     fails(
         &mut c,
         "IpamDriver.RequestPool",
@@ -761,17 +715,17 @@ fn ipam_driver_pools_and_addresses() {
     let id = "netdriver-local/10.30.0.0/24";
     let gw = json!({"PoolID": id, "Address": "", "Options": {"RequestAddressType": "com.docker.network.gateway"}});
     assert_eq!(
-        ok(&mut c, "IpamDriver.RequestAddress", &gw)["Address"],
+        c.ok("IpamDriver.RequestAddress", &gw)["Address"],
         "10.30.0.1/24"
     );
     let any = json!({"PoolID": id, "Address": "", "Options": null});
     assert_eq!(
-        ok(&mut c, "IpamDriver.RequestAddress", &any)["Address"],
+        c.ok("IpamDriver.RequestAddress", &any)["Address"],
         "10.30.0.2/24"
     );
     let fifty = json!({"PoolID": id, "Address": "10.30.0.50", "Options": {}});
     assert_eq!(
-        ok(&mut c, "IpamDriver.RequestAddress", &fifty)["Address"],
+        c.ok("IpamDriver.RequestAddress", &fifty)["Address"],
         "10.30.0.50/24"
     );
     fails(&mut c, "IpamDriver.RequestAddress", &fifty, 409, "in use");
@@ -792,25 +746,23 @@ fn ipam_driver_pools_and_addresses() {
         400,
         "invalid address",
     );
-    ok(
-        &mut c,
+    c.ok(
         "IpamDriver.ReleaseAddress",
         &json!({"PoolID": id, "Address": "10.30.0.50"}),
     );
-    ok(
-        &mut c,
+    c.ok(
         "IpamDriver.ReleaseAddress",
         &json!({"PoolID": id, "Address": "10.30.0.50"}),
     );
     assert_eq!(
-        ok(&mut c, "IpamDriver.RequestAddress", &fifty)["Address"],
+        c.ok("IpamDriver.RequestAddress", &fifty)["Address"],
         "10.30.0.50/24"
     );
 
     // Released as often as requested, then gone.
     let release = json!({"PoolID": id});
-    ok(&mut c, "IpamDriver.ReleasePool", &release);
-    ok(&mut c, "IpamDriver.ReleasePool", &release);
+    c.ok("IpamDriver.ReleasePool", &release);
+    c.ok("IpamDriver.ReleasePool", &release);
     fails(
         &mut c,
         "IpamDriver.ReleasePool",
@@ -834,27 +786,27 @@ fn ipam_driver_sub_pools_and_default_pools() {
     let mut c = PluginConn::open(&d);
     // --ip-range: container addresses come from the sub-pool, the gateway from the pool.
     let sub = json!({"AddressSpace": "netdriver-local", "Pool": "10.31.0.0/24", "SubPool": "10.31.0.128/25", "V6": false});
-    let sub_id = ok(&mut c, "IpamDriver.RequestPool", &sub)["PoolID"].clone();
+    let sub_id = c.ok("IpamDriver.RequestPool", &sub)["PoolID"].clone();
     assert_eq!(sub_id, "netdriver-local/10.31.0.0/24/10.31.0.128/25");
     let gw = json!({"PoolID": sub_id, "Address": "", "Options": {"RequestAddressType": "com.docker.network.gateway"}});
     assert_eq!(
-        ok(&mut c, "IpamDriver.RequestAddress", &gw)["Address"],
+        c.ok("IpamDriver.RequestAddress", &gw)["Address"],
         "10.31.0.1/24"
     );
     let any = json!({"PoolID": sub_id, "Address": ""});
     assert_eq!(
-        ok(&mut c, "IpamDriver.RequestAddress", &any)["Address"],
+        c.ok("IpamDriver.RequestAddress", &any)["Address"],
         "10.31.0.128/24"
     );
 
     // No pool asked for: the first default pool the host namespace does not use.
     let auto = json!({"AddressSpace": "netdriver-local", "Pool": "", "SubPool": "", "V6": false});
     assert_eq!(
-        ok(&mut c, "IpamDriver.RequestPool", &auto)["Pool"],
+        c.ok("IpamDriver.RequestPool", &auto)["Pool"],
         "172.17.0.0/16"
     );
     assert_eq!(
-        ok(&mut c, "IpamDriver.RequestPool", &auto)["Pool"],
+        c.ok("IpamDriver.RequestPool", &auto)["Pool"],
         "172.18.0.0/16"
     );
 }
@@ -865,29 +817,24 @@ fn plugin_state_survives_a_daemon_restart() {
     let mut d = world.daemon();
     let mut c = PluginConn::open(&d);
     let pool = json!({"AddressSpace": "netdriver-local", "Pool": "10.20.0.0/24", "V6": false});
-    let pool_id = ok(&mut c, "IpamDriver.RequestPool", &pool)["PoolID"].clone();
+    let pool_id = c.ok("IpamDriver.RequestPool", &pool)["PoolID"].clone();
     let gw = json!({"PoolID": pool_id, "Address": "", "Options": {"RequestAddressType": "com.docker.network.gateway"}});
-    ok(&mut c, "IpamDriver.RequestAddress", &gw);
-    ok(
-        &mut c,
+    c.ok("IpamDriver.RequestAddress", &gw);
+    c.ok(
         "NetworkDriver.CreateNetwork",
         &create_network_body(NET_ID, "10.20.0.0/24", "10.20.0.1/24"),
     );
-    let addr = ok(
-        &mut c,
+    let addr = c.ok(
         "IpamDriver.RequestAddress",
         &json!({"PoolID": pool_id, "Address": ""}),
     )["Address"]
         .clone();
     assert_eq!(addr, "10.20.0.2/24");
-    ok(
-        &mut c,
-        "NetworkDriver.CreateEndpoint",
+    c.ok("NetworkDriver.CreateEndpoint",
         &json!({"NetworkID": NET_ID, "EndpointID": EP_ID, "Interface": {"Address": addr}, "Options": {}}),
     );
     let sandbox = world.container("a");
-    let join = ok(
-        &mut c,
+    let join = c.ok(
         "NetworkDriver.Join",
         &json!({"NetworkID": NET_ID, "EndpointID": EP_ID, "SandboxKey": sandbox, "Options": {}}),
     );
@@ -904,8 +851,7 @@ fn plugin_state_survives_a_daemon_restart() {
         "10.20.0.2/24",
         "10.20.0.1",
     );
-    ok(
-        &mut c,
+    c.ok(
         "NetworkDriver.ProgramExternalConnectivity",
         &json!({"NetworkID": NET_ID, "EndpointID": EP_ID, "Options": portmap(8080, 80)}),
     );
@@ -918,41 +864,31 @@ fn plugin_state_survives_a_daemon_restart() {
     d.restart();
     let mut c = PluginConn::open(&d);
     // Answered once the daemon has restored its state (the socket listens before that).
-    ok(&mut c, "Plugin.Activate", &Value::Null);
+    c.ok("Plugin.Activate", &Value::Null);
     // Ports are published again; the IPAM pool still knows what it handed out.
     let answer = common::tcp_request(&world.ext, &format!("{HOST_IP}:8080"), TIMEOUT)
         .unwrap_or_else(|e| panic!("after restart: {e}\n{}", d.log()));
     assert_eq!(answer, format!("web saw {EXT_IP} said hello"));
     assert_eq!(
-        ok(
-            &mut c,
+        c.ok(
             "IpamDriver.RequestAddress",
             &json!({"PoolID": pool_id, "Address": ""})
         )["Address"],
         "10.20.0.3/24"
     );
     assert_eq!(
-        ok(
-            &mut c,
-            "NetworkDriver.EndpointOperInfo",
-            &ids(NET_ID, EP_ID)
-        )["Value"]["netdriver.ip"],
+        c.ok("NetworkDriver.EndpointOperInfo", &ids(NET_ID, EP_ID))["Value"]["netdriver.ip"],
         "10.20.0.2"
     );
     // Docker ids still work for the whole teardown.
-    ok(
-        &mut c,
+    c.ok(
         "NetworkDriver.RevokeExternalConnectivity",
         &ids(NET_ID, EP_ID),
     );
-    ok(&mut c, "NetworkDriver.Leave", &ids(NET_ID, EP_ID));
+    c.ok("NetworkDriver.Leave", &ids(NET_ID, EP_ID));
     dockerd_releases(&world, ns, &src);
-    ok(&mut c, "NetworkDriver.DeleteEndpoint", &ids(NET_ID, EP_ID));
-    ok(
-        &mut c,
-        "NetworkDriver.DeleteNetwork",
-        &json!({"NetworkID": NET_ID}),
-    );
+    c.ok("NetworkDriver.DeleteEndpoint", &ids(NET_ID, EP_ID));
+    c.ok("NetworkDriver.DeleteNetwork", &json!({"NetworkID": NET_ID}));
     assert_eq!(d.json(&["network", "ls"]), json!([]));
     assert_eq!(d.json(&["endpoint", "ls"]), json!([]));
 }

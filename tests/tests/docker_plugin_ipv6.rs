@@ -11,13 +11,6 @@ const NET_ID: &str = "6666666666abcdef0123456789abcdef0123456789abcdef0123456789
 const EP_A: &str = "aaaaaaaaaa543210fedcba9876543210fedcba9876543210fedcba9876543210";
 const EP_B: &str = "bbbbbbbbbb543210fedcba9876543210fedcba9876543210fedcba9876543210";
 
-fn ok(conn: &mut PluginConn, call: &str, body: &Value) -> Value {
-    let (status, v) = conn.call(call, body);
-    assert_eq!(status, 200, "{call}: {v}");
-    assert!(v.get("Err").is_none(), "{call}: {v}");
-    v
-}
-
 fn fails(conn: &mut PluginConn, call: &str, body: &Value, needle: &str) {
     let (status, v) = conn.call(call, body);
     let msg = v["Err"].as_str().unwrap_or_default();
@@ -33,16 +26,12 @@ fn ipam_hands_out_ipv6_pools_and_addresses() {
     let world = World::new();
     let d = world.daemon();
     let mut c = PluginConn::open(&d);
-    let picked = ok(
-        &mut c,
-        "IpamDriver.RequestPool",
+    let picked = c.ok("IpamDriver.RequestPool",
         &json!({"AddressSpace": "netdriver-local", "Pool": "", "SubPool": "", "Options": {}, "V6": true}),
     );
     let pool = picked["Pool"].as_str().unwrap();
     assert!(pool.starts_with("fd") && pool.ends_with("::/64"), "{pool}");
-    let given = ok(
-        &mut c,
-        "IpamDriver.RequestPool",
+    let given = c.ok("IpamDriver.RequestPool",
         &json!({"AddressSpace": "netdriver-local", "Pool": "2001:db8:5::/64", "SubPool": "", "Options": {}, "V6": true}),
     );
     let id = given["PoolID"].as_str().unwrap().to_string();
@@ -54,7 +43,7 @@ fn ipam_hands_out_ipv6_pools_and_addresses() {
         "overlaps",
     );
     let address = |c: &mut PluginConn, body: Value| {
-        ok(c, "IpamDriver.RequestAddress", &body)["Address"]
+        c.ok("IpamDriver.RequestAddress", &body)["Address"]
             .as_str()
             .unwrap()
             .to_string()
@@ -94,24 +83,19 @@ fn ipam_hands_out_ipv6_pools_and_addresses() {
         &json!({"PoolID": id, "Address": "10.0.0.9", "Options": {}}),
         "not a usable",
     );
-    ok(
-        &mut c,
+    c.ok(
         "IpamDriver.ReleaseAddress",
         &json!({"PoolID": id, "Address": "2001:db8:5::2"}),
     );
     let again = address(&mut c, json!({"PoolID": id, "Address": "", "Options": {}}));
     assert_eq!(again, "2001:db8:5::2/64");
-    ok(&mut c, "IpamDriver.ReleasePool", &json!({"PoolID": id}));
+    c.ok("IpamDriver.ReleasePool", &json!({"PoolID": id}));
     // Pools survive a restart (dockerd does not replay them).
     let picked_id = picked["PoolID"].as_str().unwrap();
     let mut d = d;
     d.restart();
     let mut c = PluginConn::open(&d);
-    ok(
-        &mut c,
-        "IpamDriver.ReleasePool",
-        &json!({"PoolID": picked_id}),
-    );
+    c.ok("IpamDriver.ReleasePool", &json!({"PoolID": picked_id}));
 }
 
 /// What dockerd does after Join, IPv6 included.
@@ -125,14 +109,11 @@ fn dockerd_configures(world: &World, src: &str, ns: &Netns, mac: &str, v4: &str,
 }
 
 #[test]
-#[expect(clippy::too_many_lines, reason = "one network's whole life, in order")]
 fn ipv6_network_endpoints_and_join() {
     let mut world = World::new();
     let d = world.daemon();
     let mut c = PluginConn::open(&d);
-    ok(
-        &mut c,
-        "NetworkDriver.CreateNetwork",
+    c.ok("NetworkDriver.CreateNetwork",
         &json!({
             "NetworkID": NET_ID,
             "Options": {"com.docker.network.enable_ipv6": true, "com.docker.network.generic": {}},
@@ -148,17 +129,14 @@ fn ipv6_network_endpoints_and_join() {
     assert!(on_bridge.contains("2001:db8:66::1/64"), "{on_bridge}");
 
     // dockerd's IPAM chose both addresses: only the MAC comes back.
-    let a = ok(
-        &mut c,
-        "NetworkDriver.CreateEndpoint",
+    let a = c.ok("NetworkDriver.CreateEndpoint",
         &json!({"NetworkID": NET_ID, "EndpointID": EP_A,
                 "Interface": {"Address": "10.66.0.2/24", "AddressIPv6": "2001:db8:66::a/64", "MacAddress": ""},
                 "Options": {}}),
     );
     assert_eq!(a, json!({"Interface": {"MacAddress": "02:42:0a:42:00:02"}}));
     // No IPv6 address from dockerd: netdriver's, derived from the MAC, comes back.
-    let b = ok(
-        &mut c,
+    let b = c.ok(
         "NetworkDriver.CreateEndpoint",
         &json!({"NetworkID": NET_ID, "EndpointID": EP_B,
                 "Interface": {"Address": "10.66.0.3/24", "AddressIPv6": "", "MacAddress": ""},
@@ -175,8 +153,7 @@ fn ipv6_network_endpoints_and_join() {
                 "Interface": {"Address": "10.66.0.4/24", "AddressIPv6": "2001:db8:66::a/64"}}),
         "in use",
     );
-    let info = ok(
-        &mut c,
+    let info = c.ok(
         "NetworkDriver.EndpointOperInfo",
         &json!({"NetworkID": NET_ID, "EndpointID": EP_A}),
     );
@@ -199,8 +176,7 @@ fn ipv6_network_endpoints_and_join() {
         ),
     ] {
         let sandbox = world.container(role);
-        let join = ok(
-            &mut c,
+        let join = c.ok(
             "NetworkDriver.Join",
             &json!({"NetworkID": NET_ID, "EndpointID": ep, "SandboxKey": sandbox, "Options": {}}),
         );
@@ -222,19 +198,16 @@ fn ipv6_network_endpoints_and_join() {
 
     // Deleting the endpoint frees its IPv6 address.
     for ep in [EP_A, EP_B] {
-        ok(
-            &mut c,
+        c.ok(
             "NetworkDriver.Leave",
             &json!({"NetworkID": NET_ID, "EndpointID": ep}),
         );
     }
-    ok(
-        &mut c,
+    c.ok(
         "NetworkDriver.DeleteEndpoint",
         &json!({"NetworkID": NET_ID, "EndpointID": EP_A}),
     );
-    ok(
-        &mut c,
+    c.ok(
         "NetworkDriver.CreateEndpoint",
         &json!({"NetworkID": NET_ID, "EndpointID": "d".repeat(64),
                 "Interface": {"Address": "10.66.0.5/24", "AddressIPv6": "2001:db8:66::a/64"}}),

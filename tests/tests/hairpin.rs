@@ -2,7 +2,9 @@
 
 mod common;
 
-use common::{Daemon, HOST_IP, TIMEOUT, TcpServer, UdpServer, World, tcp_request, udp_request};
+use common::{
+    Daemon, HOST_IP, TIMEOUT, TcpServer, UdpServer, World, endpoint, tcp_request, udp_request,
+};
 
 const GATEWAY: &str = "10.91.0.1";
 
@@ -22,21 +24,6 @@ fn web(world: &mut World, daemon: &Daemon) -> (TcpServer, UdpServer) {
         TcpServer::start(c, "0.0.0.0:80", "web"),
         UdpServer::start(c, "0.0.0.0:53", "dns"),
     )
-}
-
-fn endpoint(world: &mut World, daemon: &Daemon, net: &str, name: &str, extra: &[&str]) -> String {
-    let netns = world.container(name);
-    let mut args = vec![
-        "endpoint",
-        "create",
-        net,
-        "--netns",
-        netns.to_str().unwrap(),
-        "--name",
-        name,
-    ];
-    args.extend_from_slice(extra);
-    daemon.json(&args)["ip"].as_str().unwrap().to_string()
 }
 
 #[test]

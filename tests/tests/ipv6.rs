@@ -6,7 +6,9 @@ mod common;
 
 use std::{net::UdpSocket, time::Duration};
 
-use common::{Daemon, Netns, TIMEOUT, TcpServer, UdpServer, World, ping, tcp_request};
+use common::{
+    Daemon, Netns, TIMEOUT, TcpServer, UdpServer, World, create_endpoint, ping, tcp_request,
+};
 use serde_json::Value;
 
 const SUBNET6: &str = "2001:db8:61::/64";
@@ -26,23 +28,8 @@ fn setup(world: &mut World, daemon: &Daemon, roles: &[&str]) -> Vec<Value> {
     ]);
     roles
         .iter()
-        .map(|role| create(world, daemon, "six", role, &[]))
+        .map(|role| create_endpoint(world, daemon, "six", role, &[]))
         .collect()
-}
-
-fn create(world: &mut World, daemon: &Daemon, net: &str, role: &str, extra: &[&str]) -> Value {
-    let netns = world.container(role);
-    let mut args = vec![
-        "endpoint",
-        "create",
-        net,
-        "--netns",
-        netns.to_str().unwrap(),
-        "--name",
-        role,
-    ];
-    args.extend_from_slice(extra);
-    daemon.json(&args)
 }
 
 fn ip6(ep: &Value) -> String {
@@ -151,9 +138,9 @@ fn requested_and_sequential_addresses_and_release() {
         "--gateway-v6",
         "2001:db8:62::fe",
     ]);
-    let a = create(&mut world, &daemon, "seq", "a", &[]);
+    let a = create_endpoint(&mut world, &daemon, "seq", "a", &[]);
     assert_eq!(ip6(&a), "2001:db8:62::1");
-    let b = create(
+    let b = create_endpoint(
         &mut world,
         &daemon,
         "seq",
@@ -178,7 +165,7 @@ fn requested_and_sequential_addresses_and_release() {
     ]);
     assert!(err.contains("already in use"), "{err}");
     daemon.json(&["endpoint", "rm", "a"]);
-    let c = create(&mut world, &daemon, "seq", "d", &[]);
+    let c = create_endpoint(&mut world, &daemon, "seq", "d", &[]);
     assert_eq!(ip6(&c), "2001:db8:62::1", "the address of a is free again");
     // A namespace that starts with IPv6 disabled on new interfaces still gets its address.
     let netns = world.container("e");
@@ -286,7 +273,7 @@ fn bindings_on_an_ipv6_network_cover_both_families() {
     let mut world = World::new();
     let daemon = world.daemon();
     setup(&mut world, &daemon, &[]);
-    let ep = create(
+    let ep = create_endpoint(
         &mut world,
         &daemon,
         "six",

@@ -10,8 +10,8 @@ use std::{
 };
 
 use common::{
-    Daemon, EXT_IP6, HOST_IP6, Netns, SILENCE, TIMEOUT, TcpServer, UdpServer, World, drops, ping,
-    sa6, tcp_request, udp_request,
+    Daemon, EXT_IP6, HOST_IP6, Netns, SILENCE, TIMEOUT, TcpServer, UdpServer, World,
+    create_endpoint, drops, ping, sa6, tcp_request, udp_request,
 };
 
 /// Creates an `--ipv6` network (dual stack) with the given extra options.
@@ -32,18 +32,7 @@ fn network6(daemon: &Daemon, name: &str, subnet: &str, subnet6: &str, extra: &[&
 
 /// Creates endpoint `role` on `net`; returns its IPv6 address.
 fn endpoint6(world: &mut World, daemon: &Daemon, net: &str, role: &str, extra: &[&str]) -> String {
-    let netns = world.container(role);
-    let mut args = vec![
-        "endpoint",
-        "create",
-        net,
-        "--netns",
-        netns.to_str().unwrap(),
-        "--name",
-        role,
-    ];
-    args.extend_from_slice(extra);
-    let ep = daemon.json(&args);
+    let ep = create_endpoint(world, daemon, net, role, extra);
     ep["ip6"]
         .as_str()
         .unwrap_or_else(|| panic!("endpoint {role} has no IPv6 address: {ep}"))

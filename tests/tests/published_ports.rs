@@ -9,16 +9,7 @@ use common::{
 /// A network 10.88.0.0/24 with one endpoint "web" publishing `ports`; returns its address.
 fn web(world: &mut World, daemon: &common::Daemon, ports: &[&str]) -> String {
     daemon.json(&["network", "create", "front", "--subnet", "10.88.0.0/24"]);
-    let netns = world.container("web");
-    let netns = netns.to_str().unwrap();
-    let mut args = vec![
-        "endpoint", "create", "front", "--netns", netns, "--name", "web",
-    ];
-    for p in ports {
-        args.extend(["-p", p]);
-    }
-    let ep = daemon.json(&args);
-    ep["ip"].as_str().unwrap().to_string()
+    common::endpoint(world, daemon, "front", "web", &common::publish_args(ports))
 }
 
 #[test]
@@ -268,7 +259,13 @@ fn published_ports_keep_working_while_the_daemon_is_down() {
         .flatten()
         .collect();
     let xdp = usize::from(common::xdp_suite());
-    assert_eq!(links.len(), 2 + xdp, "{links:?}");
+    // The uplink's and the container's tc links (and XDP), and the ten socket hooks.
+    let hooks = links
+        .iter()
+        .filter(|l| l.file_name().to_string_lossy().ends_with("@cgroup"))
+        .count();
+    assert_eq!(hooks, 10, "{links:?}");
+    assert_eq!(links.len(), 2 + xdp + hooks, "{links:?}");
     // The next address is still the next one: the first is remembered as taken.
     let other = world.container("b");
     let ep = daemon.json(&[

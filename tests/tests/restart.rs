@@ -27,9 +27,7 @@ fn setup(world: &mut World, daemon: &common::Daemon, ports: &[&str]) {
         "-p",
         "8080:80",
     ];
-    for p in ports {
-        args.extend(["-p", p]);
-    }
+    args.extend(common::publish_args(ports));
     daemon.json(&args);
 }
 
@@ -324,24 +322,7 @@ fn cleanup_on_exit_and_the_cleanup_command_remove_everything() {
             daemon.stop();
         } else {
             daemon.kill();
-            let state = daemon.dir.join("state");
-            let out = world.host.exec(
-                common::netdriver_bin().to_str().unwrap(),
-                &[
-                    "--socket",
-                    daemon.socket.to_str().unwrap(),
-                    "cleanup",
-                    "--state-dir",
-                    state.to_str().unwrap(),
-                    "--bpffs",
-                    daemon.bpffs.to_str().unwrap(),
-                ],
-            );
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            daemon.cleanup_offline(&world.host, &["--socket", daemon.socket.to_str().unwrap()]);
         }
         let links = world.host.ip(&["-o", "link"]);
         assert!(!links.contains(": nd"), "{how}: {links}");

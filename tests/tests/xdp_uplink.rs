@@ -25,15 +25,13 @@ fn xdp_world(ports: &[&str]) -> (World, common::Daemon, String) {
     tx_checksum_off(&world.ext, "ext0");
     let daemon = common::Daemon::start(&world, &["--uplink-mode", "xdp"]);
     daemon.json(&["network", "create", "front", "--subnet", "10.88.0.0/24"]);
-    let netns = world.container("web");
-    let netns = netns.to_str().unwrap();
-    let mut args = vec![
-        "endpoint", "create", "front", "--netns", netns, "--name", "web",
-    ];
-    for p in ports {
-        args.extend(["-p", p]);
-    }
-    let ip = daemon.json(&args)["ip"].as_str().unwrap().to_string();
+    let ip = common::endpoint(
+        &mut world,
+        &daemon,
+        "front",
+        "web",
+        &common::publish_args(ports),
+    );
     (world, daemon, ip)
 }
 
@@ -127,22 +125,7 @@ fn xdp_mode_survives_a_restart_and_cleanup_removes_it() {
     let (ok, _, err) = daemon.cli(&["status"]);
     assert!(ok, "{err}");
     daemon.stop();
-    let state = daemon.dir.join("state");
-    let out = world.host.exec(
-        common::netdriver_bin().to_str().unwrap(),
-        &[
-            "cleanup",
-            "--state-dir",
-            state.to_str().unwrap(),
-            "--bpffs",
-            daemon.bpffs.to_str().unwrap(),
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    daemon.cleanup_offline(&world.host, &[]);
     let link = world.host.ip(&["-d", "link", "show", "up0"]);
     assert!(!link.contains("prog/xdp"), "XDP left behind: {link}");
 }

@@ -22,8 +22,50 @@ pub fn lookup(addr: &[u8; 16], port: u16, proto: u8, wildcard: bool) -> Option<P
     range(addr, port, proto, wildcard)
 }
 
-/// The range holding `port` on `addr`, else (`wildcard`) on every address. The trie key is
-/// built in a per-CPU slot, not on the stack: inlined into the masquerade and hairpin paths,
+/// [`lookup`] for the socket hooks, which run in process context and may be preempted or
+/// interrupted on their CPU: the range key is on their stack, not in the per-CPU slot.
+#[inline(always)]
+pub fn lookup_from_socket(
+    addr: &[u8; 16],
+    port: u16,
+    proto: u8,
+    wildcard: bool,
+) -> Option<PortTarget6> {
+    if let Some(target) = single(*addr, port, proto) {
+        return Some(target);
+    }
+    if wildcard && let Some(target) = single([0; 16], port, proto) {
+        return Some(target);
+    }
+    if let Some(target) = range_on_stack(*addr, port, proto) {
+        return Some(target);
+    }
+    if wildcard {
+        return range_on_stack([0; 16], port, proto);
+    }
+    None
+}
+
+#[inline(always)]
+fn range_on_stack(addr: [u8; 16], port: u16, proto: u8) -> Option<PortTarget6> {
+    let key = Key::new(
+        PORT_RANGE6_PREFIX_BASE + 16,
+        PortRangeKey6 {
+            proto,
+            host_addr: addr,
+            port_be: port.to_be_bytes(),
+            _pad: 0,
+        },
+    );
+    let hit = ND_PORT_RANGES6.get(&key)?;
+    let mut target = hit.target;
+    target.port = target.port.wrapping_add(port.wrapping_sub(hit.host_start));
+    Some(target)
+}
+
+/// The range holding `port` on `addr`, else (`wildcard`) on every address, for the tc
+/// programs (softirq: they do not nest on a CPU). The trie key is built in a per-CPU slot,
+/// not on the stack: inlined into the masquerade and hairpin paths,
 /// 24 more bytes of frame exceeded the verifier's 512-byte combined stack. A BPF function of
 /// its own for the same reason (the target it copies out).
 #[inline(never)]

@@ -173,20 +173,7 @@ impl AddressPool6 {
     }
 
     fn check_free(&self, addr: Ipv6Addr) -> Result<Ipv6Addr, IpamError> {
-        if !is_host_addr(&self.subnet, addr) {
-            return Err(IpamError::OutOfSubnet {
-                addr: addr.into(),
-                subnet: self.subnet.into(),
-            });
-        }
-        if self.used.contains(&addr) {
-            return Err(IpamError::InUse {
-                addr: addr.into(),
-                subnet: self.subnet.into(),
-                owner: None,
-            });
-        }
-        Ok(addr)
+        super::check_free(self.subnet, &self.used, addr, is_host_addr)
     }
 
     fn first_free(&self) -> Result<Ipv6Addr, IpamError> {

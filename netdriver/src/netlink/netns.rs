@@ -23,26 +23,15 @@ impl NetnsHandle {
     /// back); the connection then runs on the current tokio runtime.
     pub async fn open(netns: &Path) -> Result<Self, NetlinkError> {
         let runtime = runtime::Handle::try_current().map_err(NetlinkError::NoRuntime)?;
-        let path = netns.to_owned();
-        let (sender, receiver) = oneshot::channel();
-        let thread_path = path.clone();
-        std::thread::Builder::new()
-            .name("netns-open".to_owned())
-            .spawn(move || {
-                // Fails only if `open` was cancelled; the socket is then simply closed.
-                let _ = sender.send(connect_in_netns(&thread_path, &runtime));
-            })
-            .map_err(|source| NetlinkError::SpawnNetnsThread {
-                path: path.clone(),
-                source,
-            })?;
-        let connected = receiver.await.map_err(|source| NetlinkError::NetnsThread {
-            path: path.clone(),
-            source,
-        })?;
-        let (connection, handle) = connected?;
+        let (connection, handle) = on_netns_thread(netns, "netns-open", move |path| {
+            connect_in_netns(path, &runtime)
+        })
+        .await?;
         let netlink = Netlink::from_connection(connection, handle);
-        Ok(Self { netlink, path })
+        Ok(Self {
+            netlink,
+            path: netns.to_owned(),
+        })
     }
 
     pub(super) fn in_netns(&self, error: NetlinkError) -> NetlinkError {
@@ -142,23 +131,59 @@ fn connect_in_netns(
     path: &Path,
     runtime: &runtime::Handle,
 ) -> Result<(Connection, Handle), NetlinkError> {
+    in_netns(path, || {
+        let _entered = runtime.enter();
+        let (connection, handle, _) =
+            rtnetlink::new_connection().map_err(|source| NetlinkError::InNetns {
+                path: path.to_owned(),
+                source: Box::new(NetlinkError::Connect(source)),
+            })?;
+        Ok((connection, handle))
+    })
+}
+
+/// Runs `f(netns)` on a dedicated std thread and returns its result: namespace-bound work
+/// (setns, sysctls under /proc/sys/net) must not move a tokio worker thread.
+pub(super) async fn on_netns_thread<T: Send + 'static>(
+    netns: &Path,
+    name: &str,
+    f: impl FnOnce(&Path) -> Result<T, NetlinkError> + Send + 'static,
+) -> Result<T, NetlinkError> {
+    let path = netns.to_owned();
+    let (sender, receiver) = oneshot::channel();
+    let thread_path = path.clone();
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            // Fails only if the caller was cancelled; the result is then simply dropped
+            // (an opened socket closed).
+            let _ = sender.send(f(&thread_path));
+        })
+        .map_err(|source| NetlinkError::SpawnNetnsThread {
+            path: path.clone(),
+            source,
+        })?;
+    receiver
+        .await
+        .map_err(|source| NetlinkError::NetnsThread { path, source })?
+}
+
+/// Runs `f` inside `path`'s namespace and returns to the thread's own (whose error, if
+/// leaving fails, wins over `f`'s result).
+pub(super) fn in_netns<T>(
+    path: &Path,
+    f: impl FnOnce() -> Result<T, NetlinkError>,
+) -> Result<T, NetlinkError> {
     let target = open_netns(path)?;
     let original = open_netns(Path::new(THREAD_NETNS))?;
     setns(&target, CloneFlags::CLONE_NEWNET).map_err(|source| NetlinkError::EnterNetns {
         path: path.to_owned(),
         source,
     })?;
-    let connected = {
-        let _entered = runtime.enter();
-        rtnetlink::new_connection()
-    };
+    let result = f();
     setns(&original, CloneFlags::CLONE_NEWNET).map_err(|source| NetlinkError::LeaveNetns {
         path: path.to_owned(),
         source,
     })?;
-    let (connection, handle, _) = connected.map_err(|source| NetlinkError::InNetns {
-        path: path.to_owned(),
-        source: Box::new(NetlinkError::Connect(source)),
-    })?;
-    Ok((connection, handle))
+    result
 }

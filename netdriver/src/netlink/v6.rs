@@ -7,9 +7,7 @@ use std::{
     path::Path,
 };
 
-use futures::{TryStreamExt, future};
 use ipnet::Ipv6Net;
-use nix::sched::{CloneFlags, setns};
 use rtnetlink::{
     RouteMessageBuilder,
     packet_route::{
@@ -18,9 +16,11 @@ use rtnetlink::{
         route::{RouteAddress, RouteAttribute, RouteMessage},
     },
 };
-use tokio::sync::oneshot;
 
-use super::{Netlink, NetlinkError, NetnsHandle, THREAD_NETNS, open_netns};
+use super::{
+    Netlink, NetlinkError, NetnsHandle,
+    netns::{in_netns, on_netns_thread},
+};
 
 const IPV6_FORWARD: &str = "/proc/sys/net/ipv6/conf/all/forwarding";
 
@@ -59,36 +59,25 @@ impl Netlink {
             .gateway(gateway)
             .output_interface(index)
             .build();
-        let result = self.handle.route().add(route).execute().await;
-        result.map_err(|source| NetlinkError::AddDefaultRoute {
-            gateway: gateway.into(),
-            index,
-            source: source.into(),
-        })
+        self.add_default(route, index, gateway.into()).await
     }
 
     /// Destinations of every IPv6 route in every table but default routes, link-local and
     /// multicast ones (what a default IPv6 pool must not overlap).
     pub async fn ipv6_routes(&self) -> Result<Vec<Ipv6Net>, NetlinkError> {
         let request = RouteMessageBuilder::<Ipv6Addr>::new().build();
-        let routes = self.handle.route().get(request).execute();
-        routes
-            .try_filter_map(|route| future::ready(Ok(route_destination6(&route))))
-            .try_collect()
+        self.dump_routes(request, route_destination6, NetlinkError::ListRoutes6)
             .await
-            .map_err(|source| NetlinkError::ListRoutes6(source.into()))
     }
 
     /// IPv6 addresses (with their prefix length) of every interface.
     pub async fn ipv6_addresses(&self) -> Result<Vec<Ipv6Net>, NetlinkError> {
-        let mut request = self.handle.address().get();
-        request.message_mut().header.family = AddressFamily::Inet6;
-        request
-            .execute()
-            .try_filter_map(|address| future::ready(Ok(ipv6_address(&address))))
-            .try_collect()
-            .await
-            .map_err(|source| NetlinkError::ListAddresses6(source.into()))
+        self.dump_addresses(
+            AddressFamily::Inet6,
+            ipv6_address,
+            NetlinkError::ListAddresses6,
+        )
+        .await
     }
 }
 
@@ -131,38 +120,11 @@ pub fn enable_ipv6(ifname: &str) -> Result<(), NetlinkError> {
 /// [`enable_ipv6`] inside the namespace `netns`, from a dedicated thread (sysctls under
 /// /proc/sys/net belong to the namespace of the thread that opens them).
 async fn enable_ipv6_in(netns: &Path, ifname: &str) -> Result<(), NetlinkError> {
-    let path = netns.to_owned();
     let ifname = ifname.to_owned();
-    let (sender, receiver) = oneshot::channel();
-    let thread_path = path.clone();
-    std::thread::Builder::new()
-        .name("netns-sysctl".to_owned())
-        .spawn(move || {
-            let _ = sender.send(in_netns(&thread_path, || enable_ipv6(&ifname)));
-        })
-        .map_err(|source| NetlinkError::SpawnNetnsThread {
-            path: path.clone(),
-            source,
-        })?;
-    receiver
-        .await
-        .map_err(|source| NetlinkError::NetnsThread { path, source })?
-}
-
-/// Runs `f` inside `path`'s namespace and returns to the thread's own.
-fn in_netns(path: &Path, f: impl FnOnce() -> Result<(), NetlinkError>) -> Result<(), NetlinkError> {
-    let target = open_netns(path)?;
-    let original = open_netns(Path::new(THREAD_NETNS))?;
-    setns(&target, CloneFlags::CLONE_NEWNET).map_err(|source| NetlinkError::EnterNetns {
-        path: path.to_owned(),
-        source,
-    })?;
-    let result = f();
-    setns(&original, CloneFlags::CLONE_NEWNET).map_err(|source| NetlinkError::LeaveNetns {
-        path: path.to_owned(),
-        source,
-    })?;
-    result
+    on_netns_thread(netns, "netns-sysctl", move |path| {
+        in_netns(path, || enable_ipv6(&ifname))
+    })
+    .await
 }
 
 fn route_destination6(route: &RouteMessage) -> Option<Ipv6Net> {

@@ -1,6 +1,7 @@
 //! Published ports: the `-p` syntax, host-port allocation, and which ports host sockets hold.
 
 mod alloc;
+pub mod reserved;
 mod runs;
 mod spec;
 
@@ -10,7 +11,7 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-pub use runs::{PortRun, runs};
+pub use runs::{PortRun, blocks, runs, spans};
 pub use spec::{PROTO_CHOICES, PortRequest, Proto, parse};
 
 #[derive(Debug, thiserror::Error)]

@@ -264,6 +264,9 @@ impl State {
         self.dp.flush_conntrack_host_ports(&host_ports)?;
         self.dp.flush_hairpin(ep.ip)?;
         self.dp.flush_sock_rnat(ep.ip)?;
+        if let Some(ip6) = ep.ip6 {
+            self.dp.flush_sock_rnat6(ip6)?;
+        }
         Ok(())
     }
 

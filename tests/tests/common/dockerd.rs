@@ -18,12 +18,14 @@
 use std::{
     fmt::Write as _,
     fs::File,
+    io::{Read, Write},
+    net::{SocketAddr, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
     time::{Duration, Instant},
 };
 
-use super::{Daemon, World, sh};
+use super::{Daemon, Netns, TIMEOUT, World, sh};
 
 /// The image every test runs: busybox from `busybox-static`, imported from scratch.
 pub const IMAGE: &str = "ndbusybox";
@@ -181,6 +183,11 @@ wait $dpid
             self.logs()
         );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// `docker inspect -f template container`, trimmed.
+    pub fn inspect(&self, container: &str, template: &str) -> String {
+        self.ok(&["inspect", "-f", template, container])
     }
 
     /// Runs docker and expects a failure; returns stderr.
@@ -342,4 +349,34 @@ impl Drop for Dockerd {
         self.remove_cgroups();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// An HTTP GET from `ns`; the response body (Err on refusal or timeout).
+pub fn http_get(ns: &Netns, addr: &str, wait: Duration) -> Result<String, String> {
+    let addr: SocketAddr = addr.parse().unwrap();
+    ns.run(move || {
+        let mut s = TcpStream::connect_timeout(&addr, wait).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(wait)).unwrap();
+        s.write_all(b"GET / HTTP/1.0\r\n\r\n")
+            .map_err(|e| e.to_string())?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).map_err(|e| e.to_string())?;
+        Ok(out
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.trim().to_string())
+            .unwrap_or(out))
+    })
+}
+
+/// httpd needs a moment after `docker run` returns; retry for up to 10 s.
+pub fn http_get_eventually(ns: &Netns, addr: &str) -> String {
+    let mut last = String::new();
+    for _ in 0..20 {
+        match http_get(ns, addr, TIMEOUT) {
+            Ok(body) => return body,
+            Err(e) => last = e,
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    panic!("GET {addr}: {last}");
 }

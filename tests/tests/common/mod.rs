@@ -24,6 +24,7 @@ use std::{
 use serde_json::Value;
 
 pub mod dockerd;
+pub mod sockets;
 
 pub const HOST_IP: &str = "198.51.100.1";
 pub const EXT_IP: &str = "198.51.100.2";
@@ -570,6 +571,26 @@ impl Daemon {
         err
     }
 
+    /// Runs `netdriver [global..] cleanup` on this daemon's state and pins from `host` (the
+    /// daemon must be down) and expects it to succeed.
+    pub fn cleanup_offline(&self, host: &Netns, global: &[&str]) {
+        let state = self.dir.join("state");
+        let mut args = global.to_vec();
+        args.extend([
+            "cleanup",
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--bpffs",
+            self.bpffs.to_str().unwrap(),
+        ]);
+        let out = host.exec(netdriver_bin().to_str().unwrap(), &args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// A raw HTTP request on the API socket: (status, body).
     pub fn http(&self, raw: &str) -> (u16, String) {
         let mut s = UnixStream::connect(&self.socket).unwrap();
@@ -633,6 +654,14 @@ impl PluginConn {
         let value = serde_json::from_str(&text)
             .unwrap_or_else(|e| panic!("{call}: answer is not JSON ({e}): {text:?}"));
         (status, value)
+    }
+
+    /// A call that must succeed: asserts a 200 answer without `Err` and returns it.
+    pub fn ok(&mut self, call: &str, body: &Value) -> Value {
+        let (status, v) = self.call(call, body);
+        assert_eq!(status, 200, "{call}: {v}");
+        assert!(v.get("Err").is_none(), "{call}: {v}");
+        v
     }
 
     fn read_response(&mut self) -> (u16, String, String) {
@@ -891,14 +920,19 @@ impl Drop for EchoServer {
     }
 }
 
-/// Creates endpoint `role` (a new container namespace) on `net`; returns its address.
-pub fn endpoint(
+/// `-p SPEC` for each of `ports` (extra arguments of `endpoint create`).
+pub fn publish_args<'a>(ports: &[&'a str]) -> Vec<&'a str> {
+    ports.iter().flat_map(|p| ["-p", p]).collect()
+}
+
+/// Creates endpoint `role` (a new container namespace) on `net`; returns the daemon's answer.
+pub fn create_endpoint(
     world: &mut World,
     daemon: &Daemon,
     net: &str,
     role: &str,
     extra: &[&str],
-) -> String {
+) -> Value {
     let netns = world.container(role);
     let mut args = vec![
         "endpoint",
@@ -910,7 +944,21 @@ pub fn endpoint(
         role,
     ];
     args.extend_from_slice(extra);
-    daemon.json(&args)["ip"].as_str().unwrap().to_string()
+    daemon.json(&args)
+}
+
+/// Creates endpoint `role` (a new container namespace) on `net`; returns its address.
+pub fn endpoint(
+    world: &mut World,
+    daemon: &Daemon,
+    net: &str,
+    role: &str,
+    extra: &[&str],
+) -> String {
+    create_endpoint(world, daemon, net, role, extra)["ip"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 /// Drop counter `name` from `netdriver status`.
