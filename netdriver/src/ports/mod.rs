@@ -56,6 +56,14 @@ impl HostSockets {
     /// Reads the socket tables; unreadable tables count as empty.
     #[must_use]
     pub fn read() -> Self {
+        Self::read_for(&[Proto::Tcp, Proto::Udp, Proto::Sctp])
+    }
+
+    /// Like [`Self::read`], only the tables of `protos` (the others count as empty): a
+    /// request that publishes no TCP port does not pay for listing the TCP sockets, which
+    /// walks the whole established-connection hash of the kernel (milliseconds per file).
+    #[must_use]
+    pub fn read_for(protos: &[Proto]) -> Self {
         let mut held = HashSet::new();
         for (file, proto) in [
             ("/proc/net/tcp", Proto::Tcp),
@@ -63,13 +71,18 @@ impl HostSockets {
             ("/proc/net/udp", Proto::Udp),
             ("/proc/net/udp6", Proto::Udp),
         ] {
+            if !protos.contains(&proto) {
+                continue;
+            }
             if let Ok(text) = std::fs::read_to_string(file) {
                 held.extend(parse_proc_net(&text, proto).map(|(ip, p)| (proto, ip, p)));
             }
         }
         // Absent without SCTP support in the kernel.
-        if let Ok(text) = std::fs::read_to_string("/proc/net/sctp/eps") {
-            held.extend(parse_proc_sctp(&text).map(|(ip, p)| (Proto::Sctp, ip, p)));
+        if protos.contains(&Proto::Sctp) {
+            if let Ok(text) = std::fs::read_to_string("/proc/net/sctp/eps") {
+                held.extend(parse_proc_sctp(&text).map(|(ip, p)| (Proto::Sctp, ip, p)));
+            }
         }
         Self { held }
     }
@@ -88,6 +101,15 @@ impl HostSockets {
             .iter()
             .any(|&(p, held, held_port)| p == proto && held_port == port && clashes(held, ip))
     }
+}
+
+/// The protocols `requests` publish, each once (what [`HostSockets::read_for`] must list).
+#[must_use]
+pub fn requested_protos(requests: &[PortRequest]) -> Vec<Proto> {
+    let mut protos: Vec<Proto> = requests.iter().map(|r| r.proto).collect();
+    protos.sort_unstable();
+    protos.dedup();
+    protos
 }
 
 fn clashes(held: IpAddr, ip: IpAddr) -> bool {

@@ -14,6 +14,7 @@ mod network6;
 mod options;
 mod publish6;
 mod reconcile;
+mod timing;
 mod uplinks;
 
 use std::{
