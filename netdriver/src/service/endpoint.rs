@@ -170,19 +170,14 @@ impl State {
         let mut t = Stopwatch::new("endpoint apply", &ep.name);
         let mtu = self.networks[&ep.network].net.mtu;
         let peer = format!("np{}", &ep.id[..10]);
-        let (host, peer_link) = self.nl.create_veth(&ep.host_ifname, &peer, mtu).await?;
+        let host = self.create_veth(ep, &peer, mtu).await?;
         t.lap("veth create");
-        fault::point("endpoint-create:veth");
-        self.prepare_container_end(&peer)?;
-        t.lap("prepare container end");
         let bridge = self.bridge_link(&ep.network).await?;
         t.lap("bridge lookup");
         self.nl.set_master(host.index, bridge.index).await?;
         t.lap("set master");
         self.nl.set_up(host.index).await?;
         t.lap("host end up");
-        self.nl.move_to_netns(peer_link.index, &ep.netns).await?;
-        t.lap("move to netns");
         fault::point("endpoint-create:moved");
         let mac = ipam::parse_mac(&ep.mac).expect("stored MAC is valid");
         let netns = NetnsHandle::open(&ep.netns).await?;
@@ -216,6 +211,29 @@ impl State {
         t.lap("store");
         fault::point("endpoint-create:stored");
         Ok(())
+    }
+
+    /// Creates the endpoint's veth pair with the container's end (`peer`) in the endpoint's
+    /// namespace; returns the host end. In tc mode the peer is born there; in XDP mode it is
+    /// created here first, GRO turned on (see [`Self::prepare_container_end`]), then moved.
+    async fn create_veth(
+        &self,
+        ep: &Endpoint,
+        peer: &str,
+        mtu: Option<u32>,
+    ) -> Result<crate::netlink::LinkInfo, ServiceError> {
+        if self.dp.uplink_mode() != UplinkMode::Xdp {
+            let host = (self.nl)
+                .create_veth_into(&ep.host_ifname, peer, mtu, &ep.netns)
+                .await?;
+            fault::point("endpoint-create:veth");
+            return Ok(host);
+        }
+        let (host, peer_link) = self.nl.create_veth(&ep.host_ifname, peer, mtu).await?;
+        fault::point("endpoint-create:veth");
+        self.prepare_container_end(peer)?;
+        self.nl.move_to_netns(peer_link.index, &ep.netns).await?;
+        Ok(host)
     }
 
     pub(super) async fn bridge_link(
