@@ -100,6 +100,22 @@ pub fn expired_keys(
         .collect()
 }
 
+/// Whether a flow involves container address `a` (network order), in either direction or
+/// as the owner of a translation.
+fn of_addr(a: u32, key: &CtKey, entry: &CtEntry) -> bool {
+    key.saddr_be == a || key.daddr_be == a || entry.owner_addr_be == a
+}
+
+/// Whether a flow uses one of the host ports `ports` ((port, protocol), host order).
+fn of_host_ports(
+    ports: &std::collections::HashSet<(u16, u8)>,
+    key: &CtKey,
+    entry: &CtEntry,
+) -> bool {
+    (entry.kind == CT_KIND_PUBLISHED && ports.contains(&(entry.xlate_port, key.proto)))
+        || (key.dir == CT_DIR_IN && ports.contains(&(key.dport, key.proto)))
+}
+
 /// `CLOCK_MONOTONIC` in nanoseconds, the clock of `bpf_ktime_get_ns`.
 #[must_use]
 pub fn monotonic_ns() -> u64 {
@@ -128,9 +144,7 @@ impl Dataplane {
     /// kind: published, masqueraded, forwarded, linked). Returns how many entries.
     pub fn flush_conntrack(&mut self, addr: Ipv4Addr) -> Result<usize, DataplaneError> {
         let a = u32::from_ne_bytes(addr.octets());
-        self.flush_where(|key, entry| {
-            key.saddr_be == a || key.daddr_be == a || entry.owner_addr_be == a
-        })
+        self.flush_where(|key, entry| of_addr(a, key, entry))
     }
 
     /// Deletes the flows that use host port `port`/`proto` (host order): replies of
@@ -153,10 +167,19 @@ impl Dataplane {
         &mut self,
         ports: &std::collections::HashSet<(u16, u8)>,
     ) -> Result<usize, DataplaneError> {
-        self.flush_where(|key, entry| {
-            (entry.kind == CT_KIND_PUBLISHED && ports.contains(&(entry.xlate_port, key.proto)))
-                || (key.dir == CT_DIR_IN && ports.contains(&(key.dport, key.proto)))
-        })
+        self.flush_where(|key, entry| of_host_ports(ports, key, entry))
+    }
+
+    /// [`Self::flush_conntrack`] and [`Self::flush_conntrack_host_ports`] together, in one
+    /// pass over the table (an endpoint create or remove: listing `ND_CT` costs two
+    /// syscalls per entry).
+    pub fn flush_conntrack_endpoint(
+        &mut self,
+        addr: Ipv4Addr,
+        ports: &std::collections::HashSet<(u16, u8)>,
+    ) -> Result<usize, DataplaneError> {
+        let a = u32::from_ne_bytes(addr.octets());
+        self.flush_where(|key, entry| of_addr(a, key, entry) || of_host_ports(ports, key, entry))
     }
 
     /// Deletes expired entries (see [`expired_keys`]).

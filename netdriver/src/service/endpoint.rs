@@ -299,16 +299,15 @@ impl State {
     /// Forgets every tracked flow of the endpoint's address and of its host ports.
     fn flush_flows(&mut self, ep: &Endpoint) -> Result<(), ServiceError> {
         let mut t = Stopwatch::new("endpoint flush", &ep.name);
-        self.dp.flush_conntrack(ep.ip)?;
-        t.lap("conntrack address");
-        // One pass over the table for all the host ports (a range may hold thousands).
+        // One pass over the table for the address and all the host ports (a range may hold
+        // thousands).
         let host_ports = ep
             .ports
             .iter()
             .map(|b| (b.host_port, b.proto.number()))
             .collect();
-        self.dp.flush_conntrack_host_ports(&host_ports)?;
-        t.lap("conntrack host ports");
+        self.dp.flush_conntrack_endpoint(ep.ip, &host_ports)?;
+        t.lap("conntrack");
         self.dp.flush_hairpin(ep.ip)?;
         t.lap("hairpin");
         self.dp.flush_sock_rnat(ep.ip)?;
