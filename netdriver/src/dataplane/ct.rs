@@ -4,8 +4,11 @@
 use std::{
     collections::{HashMap, HashSet},
     net::Ipv4Addr,
+    os::fd::AsFd,
     time::Duration,
 };
+
+use aya::maps::IterableMap;
 
 use netdriver_common::{
     CT_DIR_IN, CT_KIND_PUBLISHED, CT_REFRESH_NS, CT_ST_CLOSING, CT_ST_ESTABLISHED, CtEntry, CtKey,
@@ -134,6 +137,17 @@ pub fn monotonic_ns() -> u64 {
 impl Dataplane {
     /// The conntrack entries, as stored in `ND_CT`.
     pub fn conntrack(&self) -> Result<Vec<(CtKey, CtEntry)>, DataplaneError> {
+        match super::batch::lookup_all(self.ct.map().fd().as_fd()) {
+            Ok(entries) => Ok(entries),
+            Err(e) => {
+                tracing::debug!("batch lookup of {MAP_CT}: {e}; iterating");
+                self.conntrack_iter()
+            }
+        }
+    }
+
+    /// [`Self::conntrack`] entry by entry (two syscalls per entry).
+    pub(super) fn conntrack_iter(&self) -> Result<Vec<(CtKey, CtEntry)>, DataplaneError> {
         self.ct
             .iter()
             .collect::<Result<_, _>>()
