@@ -46,7 +46,7 @@ impl std::fmt::Display for SocketFmt {
 }
 
 /// Sockets of the current network namespace that hold a port: listening TCP sockets (from
-/// sock_diag, see diag.rs; /proc/net/tcp{,6} if that fails) and every bound UDP and SCTP
+/// `sock_diag`, see diag.rs; /proc/net/tcp{,6} if that fails) and every bound UDP and SCTP
 /// endpoint (/proc/net/udp{,6}, /proc/net/sctp/eps), with the address each is bound to.
 #[derive(Debug, Default)]
 pub struct HostSockets {
@@ -111,7 +111,7 @@ pub fn requested_protos(requests: &[PortRequest]) -> Vec<Proto> {
     protos
 }
 
-/// Listening TCP sockets: from sock_diag, or from /proc/net/tcp{,6} if that fails.
+/// Listening TCP sockets: from `sock_diag`, or from /proc/net/tcp{,6} if that fails.
 fn tcp_listeners() -> Vec<(IpAddr, u16)> {
     match diag::tcp_listeners() {
         Ok(listeners) => listeners,
