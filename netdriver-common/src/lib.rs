@@ -19,6 +19,8 @@ pub mod crc32c;
 pub const PROTO_ICMP: u8 = 1;
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
+/// ICMP for IPv6 (the IPv6 next-header value 58).
+pub const PROTO_ICMPV6: u8 = 58;
 /// SCTP: ports at the same offsets as TCP and UDP; a CRC32C (see [`crc32c`]) instead of the
 /// Internet checksum.
 pub const PROTO_SCTP: u8 = 132;
@@ -28,6 +30,12 @@ pub const MAP_PORTS: &str = "ND_PORTS";
 /// Published ports on IPv6 host addresses: `PortKey6` -> `PortTarget6`.
 pub const MAP_PORTS6: &str = "ND_PORTS6";
 pub const MAP_CT: &str = "ND_CT";
+/// IPv6 connection tracking: `CtKey6` -> `CtEntry6` (same semantics as `ND_CT`).
+pub const MAP_CT6: &str = "ND_CT6";
+/// IPv6 container subnets: LPM trie over the 16 address bytes -> `NetInfo6`.
+pub const MAP_NETS6: &str = "ND_NETS6";
+/// Legacy links between IPv6 addresses: `LinkKey6` -> `u32` (unused), as `ND_LINKS`.
+pub const MAP_LINKS6: &str = "ND_LINKS6";
 pub const MAP_NETS: &str = "ND_NETS";
 pub const MAP_DROPS: &str = "ND_DROPS";
 pub const MAP_LINKS: &str = "ND_LINKS";
@@ -640,11 +648,139 @@ pub struct HairpinEntry {
 }
 const _: () = assert!(size_of::<HairpinEntry>() == 40);
 
+/// Key of `ND_CT6`: the IPv6 twin of [`CtKey`] (same field meanings).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct CtKey6 {
+    /// Network order (the 16 bytes as on the wire).
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub dir: u8,
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(size_of::<CtKey6>() == 40);
+
+/// Value of `ND_CT6`: the IPv6 twin of [`CtEntry`] (same field meanings, same `CT_*`
+/// constants, same timeouts).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct CtEntry6 {
+    pub xlate_addr: [u8; 16],
+    /// The container the flow belongs to.
+    pub owner_addr: [u8; 16],
+    pub xlate_port: u16,
+    pub action: u8,
+    pub state: u8,
+    pub ifindex: u32,
+    pub smac: [u8; 6],
+    pub dmac: [u8; 6],
+    pub kind: u8,
+    pub _pad: [u8; 3],
+    pub last_seen_ns: u64,
+}
+const _: () = assert!(size_of::<CtEntry6>() == 64);
+
+/// What the data path and the sweeper need of a conntrack entry, whatever its family.
+pub trait CtTimes {
+    fn state(&self) -> u8;
+    fn last_seen_ns(&self) -> u64;
+    fn set_seen(&mut self, state: u8, now_ns: u64);
+}
+
+macro_rules! ct_times {
+    ($($t:ty),*) => { $(
+        impl CtTimes for $t {
+            #[inline(always)]
+            fn state(&self) -> u8 {
+                self.state
+            }
+            #[inline(always)]
+            fn last_seen_ns(&self) -> u64 {
+                self.last_seen_ns
+            }
+            #[inline(always)]
+            fn set_seen(&mut self, state: u8, now_ns: u64) {
+                self.state = state;
+                self.last_seen_ns = now_ns;
+            }
+        }
+    )* };
+}
+ct_times!(CtEntry, CtEntry6);
+
+impl CtKey6 {
+    /// The key of the other direction of a two-entry flow, as [`CtKey::partner`].
+    #[must_use]
+    pub fn partner(&self, entry: &CtEntry6) -> Option<Self> {
+        if entry.kind != CT_KIND_MASQ && entry.kind != CT_KIND_FORWARD {
+            return None;
+        }
+        let (saddr, daddr, sport, dport, dir) = if self.dir == CT_DIR_OUT {
+            (
+                self.daddr,
+                entry.xlate_addr,
+                self.dport,
+                entry.xlate_port,
+                CT_DIR_IN,
+            )
+        } else {
+            (
+                entry.xlate_addr,
+                self.saddr,
+                entry.xlate_port,
+                self.sport,
+                CT_DIR_OUT,
+            )
+        };
+        Some(Self {
+            saddr,
+            daddr,
+            sport,
+            dport,
+            proto: self.proto,
+            dir,
+            _pad: [0; 2],
+        })
+    }
+}
+
+/// Value of `ND_NETS6` (key: aya's `lpm_trie::Key<[u8; 16]>`): the IPv6 twin of [`NetInfo`],
+/// same `NET_F_*` flags. A network with IPv6 has an entry in both tries.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct NetInfo6 {
+    pub bridge_ifindex: u32,
+    pub flags: u32,
+    /// The bridge's IPv6 address.
+    pub gateway: [u8; 16],
+    /// Masquerade source address; all zero: the egress interface's address (the route's
+    /// preferred source).
+    pub snat_addr: [u8; 16],
+}
+const _: () = assert!(size_of::<NetInfo6>() == 40);
+
+/// Key of `ND_LINKS6`: the IPv6 twin of [`LinkKey`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct LinkKey6 {
+    pub parent_addr: [u8; 16],
+    pub child_addr: [u8; 16],
+    /// Host order.
+    pub port: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+const _: () = assert!(size_of::<LinkKey6>() == 36);
+
 #[cfg(feature = "user")]
 mod user {
     use super::{
-        CtEntry, CtKey, HairpinEntry, HairpinKey, LinkKey, NetInfo, PortKey, PortRangeKey,
-        PortRangeTarget, PortTarget, SockRnatKey, SockRnatValue,
+        CtEntry, CtEntry6, CtKey, CtKey6, HairpinEntry, HairpinKey, LinkKey, LinkKey6, NetInfo,
+        NetInfo6, PortKey, PortKey6, PortRangeKey, PortRangeTarget, PortTarget, PortTarget6,
+        SockRnatKey, SockRnatValue,
     };
 
     macro_rules! aya_pod {
@@ -655,6 +791,12 @@ mod user {
         )* };
     }
     aya_pod!(
+        LinkKey6,
+        CtKey6,
+        CtEntry6,
+        NetInfo6,
+        PortKey6,
+        PortTarget6,
         PortKey,
         PortTarget,
         CtKey,

@@ -15,12 +15,12 @@ use aya_ebpf::{
 use netdriver_common::{
     CT_ACT_DNAT, CT_ACT_REDIRECT, CT_ACT_REDIRECT_NEIGH, CT_ACT_SNAT, CT_DIR_IN, CT_DIR_OUT,
     CT_KIND_FORWARD, CT_KIND_MASQ, CT_RECLAIM_IDLE_NS, CT_ST_CLOSING, CT_ST_NEW, CtEntry, CtKey,
-    DROP_CT_FAILED, DROP_NAT_EXHAUSTED, NAT_PORT_ATTEMPTS, NetInfo, PROTO_ICMP, PROTO_SCTP,
-    PROTO_TCP, TCP_ACK, TCP_SYN, ct_next_state, nat_port_candidate,
+    CtTimes, DROP_CT_FAILED, DROP_NAT_EXHAUSTED, NAT_PORT_ATTEMPTS, NetInfo, PROTO_ICMP,
+    PROTO_SCTP, PROTO_TCP, TCP_ACK, TCP_SYN, ct_next_state, nat_port_candidate,
 };
 
 use crate::{
-    ct,
+    ct::{self, Flow},
     maps::{is_published, nat_port_range},
     nat::Hop,
     parse::{Ipv4, Ports},
@@ -110,9 +110,7 @@ pub fn outbound(
 /// Claims a masquerade port for the flow `out_key` on `snat`: stores the reply entry `back`
 /// under the reply key of the first free candidate (`BPF_NOEXIST` makes the claim atomic).
 /// Ports published on `snat` (or on every address) are never used; SCTP tries its own source
-/// port first. A TCP SYN (`opens`) may
-/// take over the port of a closed, idle masqueraded flow, as Linux conntrack reopens a
-/// closed tuple, instead of waiting for the sweeper.
+/// port first.
 #[inline(always)]
 fn claim_port(
     out_key: &CtKey,
@@ -120,36 +118,61 @@ fn claim_port(
     back: &CtEntry,
     opens: bool,
 ) -> Result<(CtKey, u16), u32> {
-    let (min, max) = nat_port_range();
-    // SAFETY: plain helper call.
-    let seed = unsafe { bpf_get_prandom_u32() };
+    let proto = out_key.proto;
     let mut key = CtKey {
         saddr_be: out_key.daddr_be,
         daddr_be: snat,
         sport: out_key.dport,
         dport: 0,
-        proto: out_key.proto,
+        proto,
         dir: CT_DIR_IN,
         _pad: [0; 2],
     };
+    let port = claim_free_port(
+        &mut key,
+        // SCTP keeps its source port when it can: the CRC32C then needs no update, and the
+        // association keeps the port its peer knows.
+        (proto == PROTO_SCTP).then_some(out_key.sport),
+        |key, port| key.dport = port,
+        |port| proto != PROTO_ICMP && is_published(snat, port, proto),
+        back,
+        opens,
+    )?;
+    Ok((key, port))
+}
+
+/// The search behind masquerade of both families: stores `back` under the reply key `key`
+/// with the destination port (`set_port`) of the first candidate port (`first`, if given,
+/// then the NAT range) that is not `published` and free; that port (`key` keeps it). A TCP SYN (`opens`) may take
+/// over the port of a closed, idle masqueraded flow, as Linux conntrack reopens a closed
+/// tuple, instead of waiting for the sweeper.
+#[inline(always)]
+pub fn claim_free_port<K: Flow>(
+    key: &mut K,
+    first: Option<u16>,
+    set_port: impl Fn(&mut K, u16),
+    published: impl Fn(u16) -> bool,
+    back: &K::Entry,
+    opens: bool,
+) -> Result<u16, u32> {
+    let (min, max) = nat_port_range();
+    // SAFETY: plain helper call.
+    let seed = unsafe { bpf_get_prandom_u32() };
     for attempt in 0..NAT_PORT_ATTEMPTS {
-        // SCTP keeps its source port when it can: the CRC32C then needs no update, and
-        // the association keeps the port its peer knows.
-        let port = if attempt == 0 && out_key.proto == PROTO_SCTP {
-            out_key.sport
-        } else {
-            nat_port_candidate(min, max, seed, attempt)
+        let port = match first {
+            Some(port) if attempt == 0 => port,
+            _ => nat_port_candidate(min, max, seed, attempt),
         };
-        if out_key.proto != PROTO_ICMP && is_published(snat, port, out_key.proto) {
+        if published(port) {
             continue;
         }
-        key.dport = port;
-        match ct::insert(&key, back, u64::from(BPF_NOEXIST)) {
-            Ok(()) => return Ok((key, port)),
+        set_port(key, port);
+        match ct::insert(key, back, u64::from(BPF_NOEXIST)) {
+            Ok(()) => return Ok(port),
             Err(err) if err == -EEXIST => {
-                if opens && reclaim_closed(&key) {
-                    match ct::insert(&key, back, u64::from(BPF_NOEXIST)) {
-                        Ok(()) => return Ok((key, port)),
+                if opens && reclaim_closed(key) {
+                    match ct::insert(key, back, u64::from(BPF_NOEXIST)) {
+                        Ok(()) => return Ok(port),
                         Err(err) if err == -EEXIST => {}
                         Err(_) => return Err(DROP_CT_FAILED),
                     }
@@ -164,17 +187,28 @@ fn claim_port(
 /// Removes the masqueraded TCP flow whose reply entry is `key` if it is closed (FIN or RST
 /// seen) and idle for `CT_RECLAIM_IDLE_NS`, both its entries; whether it did. The idle time
 /// spares a half-closed flow that still carries data (its entries are refreshed at least
-/// every `CT_REFRESH_NS` while packets flow).
-#[inline(always)]
-fn reclaim_closed(key: &CtKey) -> bool {
-    let Some(old) = ct::peek(key) else {
+/// every `CT_REFRESH_NS` while packets flow). A BPF function of its own: the port search is
+/// unrolled, and inlined, each call site would take its own partner key on the stack.
+#[inline(never)]
+fn reclaim_closed<K: Flow>(key: &K) -> bool {
+    let Some(old) = K::table().get_ptr(key) else {
         return false;
     };
-    let idle = ct::now().wrapping_sub(old.last_seen_ns);
-    if old.kind != CT_KIND_MASQ || old.state != CT_ST_CLOSING || idle < CT_RECLAIM_IDLE_NS {
+    // SAFETY: valid for this program run (freed after an RCU grace period); read in place,
+    // not copied, to keep the stack small inside the search loop.
+    let (kind, state, seen, partner) = unsafe {
+        (
+            K::kind(&*old),
+            (*old).state(),
+            (*old).last_seen_ns(),
+            key.partner(&*old),
+        )
+    };
+    let idle = ct::now().wrapping_sub(seen);
+    if kind != CT_KIND_MASQ || state != CT_ST_CLOSING || idle < CT_RECLAIM_IDLE_NS {
         return false;
     }
-    if let Some(partner) = key.partner(&old) {
+    if let Some(partner) = partner {
         ct::remove(&partner);
     }
     ct::remove(key);
@@ -195,19 +229,7 @@ fn route(ctx: &TcContext, ip: &Ipv4, ports: Ports) -> Option<Route> {
     params.__bindgen_anon_4.ipv4_dst = ip.daddr_be;
     // SAFETY: as above.
     params.ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    #[expect(clippy::cast_possible_truncation, reason = "the struct is 64 bytes")]
-    #[expect(clippy::cast_possible_wrap, reason = "the struct is 64 bytes")]
-    let len = size_of::<bpf_fib_lookup>() as i32;
-    // SAFETY: `params` is a valid, writable `bpf_fib_lookup` of `len` bytes.
-    let rc = unsafe {
-        fib_lookup(
-            ctx.skb.skb.cast(),
-            &raw mut params,
-            len,
-            BPF_FIB_LOOKUP_SRC | BPF_FIB_LOOKUP_SKIP_NEIGH,
-        )
-    };
-    if rc != i64::from(BPF_FIB_LKUP_RET_SUCCESS) {
+    if !fib_lookup_src(ctx, &mut params) {
         return None;
     }
     Some(Route {
@@ -215,4 +237,29 @@ fn route(ctx: &TcContext, ip: &Ipv4, ports: Ports) -> Option<Route> {
         // SAFETY: the kernel filled the IPv4 member (BPF_FIB_LOOKUP_SRC).
         src_be: unsafe { params.__bindgen_anon_3.ipv4_src },
     })
+}
+
+/// `bpf_fib_lookup` with the preferred source filled in and no neighbour resolution, for
+/// either family; whether a route to a remote destination was found (local, blackholed and
+/// unreachable destinations are not).
+#[inline(always)]
+pub fn fib_lookup_src(ctx: &TcContext, params: &mut bpf_fib_lookup) -> bool {
+    fib_lookup_rc(ctx, params) == i64::from(BPF_FIB_LKUP_RET_SUCCESS)
+}
+
+/// [`fib_lookup_src`]'s helper call, with its `BPF_FIB_LKUP_RET_*` code.
+#[inline(always)]
+pub fn fib_lookup_rc(ctx: &TcContext, params: &mut bpf_fib_lookup) -> i64 {
+    #[expect(clippy::cast_possible_truncation, reason = "the struct is 64 bytes")]
+    #[expect(clippy::cast_possible_wrap, reason = "the struct is 64 bytes")]
+    let len = size_of::<bpf_fib_lookup>() as i32;
+    // SAFETY: `params` is a valid, writable `bpf_fib_lookup` of `len` bytes.
+    unsafe {
+        fib_lookup(
+            ctx.skb.skb.cast(),
+            core::ptr::from_mut(params),
+            len,
+            BPF_FIB_LOOKUP_SRC | BPF_FIB_LOOKUP_SKIP_NEIGH,
+        )
+    }
 }

@@ -13,6 +13,7 @@ mod ct;
 mod egress;
 mod hairpin;
 mod icmp_err;
+mod ip6;
 mod maps;
 mod nat;
 mod parse;
@@ -24,11 +25,12 @@ mod sock;
 mod uplink;
 
 use aya_ebpf::{
+    bindings::{__sk_buff, TC_ACT_OK},
     macros::{cgroup_sock_addr, classifier, xdp},
     programs::{SockAddrContext, TcContext, XdpContext},
 };
 
-/// tc ingress of an uplink: DNAT of published ports and replies of tracked outbound flows
+/// tc ingress of an uplink (IPv4 and IPv6): DNAT of published ports and replies of tracked outbound flows
 /// towards containers.
 #[classifier]
 #[expect(
@@ -36,11 +38,59 @@ use aya_ebpf::{
     reason = "#[classifier] passes the context by value"
 )]
 pub fn nd_from_uplink(ctx: TcContext) -> i32 {
-    uplink::from_uplink(&ctx).unwrap_or_else(maps::drop_packet)
+    if ip6::parse::is_ipv6(&ctx) {
+        let verdict = uplink6(ctx.skb.skb);
+        if verdict == ip6::GO_ICMP_ERROR {
+            return icmp_error6(ctx.skb.skb);
+        }
+        return verdict;
+    }
+    uplink4(ctx.skb.skb)
+}
+
+// The two families run in separate BPF functions: inlined into one, their stack frames
+// would add up past the 512-byte limit. Only the context pointer crosses the call.
+
+#[inline(never)]
+fn uplink4(skb: *mut __sk_buff) -> i32 {
+    uplink::from_uplink(&TcContext::new(skb)).unwrap_or_else(maps::drop_packet)
+}
+
+#[inline(never)]
+fn uplink6(skb: *mut __sk_buff) -> i32 {
+    let ctx = TcContext::new(skb);
+    match ip6::parse::ipv6(&ctx) {
+        Some(ip) => ip6::uplink::from_uplink(&ctx, &ip).unwrap_or_else(maps::drop_packet),
+        None => TC_ACT_OK,
+    }
+}
+
+#[inline(never)]
+fn icmp_error6(skb: *mut __sk_buff) -> i32 {
+    ip6::icmp_err::from_uplink(&TcContext::new(skb)).unwrap_or_else(maps::drop_packet)
+}
+
+#[inline(never)]
+fn container4(skb: *mut __sk_buff) -> i32 {
+    container::from_container(&TcContext::new(skb)).unwrap_or_else(maps::drop_packet)
+}
+
+#[inline(never)]
+fn container6(skb: *mut __sk_buff) -> i32 {
+    let ctx = TcContext::new(skb);
+    match ip6::parse::ipv6(&ctx) {
+        Some(ip) => ip6::container::from_container(&ctx, &ip).unwrap_or_else(maps::drop_packet),
+        None => TC_ACT_OK,
+    }
+}
+
+#[inline(never)]
+fn outbound6(skb: *mut __sk_buff) -> i32 {
+    ip6::egress::outbound(&TcContext::new(skb)).unwrap_or_else(maps::drop_packet)
 }
 
 /// XDP on an uplink (`--uplink-mode xdp`): the same code as `nd_from_uplink`, run before the
-/// kernel builds a socket buffer. What it passes on (not IPv4, TTL expiring, not for a
+/// kernel builds a socket buffer, for IPv4 only. What it passes on (IPv6 and other non-IPv4, TTL expiring, not for a
 /// container) meets `nd_from_uplink` on tc ingress next, which passes it to the kernel.
 #[xdp]
 #[expect(
@@ -62,7 +112,14 @@ pub fn nd_xdp_uplink(ctx: XdpContext) -> u32 {
     reason = "#[classifier] passes the context by value"
 )]
 pub fn nd_from_container(ctx: TcContext) -> i32 {
-    container::from_container(&ctx).unwrap_or_else(maps::drop_packet)
+    if ip6::parse::is_ipv6(&ctx) {
+        let verdict = container6(ctx.skb.skb);
+        if verdict == ip6::GO_OUTBOUND {
+            return outbound6(ctx.skb.skb);
+        }
+        return verdict;
+    }
+    container4(ctx.skb.skb)
 }
 
 /// cgroup connect4: a host process connecting to a published port goes to the container.

@@ -7,11 +7,11 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use netdriver_common::{
-    CT_MAX_ENTRIES, CtEntry, CtKey, DROP_REASONS, HAIRPIN_MAX_ENTRIES, HOST_ADDRS_MAX_ENTRIES,
-    HairpinEntry, HairpinKey, LINKS_MAX_ENTRIES, LinkKey, NAT_PORT_MAX_DEFAULT,
-    NAT_PORT_MIN_DEFAULT, NETS_MAX_ENTRIES, NetInfo, PORT_RANGES_MAX_ENTRIES, PORTS_MAX_ENTRIES,
-    PortKey, PortKey6, PortRangeKey, PortRangeTarget, PortTarget, PortTarget6,
-    SOCK_RNAT_MAX_ENTRIES, SockRnatKey, SockRnatValue,
+    CT_MAX_ENTRIES, CtEntry, CtEntry6, CtKey, CtKey6, DROP_REASONS, HAIRPIN_MAX_ENTRIES,
+    HOST_ADDRS_MAX_ENTRIES, HairpinEntry, HairpinKey, LINKS_MAX_ENTRIES, LinkKey, LinkKey6,
+    NAT_PORT_MAX_DEFAULT, NAT_PORT_MIN_DEFAULT, NETS_MAX_ENTRIES, NetInfo, NetInfo6,
+    PORT_RANGES_MAX_ENTRIES, PORTS_MAX_ENTRIES, PortKey, PortKey6, PortRangeKey, PortRangeTarget,
+    PortTarget, PortTarget6, SOCK_RNAT_MAX_ENTRIES, SockRnatKey, SockRnatValue,
 };
 
 /// Published ports.
@@ -25,9 +25,21 @@ pub static ND_PORTS: HashMap<PortKey, PortTarget, { PORTS_MAX_ENTRIES as usize }
 #[btf_map]
 pub static ND_CT: HashMap<CtKey, CtEntry, { CT_MAX_ENTRIES as usize }> = HashMap::new();
 
+/// IPv6 connection tracking, as `ND_CT` (the daemon sets the same capacity).
+#[btf_map]
+pub static ND_CT6: HashMap<CtKey6, CtEntry6, { CT_MAX_ENTRIES as usize }> = HashMap::new();
+
+/// IPv6 container subnets; the key data is the 16 address bytes.
+#[btf_map]
+pub static ND_NETS6: LpmTrie<[u8; 16], NetInfo6, { NETS_MAX_ENTRIES as usize }> = LpmTrie::new();
+
 /// Container subnets; the key data is the IPv4 address in network order.
 #[btf_map]
 pub static ND_NETS: LpmTrie<u32, NetInfo, { NETS_MAX_ENTRIES as usize }> = LpmTrie::new();
+
+/// Legacy links between IPv6 addresses, as `ND_LINKS`.
+#[btf_map]
+pub static ND_LINKS6: HashMap<LinkKey6, u32, { LINKS_MAX_ENTRIES as usize }> = HashMap::new();
 
 /// Legacy links (parent → child's exposed port), consulted when ICC is off.
 #[btf_map]
@@ -150,4 +162,10 @@ pub fn is_host_addr(addr_be: u32) -> bool {
 #[inline(always)]
 pub fn is_published(addr_be: u32, port: u16, proto: u8) -> bool {
     crate::published::lookup(addr_be, port, proto, true).is_some()
+}
+
+/// The IPv6 container network `addr` belongs to.
+#[inline(always)]
+pub fn net6_of(addr: &[u8; 16]) -> Option<NetInfo6> {
+    ND_NETS6.get(&Key::new(128, *addr)).copied()
 }

@@ -4,13 +4,15 @@
 //! packet pointer is held across a helper that can move packet data.
 
 use aya_ebpf::bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR};
-use netdriver_common::{DROP_CSUM, DROP_REDIRECT_FAILED, PROTO_ICMP, PROTO_SCTP, PROTO_UDP};
+use netdriver_common::{
+    DROP_CSUM, DROP_REDIRECT_FAILED, PROTO_ICMP, PROTO_ICMPV6, PROTO_SCTP, PROTO_UDP,
+};
 
 pub use crate::pkt::Hop;
 use crate::{
     parse::{
-        ICMP_ID_OFF, IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF, IP_TTL_OFF, Ipv4, Ports, l4_csum_off,
-        l4_len,
+        ICMP_ID_OFF, IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF, IP_TTL_OFF, Ipv4, Ports, csum_off,
+        l4_csum_off, l4_len,
     },
     pkt::Packet,
     sctp,
@@ -35,24 +37,14 @@ pub fn rewrite<P: Packet>(
     addr_be: u32,
     port: u16,
 ) -> Result<(), u32> {
-    let (addr_off, old_addr, port_off, old_port) = match end {
-        End::Src => (IP_SADDR_OFF, ip.saddr_be, ip.l4_off, ports.src),
-        End::Dst => (IP_DADDR_OFF, ip.daddr_be, ip.l4_off + 2, ports.dst),
+    let (addr_off, old_addr, old_port) = match end {
+        End::Src => (IP_SADDR_OFF, ip.saddr_be, ports.src),
+        End::Dst => (IP_DADDR_OFF, ip.daddr_be, ports.dst),
     };
     let icmp = ip.proto == PROTO_ICMP;
     // The ICMP and SCTP checksums cover no pseudo-header.
     let pseudo_hdr = !icmp && ip.proto != PROTO_SCTP;
-    let port_off = if icmp {
-        ip.l4_off + ICMP_ID_OFF
-    } else {
-        port_off
-    };
-    // A UDP checksum of 0 means "none" and must stay 0; a computed 0 becomes 0xffff.
-    let mangled = if ip.proto == PROTO_UDP {
-        u64::from(BPF_F_MARK_MANGLED_0)
-    } else {
-        0
-    };
+    let mangled = mangled_0(ip.proto);
     let csum_off = l4_csum_off(ip);
     if old_addr != addr_be {
         if pseudo_hdr {
@@ -68,24 +60,73 @@ pub fn rewrite<P: Packet>(
             .map_err(|()| DROP_CSUM)?;
         ctx.store(addr_off, &addr_be).map_err(|()| DROP_CSUM)?;
     }
-    if old_port != port {
-        let (old_port_be, new_port_be) = (old_port.to_be(), port.to_be());
-        if ip.proto == PROTO_SCTP {
-            let at = port_off - ip.l4_off;
-            let len = l4_len(ctx, ip).unwrap_or(0);
-            sctp::port_rewritten(ctx, ip.l4_off, len, at, old_port_be, new_port_be)?;
-        } else {
-            ctx.l4_csum_replace(
-                csum_off,
-                u64::from(old_port_be),
-                u64::from(new_port_be),
-                mangled | 2,
-            )
-            .map_err(|()| DROP_CSUM)?;
-        }
-        ctx.store(port_off, &new_port_be).map_err(|()| DROP_CSUM)?;
+    if ip.proto == PROTO_SCTP {
+        return rewrite_sctp_port(ctx, ip, end, old_port, port);
     }
-    Ok(())
+    rewrite_port(ctx, ip.proto, ip.l4_off, end, old_port, port)
+}
+
+/// An SCTP port rewrite: its CRC32C is recomputed over the whole packet (see `sctp`).
+#[inline(always)]
+fn rewrite_sctp_port<P: Packet>(
+    ctx: &P,
+    ip: &Ipv4,
+    end: End,
+    old: u16,
+    new: u16,
+) -> Result<(), u32> {
+    if old == new {
+        return Ok(());
+    }
+    let at = if end == End::Src { 0 } else { 2 };
+    let (old_be, new_be) = (old.to_be(), new.to_be());
+    let len = l4_len(ctx, ip).unwrap_or(0);
+    sctp::port_rewritten(ctx, ip.l4_off, len, at, old_be, new_be)?;
+    ctx.store(ip.l4_off + at, &new_be).map_err(|()| DROP_CSUM)
+}
+
+/// The checksum flag of `proto`: a UDP checksum of 0 means "none" and must stay 0, and a
+/// computed 0 becomes 0xffff. (IPv6 forbids a UDP checksum of 0; such a packet is left for
+/// the kernel to drop.)
+#[inline(always)]
+pub fn mangled_0(proto: u8) -> u64 {
+    if proto == PROTO_UDP {
+        u64::from(BPF_F_MARK_MANGLED_0)
+    } else {
+        0
+    }
+}
+
+/// Rewrites the `end` port (ICMP/`ICMPv6` echo: the identifier) of the L4 header at `l4_off`
+/// from `old` to `new` (host order), fixing the L4 checksum. Shared by both families.
+#[inline(always)]
+pub fn rewrite_port<P: Packet>(
+    ctx: &P,
+    proto: u8,
+    l4_off: usize,
+    end: End,
+    old: u16,
+    new: u16,
+) -> Result<(), u32> {
+    if old == new {
+        return Ok(());
+    }
+    let port_off = if proto == PROTO_ICMP || proto == PROTO_ICMPV6 {
+        l4_off + ICMP_ID_OFF
+    } else if end == End::Src {
+        l4_off
+    } else {
+        l4_off + 2
+    };
+    let (old_be, new_be) = (old.to_be(), new.to_be());
+    ctx.l4_csum_replace(
+        csum_off(proto, l4_off),
+        u64::from(old_be),
+        u64::from(new_be),
+        mangled_0(proto) | 2,
+    )
+    .map_err(|()| DROP_CSUM)?;
+    ctx.store(port_off, &new_be).map_err(|()| DROP_CSUM)
 }
 
 /// Whether the packet may take one more hop. Redirected packets skip the kernel's forwarding

@@ -2,7 +2,7 @@
 
 use core::mem::size_of;
 
-use netdriver_common::{PROTO_ICMP, PROTO_SCTP, PROTO_TCP, PROTO_UDP};
+use netdriver_common::{PROTO_ICMP, PROTO_ICMPV6, PROTO_SCTP, PROTO_TCP, PROTO_UDP};
 
 use crate::pkt::Packet;
 
@@ -24,6 +24,8 @@ const TCP_FLAGS_OFF: usize = 13;
 pub const ICMP_ID_OFF: usize = 4;
 const ICMP_ECHO_REPLY: u8 = 0;
 const ICMP_ECHO_REQUEST: u8 = 8;
+const ICMPV6_ECHO_REQUEST: u8 = 128;
+const ICMPV6_ECHO_REPLY: u8 = 129;
 /// Fragment offset bits of the IPv4 `frag_off` field, and its "more fragments" flag.
 const IP_OFFSET_MASK: u16 = 0x1fff;
 const IP_MF: u16 = 0x2000;
@@ -32,10 +34,10 @@ const IP_TOT_LEN_OFF: usize = ETH_HLEN + 2;
 const IP_FRAG_OFF: usize = ETH_HLEN + 6;
 
 #[repr(C)]
-struct EthHdr {
-    dst: [u8; 6],
-    src: [u8; 6],
-    ether_type: [u8; 2],
+pub(crate) struct EthHdr {
+    pub dst: [u8; 6],
+    pub src: [u8; 6],
+    pub ether_type: [u8; 2],
 }
 
 /// IPv4 header without options. Multi-byte fields are byte arrays: the header is only
@@ -64,7 +66,7 @@ struct L4Ports {
 /// The one bounds-checked access to packet data: a pointer to a `T` at `offset` from the
 /// start of the frame, or `None` if the linear data is too short.
 #[inline(always)]
-fn ptr_at<T, P: Packet>(ctx: &P, offset: usize) -> Option<*const T> {
+pub(crate) fn ptr_at<T, P: Packet>(ctx: &P, offset: usize) -> Option<*const T> {
     let start = ctx.data();
     let end = ctx.data_end();
     if start + offset + size_of::<T>() > end {
@@ -151,17 +153,32 @@ pub fn ports<P: Packet>(ctx: &P, ip: &Ipv4) -> Option<Ports> {
     if ip.frag_offset != 0 {
         return None;
     }
-    if ip.proto == PROTO_ICMP {
-        return icmp_echo(ctx, ip);
+    // SCTP (CRC32C) is translated for IPv4 only, so it is not a `transport` of both families.
+    if ip.proto == PROTO_SCTP {
+        return l4_ports(ctx, ip.proto, ip.l4_off);
     }
-    if ip.proto != PROTO_TCP && ip.proto != PROTO_UDP && ip.proto != PROTO_SCTP {
-        return None;
+    transport(ctx, ip.proto, ip.l4_off)
+}
+
+/// The ports of the TCP or UDP header at `l4_off`, or the identifier of the ICMP or `ICMPv6`
+/// echo there (whichever `proto` says); `None` for anything else. Shared by both families.
+#[inline(always)]
+pub fn transport<P: Packet>(ctx: &P, proto: u8, l4_off: usize) -> Option<Ports> {
+    match proto {
+        PROTO_ICMP => icmp_echo(ctx, l4_off, ICMP_ECHO_REQUEST, ICMP_ECHO_REPLY),
+        PROTO_ICMPV6 => icmp_echo(ctx, l4_off, ICMPV6_ECHO_REQUEST, ICMPV6_ECHO_REPLY),
+        PROTO_TCP | PROTO_UDP => l4_ports(ctx, proto, l4_off),
+        _ => None,
     }
-    let l4 = ptr_at::<L4Ports, P>(ctx, ip.l4_off)?;
+}
+
+#[inline(always)]
+fn l4_ports<P: Packet>(ctx: &P, proto: u8, l4_off: usize) -> Option<Ports> {
+    let l4 = ptr_at::<L4Ports, P>(ctx, l4_off)?;
     // SAFETY: `ptr_at` checked that the ports lie inside the packet.
     let (src, dst) = unsafe { ((*l4).src, (*l4).dst) };
-    let tcp_flags = if ip.proto == PROTO_TCP {
-        let flags = ptr_at::<u8, P>(ctx, ip.l4_off + TCP_FLAGS_OFF)?;
+    let tcp_flags = if proto == PROTO_TCP {
+        let flags = ptr_at::<u8, P>(ctx, l4_off + TCP_FLAGS_OFF)?;
         // SAFETY: as above.
         unsafe { *flags }
     } else {
@@ -175,22 +192,24 @@ pub fn ports<P: Packet>(ctx: &P, ip: &Ipv4) -> Option<Ports> {
 }
 
 #[inline(always)]
-fn icmp_echo<P: Packet>(ctx: &P, ip: &Ipv4) -> Option<Ports> {
-    let icmp = ptr_at::<IcmpEcho, P>(ctx, ip.l4_off)?;
+fn icmp_echo<P: Packet>(ctx: &P, l4_off: usize, request: u8, reply: u8) -> Option<Ports> {
+    let icmp = ptr_at::<IcmpEcho, P>(ctx, l4_off)?;
     // SAFETY: `ptr_at` checked that the echo header lies inside the packet.
     let (kind, id) = unsafe { ((*icmp).kind, u16::from_be_bytes((*icmp).id)) };
-    match kind {
-        ICMP_ECHO_REQUEST => Some(Ports {
+    if kind == request {
+        Some(Ports {
             src: id,
             dst: 0,
             tcp_flags: 0,
-        }),
-        ICMP_ECHO_REPLY => Some(Ports {
+        })
+    } else if kind == reply {
+        Some(Ports {
             src: 0,
             dst: id,
             tcp_flags: 0,
-        }),
-        _ => None,
+        })
+    } else {
+        None
     }
 }
 
@@ -210,10 +229,16 @@ pub fn l4_len<P: Packet>(ctx: &P, ip: &Ipv4) -> Option<u16> {
 /// Offset of the L4 checksum field in the frame (SCTP has none of this kind: see `sctp`).
 #[inline(always)]
 pub fn l4_csum_off(ip: &Ipv4) -> usize {
-    ip.l4_off
-        + match ip.proto {
+    csum_off(ip.proto, ip.l4_off)
+}
+
+/// Offset of the checksum field of the `proto` header at `l4_off`.
+#[inline(always)]
+pub fn csum_off(proto: u8, l4_off: usize) -> usize {
+    l4_off
+        + match proto {
             PROTO_TCP => TCP_CSUM_OFF,
-            PROTO_ICMP => ICMP_CSUM_OFF,
+            PROTO_ICMP | PROTO_ICMPV6 => ICMP_CSUM_OFF,
             _ => UDP_CSUM_OFF,
         }
 }

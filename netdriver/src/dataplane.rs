@@ -6,6 +6,7 @@
 mod batch;
 mod ct;
 mod hairpin;
+mod ip6;
 mod ranges;
 mod sock;
 #[cfg(test)]
@@ -31,15 +32,16 @@ use aya::{
     sys::SyscallError,
     util::KernelVersion,
 };
-pub use ct::{CtTimeouts, SCTP_TIMEOUT_DEFAULT_SECS, SweepReport, monotonic_ns};
+pub use ct::{CtTimeouts, FlowKey, SCTP_TIMEOUT_DEFAULT_SECS, SweepReport, monotonic_ns};
 use ipnet::Ipv4Net;
 use netdriver_common::{
-    CT_MAX_ENTRIES, CtEntry, CtKey, DROP_REASONS, GLOBAL_NAT_PORT_MAX, GLOBAL_NAT_PORT_MIN,
-    GLOBAL_NETNS_COOKIE, GLOBAL_REDIRECT_PEER, HairpinEntry, HairpinKey, LinkKey, MAP_CT,
-    MAP_DROPS, MAP_HAIRPIN, MAP_HOST_ADDRS, MAP_LINKS, MAP_NETS, MAP_PORT_RANGES, MAP_PORTS,
-    MAP_SOCK_RNAT, NAT_PORT_MAX_DEFAULT, NAT_PORT_MIN_DEFAULT, NetInfo, PROG_FROM_CONTAINER,
-    PROG_FROM_UPLINK, PROG_XDP_UPLINK, PortKey, PortRangeKey, PortRangeTarget, PortTarget,
-    SockRnatKey, SockRnatValue,
+    CT_MAX_ENTRIES, CtEntry, CtEntry6, CtKey, CtKey6, DROP_REASONS, GLOBAL_NAT_PORT_MAX,
+    GLOBAL_NAT_PORT_MIN, GLOBAL_NETNS_COOKIE, GLOBAL_REDIRECT_PEER, HairpinEntry, HairpinKey,
+    LinkKey, LinkKey6, MAP_CT, MAP_CT6, MAP_DROPS, MAP_HAIRPIN, MAP_HOST_ADDRS, MAP_HOST_ADDRS6,
+    MAP_LINKS, MAP_LINKS6, MAP_NETS, MAP_NETS6, MAP_PORT_RANGES, MAP_PORTS, MAP_PORTS6,
+    MAP_SOCK_RNAT, NAT_PORT_MAX_DEFAULT, NAT_PORT_MIN_DEFAULT, NetInfo, NetInfo6,
+    PROG_FROM_CONTAINER, PROG_FROM_UPLINK, PROG_XDP_UPLINK, PortKey, PortKey6, PortRangeKey,
+    PortRangeTarget, PortTarget, PortTarget6, SockRnatKey, SockRnatValue,
 };
 use nix::{
     mount::{MsFlags, mount},
@@ -53,9 +55,14 @@ pub use xdp::UplinkMode;
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netdriver"));
 
 /// Every map of the object; all are pinned under the pin directory.
-const MAP_NAMES: [&str; 9] = [
+const MAP_NAMES: [&str; 14] = [
     MAP_PORTS,
+    MAP_PORTS6,
+    MAP_HOST_ADDRS6,
     MAP_CT,
+    MAP_CT6,
+    MAP_NETS6,
+    MAP_LINKS6,
     MAP_NETS,
     MAP_DROPS,
     MAP_LINKS,
@@ -207,6 +214,10 @@ pub struct Dataplane {
     ports: HashMap<MapData, PortKey, PortTarget>,
     ct: HashMap<MapData, CtKey, CtEntry>,
     nets: LpmTrie<MapData, u32, NetInfo>,
+    ports6: HashMap<MapData, PortKey6, PortTarget6>,
+    ct6: HashMap<MapData, CtKey6, CtEntry6>,
+    nets6: LpmTrie<MapData, [u8; 16], NetInfo6>,
+    links6: HashMap<MapData, LinkKey6, u32>,
     links: HashMap<MapData, LinkKey, u32>,
     drops: PerCpuArray<MapData, u64>,
     host_addrs: HashMap<MapData, u32, u32>,
@@ -264,6 +275,7 @@ impl Dataplane {
         let mut ebpf = loader
             .override_global(GLOBAL_NETNS_COOKIE, &cookie, true)
             .map_max_entries(MAP_CT, tuning.ct_max_entries)
+            .map_max_entries(MAP_CT6, tuning.ct_max_entries)
             .override_global(GLOBAL_NAT_PORT_MIN, &nat_min, true)
             .override_global(GLOBAL_NAT_PORT_MAX, &nat_max, true)
             .override_global(GLOBAL_REDIRECT_PEER, &redirect_peer, true)
@@ -282,6 +294,10 @@ impl Dataplane {
             ports: take_map(&mut ebpf, pin_dir, MAP_PORTS)?,
             ct: take_map(&mut ebpf, pin_dir, MAP_CT)?,
             nets: take_map(&mut ebpf, pin_dir, MAP_NETS)?,
+            ports6: take_map(&mut ebpf, pin_dir, MAP_PORTS6)?,
+            ct6: take_map(&mut ebpf, pin_dir, MAP_CT6)?,
+            nets6: take_map(&mut ebpf, pin_dir, MAP_NETS6)?,
+            links6: take_map(&mut ebpf, pin_dir, MAP_LINKS6)?,
             links: take_map(&mut ebpf, pin_dir, MAP_LINKS)?,
             drops: take_map(&mut ebpf, pin_dir, MAP_DROPS)?,
             host_addrs: take_map(&mut ebpf, pin_dir, MAP_HOST_ADDRS)?,
@@ -505,13 +521,23 @@ fn joined(mut errors: Vec<DataplaneError>) -> Result<(), DataplaneError> {
 
 fn validate_port_key(key: PortKey) -> Result<PortKey, DataplaneError> {
     use netdriver_common::{PROTO_SCTP, PROTO_TCP, PROTO_UDP};
-    if ![PROTO_TCP, PROTO_UDP, PROTO_SCTP].contains(&key.proto) {
+    validate_proto(
+        key.proto,
+        &[PROTO_TCP, PROTO_UDP, PROTO_SCTP],
+        "TCP, UDP or SCTP",
+    )?;
+    Ok(PortKey { _pad: 0, ..key })
+}
+
+/// A published port's protocol must be one of `allowed` (`names` says which).
+fn validate_proto(proto: u8, allowed: &[u8], names: &str) -> Result<(), DataplaneError> {
+    if !allowed.contains(&proto) {
         return Err(DataplaneError::Invalid {
             what: "port key",
-            reason: format!("protocol {} is not TCP, UDP or SCTP", key.proto),
+            reason: format!("protocol {proto} is not {names}"),
         });
     }
-    Ok(PortKey { _pad: 0, ..key })
+    Ok(())
 }
 
 fn net_key(subnet: Ipv4Net) -> Key<u32> {
@@ -672,7 +698,7 @@ fn migrate_pins(pin_dir: &Path, tuning: Tuning) -> Result<(), DataplaneError> {
         let reason = match object.maps.get(&name) {
             None => Some("no longer used by this version".to_string()),
             Some(def) => {
-                let max_entries = if name == MAP_CT {
+                let max_entries = if name == MAP_CT || name == MAP_CT6 {
                     tuning.ct_max_entries
                 } else {
                     def.max_entries()

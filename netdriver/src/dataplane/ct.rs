@@ -3,19 +3,65 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    net::Ipv4Addr,
+    hash::Hash,
+    net::{Ipv4Addr, Ipv6Addr},
     os::fd::AsFd,
     time::Duration,
 };
 
-use aya::maps::IterableMap;
-
+use aya::maps::{HashMap as BpfHashMap, IterableMap, MapData};
 use netdriver_common::{
-    CT_DIR_IN, CT_KIND_PUBLISHED, CT_REFRESH_NS, CT_ST_CLOSING, CT_ST_ESTABLISHED, CtEntry, CtKey,
-    MAP_CT, PROTO_ICMP, PROTO_SCTP, PROTO_TCP,
+    CT_DIR_IN, CT_KIND_PUBLISHED, CT_REFRESH_NS, CT_ST_CLOSING, CT_ST_ESTABLISHED, CtEntry,
+    CtEntry6, CtKey, CtKey6, CtTimes, MAP_CT, MAP_CT6, PROTO_ICMP, PROTO_ICMPV6, PROTO_SCTP,
+    PROTO_TCP,
 };
 
 use super::{Dataplane, DataplaneError, is_not_found, map_err};
+
+/// A conntrack key of either family (`ND_CT`'s [`CtKey`], `ND_CT6`'s [`CtKey6`]): what the
+/// sweeper and the flushes need, so one implementation serves both tables.
+pub trait FlowKey: Copy + Eq + Hash + aya::Pod {
+    type Entry: Copy + CtTimes + aya::Pod;
+    const MAP: &'static str;
+    fn proto(&self) -> u8;
+    fn partner(&self, entry: &Self::Entry) -> Option<Self>;
+    fn table(dp: &Dataplane) -> &BpfHashMap<MapData, Self, Self::Entry>;
+    fn table_mut(dp: &mut Dataplane) -> &mut BpfHashMap<MapData, Self, Self::Entry>;
+}
+
+impl FlowKey for CtKey {
+    type Entry = CtEntry;
+    const MAP: &'static str = MAP_CT;
+    fn proto(&self) -> u8 {
+        self.proto
+    }
+    fn partner(&self, entry: &CtEntry) -> Option<Self> {
+        CtKey::partner(self, entry)
+    }
+    fn table(dp: &Dataplane) -> &BpfHashMap<MapData, Self, CtEntry> {
+        &dp.ct
+    }
+    fn table_mut(dp: &mut Dataplane) -> &mut BpfHashMap<MapData, Self, CtEntry> {
+        &mut dp.ct
+    }
+}
+
+impl FlowKey for CtKey6 {
+    type Entry = CtEntry6;
+    const MAP: &'static str = MAP_CT6;
+    fn proto(&self) -> u8 {
+        self.proto
+    }
+    fn partner(&self, entry: &CtEntry6) -> Option<Self> {
+        CtKey6::partner(self, entry)
+    }
+    fn table(dp: &Dataplane) -> &BpfHashMap<MapData, Self, CtEntry6> {
+        &dp.ct6
+    }
+    fn table_mut(dp: &mut Dataplane) -> &mut BpfHashMap<MapData, Self, CtEntry6> {
+        &mut dp.ct6
+    }
+}
 
 /// Default idle timeout of SCTP flows: several missed heartbeats.
 pub const SCTP_TIMEOUT_DEFAULT_SECS: u64 = 300;
@@ -52,14 +98,14 @@ impl Default for CtTimeouts {
 impl CtTimeouts {
     /// The idle timeout of one entry.
     #[must_use]
-    pub fn of(&self, key: &CtKey, entry: &CtEntry) -> Duration {
-        match key.proto {
-            PROTO_TCP => match entry.state {
+    pub fn of<K: FlowKey>(&self, key: &K, entry: &K::Entry) -> Duration {
+        match key.proto() {
+            PROTO_TCP => match entry.state() {
                 CT_ST_ESTABLISHED => self.tcp_established,
                 CT_ST_CLOSING => self.tcp_closing,
                 _ => self.tcp_syn,
             },
-            PROTO_ICMP => self.icmp,
+            PROTO_ICMP | PROTO_ICMPV6 => self.icmp,
             PROTO_SCTP => self.sctp,
             _ => self.udp,
         }
@@ -68,8 +114,8 @@ impl CtTimeouts {
     /// Whether the entry has been idle longer than its timeout. `last_seen_ns` may lag the
     /// last packet by up to `CT_REFRESH_NS` (the data path refreshes it at most that often),
     /// so that much slack is added.
-    fn expired(&self, key: &CtKey, entry: &CtEntry, now_ns: u64) -> bool {
-        let idle = now_ns.saturating_sub(entry.last_seen_ns);
+    fn expired<K: FlowKey>(&self, key: &K, entry: &K::Entry, now_ns: u64) -> bool {
+        let idle = now_ns.saturating_sub(entry.last_seen_ns());
         u128::from(idle) > self.of(key, entry).as_nanos() + u128::from(CT_REFRESH_NS)
     }
 }
@@ -85,14 +131,14 @@ pub struct SweepReport {
 /// directions of a flow go together, so a one-way stream keeps its reply slot (and its
 /// masquerade port) as long as it flows.
 #[must_use]
-pub fn expired_keys(
-    entries: &HashMap<CtKey, CtEntry>,
+pub fn expired_keys<K: FlowKey>(
+    entries: &HashMap<K, K::Entry>,
     timeouts: &CtTimeouts,
     now_ns: u64,
-) -> Vec<CtKey> {
+) -> Vec<K> {
     entries
         .iter()
-        .filter(|(key, entry)| {
+        .filter(|&(key, entry)| {
             timeouts.expired(key, entry, now_ns)
                 && key
                     .partner(entry)
@@ -109,12 +155,8 @@ fn of_addr(a: u32, key: &CtKey, entry: &CtEntry) -> bool {
     key.saddr_be == a || key.daddr_be == a || entry.owner_addr_be == a
 }
 
-/// Whether a flow uses one of the host ports `ports` ((port, protocol), host order).
-fn of_host_ports(
-    ports: &std::collections::HashSet<(u16, u8)>,
-    key: &CtKey,
-    entry: &CtEntry,
-) -> bool {
+/// Whether an IPv4 flow uses one of the host ports `ports` ((port, protocol), host order).
+fn of_host_ports(ports: &HashSet<(u16, u8)>, key: &CtKey, entry: &CtEntry) -> bool {
     (entry.kind == CT_KIND_PUBLISHED && ports.contains(&(entry.xlate_port, key.proto)))
         || (key.dir == CT_DIR_IN && ports.contains(&(key.dport, key.proto)))
 }
@@ -137,28 +179,49 @@ pub fn monotonic_ns() -> u64 {
 impl Dataplane {
     /// The conntrack entries, as stored in `ND_CT`.
     pub fn conntrack(&self) -> Result<Vec<(CtKey, CtEntry)>, DataplaneError> {
-        match super::batch::lookup_all(self.ct.map().fd().as_fd()) {
+        self.entries()
+    }
+
+    /// The IPv6 conntrack entries, as stored in `ND_CT6`.
+    pub fn conntrack6(&self) -> Result<Vec<(CtKey6, CtEntry6)>, DataplaneError> {
+        self.entries()
+    }
+
+    /// A table's entries with `BPF_MAP_LOOKUP_BATCH`; entry by entry where the kernel
+    /// cannot.
+    fn entries<K: FlowKey>(&self) -> Result<Vec<(K, K::Entry)>, DataplaneError> {
+        match super::batch::lookup_all(K::table(self).map().fd().as_fd()) {
             Ok(entries) => Ok(entries),
             Err(e) => {
-                tracing::debug!("batch lookup of {MAP_CT}: {e}; iterating");
-                self.conntrack_iter()
+                tracing::debug!("batch lookup of {}: {e}; iterating", K::MAP);
+                self.entries_iter()
             }
         }
     }
 
-    /// [`Self::conntrack`] entry by entry (two syscalls per entry).
-    pub(super) fn conntrack_iter(&self) -> Result<Vec<(CtKey, CtEntry)>, DataplaneError> {
-        self.ct
+    /// [`Self::entries`] entry by entry (two syscalls per entry).
+    pub(super) fn entries_iter<K: FlowKey>(
+        &self,
+    ) -> Result<Vec<(K, K::Entry)>, DataplaneError> {
+        K::table(self)
             .iter()
             .collect::<Result<_, _>>()
-            .map_err(map_err("iterate", MAP_CT))
+            .map_err(map_err("iterate", K::MAP))
     }
 
     /// Deletes every flow of the container address `addr` (both directions, whatever the
     /// kind: published, masqueraded, forwarded, linked). Returns how many entries.
     pub fn flush_conntrack(&mut self, addr: Ipv4Addr) -> Result<usize, DataplaneError> {
         let a = u32::from_ne_bytes(addr.octets());
-        self.flush_where(|key, entry| of_addr(a, key, entry))
+        self.flush_where(|key: &CtKey, entry| of_addr(a, key, entry))
+    }
+
+    /// [`Self::flush_conntrack`] for an IPv6 container address (`ND_CT6`).
+    pub fn flush_conntrack6(&mut self, addr: Ipv6Addr) -> Result<usize, DataplaneError> {
+        let a = addr.octets();
+        self.flush_where(|key: &CtKey6, entry| {
+            key.saddr == a || key.daddr == a || entry.owner_addr == a
+        })
     }
 
     /// Deletes the flows that use host port `port`/`proto` (host order): replies of
@@ -169,40 +232,62 @@ impl Dataplane {
         port: u16,
         proto: u8,
     ) -> Result<usize, DataplaneError> {
-        self.flush_where(|key, entry| {
-            key.proto == proto
-                && ((entry.kind == CT_KIND_PUBLISHED && entry.xlate_port == port)
-                    || (key.dir == CT_DIR_IN && key.dport == port))
-        })
+        self.flush_conntrack_host_ports(&HashSet::from([(port, proto)]))
     }
 
-    /// [`Self::flush_conntrack_host_port`] for many (port, protocol) pairs, in one pass.
+    /// [`Self::flush_conntrack_host_port`] for many (port, protocol) pairs, in one pass over
+    /// each family's table.
     pub fn flush_conntrack_host_ports(
         &mut self,
-        ports: &std::collections::HashSet<(u16, u8)>,
+        ports: &HashSet<(u16, u8)>,
     ) -> Result<usize, DataplaneError> {
-        self.flush_where(|key, entry| of_host_ports(ports, key, entry))
+        let v4 = self.flush_where(|key: &CtKey, entry| of_host_ports(ports, key, entry))?;
+        let v6 = self.flush_host_ports6(ports)?;
+        Ok(v4 + v6)
     }
 
     /// [`Self::flush_conntrack`] and [`Self::flush_conntrack_host_ports`] together, in one
-    /// pass over the table (an endpoint create or remove: listing `ND_CT` costs two
-    /// syscalls per entry).
+    /// pass over each family's table (an endpoint create or remove).
     pub fn flush_conntrack_endpoint(
         &mut self,
         addr: Ipv4Addr,
-        ports: &std::collections::HashSet<(u16, u8)>,
+        ports: &HashSet<(u16, u8)>,
     ) -> Result<usize, DataplaneError> {
         let a = u32::from_ne_bytes(addr.octets());
-        self.flush_where(|key, entry| of_addr(a, key, entry) || of_host_ports(ports, key, entry))
+        let v4 = self.flush_where(|key: &CtKey, entry| {
+            of_addr(a, key, entry) || of_host_ports(ports, key, entry)
+        })?;
+        let v6 = self.flush_host_ports6(ports)?;
+        Ok(v4 + v6)
     }
 
-    /// Deletes expired entries (see [`expired_keys`]).
+    fn flush_host_ports6(&mut self, ports: &HashSet<(u16, u8)>) -> Result<usize, DataplaneError> {
+        self.flush_where(|key: &CtKey6, entry| {
+            (entry.kind == CT_KIND_PUBLISHED && ports.contains(&(entry.xlate_port, key.proto)))
+                || (key.dir == CT_DIR_IN && ports.contains(&(key.dport, key.proto)))
+        })
+    }
+
+    /// Deletes expired entries of both tables (see [`expired_keys`]).
     pub fn sweep_conntrack(
         &mut self,
         timeouts: &CtTimeouts,
         now_ns: u64,
     ) -> Result<SweepReport, DataplaneError> {
-        let entries: HashMap<CtKey, CtEntry> = self.conntrack()?.into_iter().collect();
+        let v4 = self.sweep::<CtKey>(timeouts, now_ns)?;
+        let v6 = self.sweep::<CtKey6>(timeouts, now_ns)?;
+        Ok(SweepReport {
+            removed: v4.removed + v6.removed,
+            remaining: v4.remaining + v6.remaining,
+        })
+    }
+
+    fn sweep<K: FlowKey>(
+        &mut self,
+        timeouts: &CtTimeouts,
+        now_ns: u64,
+    ) -> Result<SweepReport, DataplaneError> {
+        let entries: HashMap<K, K::Entry> = self.entries()?.into_iter().collect();
         let expired = expired_keys(&entries, timeouts, now_ns);
         let removed = self.remove_keys(expired.iter())?;
         Ok(SweepReport {
@@ -212,12 +297,12 @@ impl Dataplane {
     }
 
     /// Deletes the entries matching `pred`, and their partners.
-    fn flush_where(
+    fn flush_where<K: FlowKey>(
         &mut self,
-        pred: impl Fn(&CtKey, &CtEntry) -> bool,
+        pred: impl Fn(&K, &K::Entry) -> bool,
     ) -> Result<usize, DataplaneError> {
         let mut doomed = HashSet::new();
-        for (key, entry) in self.conntrack()? {
+        for (key, entry) in self.entries::<K>()? {
             if pred(&key, &entry) {
                 doomed.extend(key.partner(&entry));
                 doomed.insert(key);
@@ -226,17 +311,18 @@ impl Dataplane {
         self.remove_keys(doomed.iter())
     }
 
-    fn remove_keys<'a>(
+    fn remove_keys<'a, K: FlowKey + 'a>(
         &mut self,
-        keys: impl Iterator<Item = &'a CtKey>,
+        keys: impl Iterator<Item = &'a K>,
     ) -> Result<usize, DataplaneError> {
+        let table = K::table_mut(self);
         let mut removed = 0;
         for key in keys {
-            match self.ct.remove(key) {
+            match table.remove(key) {
                 Ok(()) => removed += 1,
                 // Gone since we listed it (a partner removed twice, a racing flush).
                 Err(err) if is_not_found(&err) => {}
-                Err(err) => return Err(map_err("remove from", MAP_CT)(err)),
+                Err(err) => return Err(map_err("remove from", K::MAP)(err)),
             }
         }
         Ok(removed)

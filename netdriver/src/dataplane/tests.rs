@@ -482,3 +482,5 @@ fn icmp_errors_about_translated_flows_reach_the_container() {
         assert_eq!((verdict, out), (TC_ACT_OK, unrelated));
     });
 }
+
+mod ip6;

@@ -223,6 +223,7 @@ impl State {
         self.nl.set_up(host.index).await?;
         // A previous holder of this address may have left flows behind.
         self.dp.flush_conntrack(ep.ip)?;
+        self.flush_flows6(ep)?;
         self.program_endpoint(ep).await?;
         self.store
             .put_docker(DockerTable::Endpoints, &record.endpoint_id, record)?;
@@ -298,6 +299,7 @@ impl State {
     /// Withdraws the endpoint's published ports and forgets their flows.
     fn unpublish_ports(&mut self, ep: &Endpoint) -> Vec<ServiceError> {
         let mut errors = self.unpublish_bindings(&ep.ports);
+        errors.extend(self.unpublish_v6(ep));
         let host_ports = ep
             .ports
             .iter()

@@ -287,7 +287,7 @@ impl State {
             }
         }
         t.lap("publish");
-        self.publish_v6(ep)?;
+        self.publish_v6(ep, &target)?;
         t.lap("publish v6");
         self.publish_routed(ep, target)?;
         t.lap("publish routed");
@@ -299,6 +299,8 @@ impl State {
     /// Forgets every tracked flow of the endpoint's address and of its host ports.
     fn flush_flows(&mut self, ep: &Endpoint) -> Result<(), ServiceError> {
         let mut t = Stopwatch::new("endpoint flush", &ep.name);
+        self.flush_flows6(ep)?;
+        t.lap("ipv6");
         // One pass over the table for the address and all the host ports (a range may hold
         // thousands).
         let host_ports = ep
@@ -348,6 +350,11 @@ impl State {
         t.lap("unpublish");
         fault::point("endpoint-remove:unpublished");
         if let Err(e) = self.dp.remove_links_of(ep.ip) {
+            errors.push(e.into());
+        }
+        if let Some(ip6) = ep.ip6
+            && let Err(e) = self.dp.remove_links_of6(ip6)
+        {
             errors.push(e.into());
         }
         t.lap("links");

@@ -3,7 +3,7 @@
 
 use std::net::Ipv4Addr;
 
-use netdriver_common::{LinkKey, PortKey, PortTarget};
+use netdriver_common::{LinkKey, LinkKey6, PortKey, PortTarget};
 
 use super::{ServiceError, State};
 use crate::{
@@ -80,11 +80,13 @@ impl State {
     /// name it, created before it or kept across its re-creation).
     pub(super) fn program_links(&mut self, ep: &Endpoint) -> Result<(), ServiceError> {
         let mut keys = Vec::new();
+        let mut keys6 = Vec::new();
         for spec in &ep.links {
             if let Some(child) = self.endpoints.get(link_target(spec))
                 && child.network == ep.network
             {
                 keys.extend(link_keys(ep, child));
+                keys6.extend(link_keys6(ep, child));
             }
         }
         for parent in self.endpoints.values().filter(|p| {
@@ -93,9 +95,13 @@ impl State {
                 && p.links.iter().any(|l| link_target(l) == ep.name)
         }) {
             keys.extend(link_keys(parent, ep));
+            keys6.extend(link_keys6(parent, ep));
         }
         for key in keys {
             self.dp.add_link(key)?;
+        }
+        for key in keys6 {
+            self.dp.add_link6(key)?;
         }
         Ok(())
     }
@@ -149,6 +155,24 @@ fn link_keys(parent: &Endpoint, child: &Endpoint) -> Vec<LinkKey> {
         .map(|e| LinkKey {
             parent_addr_be: be(parent.ip),
             child_addr_be: be(child.ip),
+            port: e.port,
+            proto: e.proto.number(),
+            _pad: 0,
+        })
+        .collect()
+}
+
+/// The IPv6 twins of [`link_keys`], when both ends have an IPv6 address.
+fn link_keys6(parent: &Endpoint, child: &Endpoint) -> Vec<LinkKey6> {
+    let (Some(p), Some(c)) = (parent.ip6, child.ip6) else {
+        return Vec::new();
+    };
+    child
+        .expose
+        .iter()
+        .map(|e| LinkKey6 {
+            parent_addr: p.octets(),
+            child_addr: c.octets(),
             port: e.port,
             proto: e.proto.number(),
             _pad: 0,

@@ -166,6 +166,7 @@ impl State {
         self.nl.set_up(bridge.index).await?;
         self.dp
             .add_network(net.subnet, net_info(bridge.index, net))?;
+        self.add_network6(net, bridge.index)?;
         self.store.put_network(net)?;
         Ok(())
     }
@@ -173,6 +174,11 @@ impl State {
     /// Best-effort undo of a half-created network.
     async fn undo_network(&mut self, net: &Network) {
         if let Err(e) = self.dp.remove_network(net.subnet) {
+            tracing::warn!(network = %net.name, "undo: {e}");
+        }
+        if let Some(subnet6) = net.subnet6
+            && let Err(e) = self.dp.remove_network6(subnet6)
+        {
             tracing::warn!(network = %net.name, "undo: {e}");
         }
         match self.nl.link_by_name(&net.bridge).await {
@@ -208,6 +214,7 @@ impl State {
         }
         self.nl.set_up(index).await?;
         self.dp.add_network(net.subnet, net_info(index, net))?;
+        self.add_network6(net, index)?;
         Ok(())
     }
 
@@ -238,16 +245,21 @@ impl State {
 }
 
 fn net_info(bridge_ifindex: u32, net: &Network) -> NetInfo {
-    let flag = |on: bool, bit: u32| if on { bit } else { 0 };
     NetInfo {
         bridge_ifindex,
-        flags: flag(net.icc, NET_F_ICC)
-            | flag(net.masquerade, NET_F_MASQUERADE)
-            | flag(net.internal, NET_F_INTERNAL)
-            | flag(net.gateway_mode == GatewayMode::Routed, NET_F_ROUTED),
+        flags: net_flags(net),
         gateway_be: u32::from_ne_bytes(net.gateway.octets()),
         snat_addr_be: net.snat_ip.map_or(0, |ip| u32::from_ne_bytes(ip.octets())),
     }
+}
+
+/// The `NET_F_*` bits of a network, shared by its IPv4 and IPv6 entries.
+pub(super) fn net_flags(net: &Network) -> u32 {
+    let flag = |on: bool, bit: u32| if on { bit } else { 0 };
+    flag(net.icc, NET_F_ICC)
+        | flag(net.masquerade, NET_F_MASQUERADE)
+        | flag(net.internal, NET_F_INTERNAL)
+        | flag(net.gateway_mode == GatewayMode::Routed, NET_F_ROUTED)
 }
 
 fn parse_gateway(s: &str, subnet: Ipv4Net) -> Result<Ipv4Addr, ServiceError> {

@@ -5,6 +5,7 @@
 use std::net::Ipv6Addr;
 
 use ipnet::Ipv6Net;
+use netdriver_common::NetInfo6;
 
 use super::{ServiceError, State};
 use crate::{
@@ -100,6 +101,32 @@ impl State {
             .await?;
         self.nl.add_address6(index, BRIDGE_LINK_LOCAL, 64).await?;
         netlink::enable_ipv6_forwarding()?;
+        Ok(())
+    }
+}
+
+impl State {
+    /// Registers the network's IPv6 subnet with the data path (`ND_NETS6`: policy, and
+    /// outsiders reach its addresses only through published ports). Nothing for an
+    /// IPv4-only network. IPv6 masquerade uses the route's source address (`snat_ip` is
+    /// IPv4).
+    pub(super) fn add_network6(
+        &mut self,
+        net: &Network,
+        bridge_ifindex: u32,
+    ) -> Result<(), ServiceError> {
+        let (Some(subnet), Some(gateway)) = (net.subnet6, net.gateway6) else {
+            return Ok(());
+        };
+        self.dp.add_network6(
+            subnet,
+            NetInfo6 {
+                bridge_ifindex,
+                flags: super::network::net_flags(net),
+                gateway: gateway.octets(),
+                snat_addr: [0; 16],
+            },
+        )?;
         Ok(())
     }
 }

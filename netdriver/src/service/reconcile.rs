@@ -61,7 +61,7 @@ impl State {
                 self.dp.unpublish(&key)?;
             }
         }
-        Ok(())
+        self.delete_stray_ports6()
     }
 
     /// Re-creates the veth pair of a stored endpoint, the container side included.

@@ -30,6 +30,10 @@ pub const EXT_IP: &str = "198.51.100.2";
 /// A server "on the internet": an address of the external namespace behind a route
 /// (see [`World::route_outside`]).
 pub const OUTSIDE_IP: &str = "203.0.113.10";
+/// The IPv6 addresses of the uplink (host side) and of the external namespace, on one /64
+/// (see [`World::ipv6_uplink`]).
+pub const HOST_IP6: &str = "2001:db8:ff::1";
+pub const EXT_IP6: &str = "2001:db8:ff::2";
 /// How long a client waits for an answer that should come.
 pub const TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a client waits to conclude that no answer comes.
@@ -278,6 +282,34 @@ impl World {
         self.host
             .ip(&["route", "add", "203.0.113.0/24", "via", EXT_IP]);
     }
+}
+
+impl World {
+    /// Gives the uplink [`HOST_IP6`] and the external namespace [`EXT_IP6`] (no duplicate
+    /// address detection, so they are usable at once). IPv4 tests do not call it.
+    pub fn ipv6_uplink(&self) {
+        self.host.ip(&[
+            "addr",
+            "add",
+            &format!("{HOST_IP6}/64"),
+            "dev",
+            "up0",
+            "nodad",
+        ]);
+        self.ext.ip(&[
+            "addr",
+            "add",
+            &format!("{EXT_IP6}/64"),
+            "dev",
+            "ext0",
+            "nodad",
+        ]);
+    }
+}
+
+/// `[addr]:port`, for IPv6 socket addresses.
+pub fn sa6(addr: &str, port: u16) -> String {
+    format!("[{addr}]:{port}")
 }
 
 /// A UDP socket created in `ns` (it stays in that namespace whichever thread uses it), with
@@ -771,7 +803,12 @@ pub fn tcp_request(ns: &Netns, addr: &str, wait: Duration) -> Result<String, Str
 pub fn udp_request(ns: &Netns, addr: &str, wait: Duration) -> Result<String, String> {
     let addr: SocketAddr = addr.parse().unwrap();
     ns.run(move || {
-        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        let any = if addr.is_ipv6() {
+            "[::]:0"
+        } else {
+            "0.0.0.0:0"
+        };
+        let s = UdpSocket::bind(any).unwrap();
         s.set_read_timeout(Some(wait)).unwrap();
         s.send_to(b"hello", addr).map_err(|e| e.to_string())?;
         let mut buf = [0u8; 128];

@@ -1,0 +1,30 @@
+//! `nd_from_container` for IPv6: link machinery and link-local traffic pass, tracked flows by
+//! their `ND_CT6` entry, new flows through the policy. (No IPv6 hairpin.)
+
+use aya_ebpf::{bindings::TC_ACT_OK, programs::TcContext};
+use netdriver_common::CT_DIR_OUT;
+
+use super::{
+    ct as ct6,
+    parse::{self, Ipv6},
+    policy,
+};
+use crate::{ct, nat::Hop};
+
+#[inline(always)]
+pub fn from_container(ctx: &TcContext, ip: &Ipv6) -> Result<i32, u32> {
+    // NDP, RS/RA and MLD; link-local and multicast traffic never leaves the bridge's link.
+    if parse::is_link_control(ctx, ip)
+        || parse::is_link_local(&ip.saddr)
+        || parse::is_multicast(&ip.daddr)
+    {
+        return Ok(TC_ACT_OK);
+    }
+    let ports = parse::ports(ctx, ip);
+    if let Some(ports) = ports
+        && let Some(entry) = ct::lookup(&ct6::key(ip, ports, CT_DIR_OUT), ports.tcp_flags)
+    {
+        return ct::apply(ctx, ip, ports, &entry, Hop::Egress);
+    }
+    policy::new_flow(ctx, ip, ports)
+}

@@ -1,0 +1,384 @@
+//! The IPv6 data path through the real daemon: real packets between namespaces. The uplink
+//! and the external namespace have `2001:db8:ff::/64` addresses ([`World::ipv6_uplink`]).
+
+mod common;
+
+use std::{
+    io::{Read, Write},
+    net::{Shutdown, SocketAddr, TcpListener, TcpStream},
+    time::Duration,
+};
+
+use common::{
+    Daemon, EXT_IP6, HOST_IP6, Netns, SILENCE, TIMEOUT, TcpServer, UdpServer, World, drops, ping,
+    sa6, tcp_request, udp_request,
+};
+
+/// Creates an `--ipv6` network (dual stack) with the given extra options.
+fn network6(daemon: &Daemon, name: &str, subnet: &str, subnet6: &str, extra: &[&str]) {
+    let mut args = vec![
+        "network",
+        "create",
+        name,
+        "--subnet",
+        subnet,
+        "--ipv6",
+        "--subnet-v6",
+        subnet6,
+    ];
+    args.extend_from_slice(extra);
+    daemon.json(&args);
+}
+
+/// Creates endpoint `role` on `net`; returns its IPv6 address.
+fn endpoint6(world: &mut World, daemon: &Daemon, net: &str, role: &str, extra: &[&str]) -> String {
+    let netns = world.container(role);
+    let mut args = vec![
+        "endpoint",
+        "create",
+        net,
+        "--netns",
+        netns.to_str().unwrap(),
+        "--name",
+        role,
+    ];
+    args.extend_from_slice(extra);
+    let ep = daemon.json(&args);
+    ep["ip6"]
+        .as_str()
+        .unwrap_or_else(|| panic!("endpoint {role} has no IPv6 address: {ep}"))
+        .to_string()
+}
+
+/// Whether container `from` reaches a TCP server on `[to_ip]:port` of container `to`.
+fn connects6(world: &World, from: &str, to: &str, to_ip: &str, port: u16) -> bool {
+    let _srv = TcpServer::start(world.container_ns(to), &sa6("::", port), "srv");
+    tcp_request(world.container_ns(from), &sa6(to_ip, port), SILENCE).is_ok()
+}
+
+#[test]
+fn ipv6_published_ports_reach_the_container_with_the_client_address() {
+    let mut world = World::new();
+    world.ipv6_uplink();
+    // A second host address: an exact binding must not answer on it.
+    world
+        .host
+        .ip(&["addr", "add", "2001:db8:ff::3/64", "dev", "up0", "nodad"]);
+    let mut daemon = world.daemon();
+    network6(&daemon, "front6", "10.90.0.0/24", "2001:db8:90::/64", &[]);
+    // No host address: published on 0.0.0.0 and on [::] (the network has IPv6).
+    let exact = format!("[{HOST_IP6}]:9090:80");
+    let ip6 = endpoint6(
+        &mut world,
+        &daemon,
+        "front6",
+        "web",
+        &["-p", "8080:80", "-p", "5353:53/udp", "-p", &exact],
+    );
+    assert!(ip6.starts_with("2001:db8:90::"), "{ip6}");
+    let c = world.container_ns("web");
+    let _tcp = TcpServer::start(c, &sa6("::", 80), "web");
+    let _udp = UdpServer::start(c, &sa6("::", 53), "dns");
+
+    // TCP and UDP over IPv6; the server sees the client's own IPv6 address.
+    let answer = tcp_request(&world.ext, &sa6(HOST_IP6, 8080), TIMEOUT).expect("TCP [::]:8080");
+    assert_eq!(answer, format!("web saw {EXT_IP6} said hello"));
+    let answer = udp_request(&world.ext, &sa6(HOST_IP6, 5353), TIMEOUT).expect("UDP [::]:5353");
+    assert_eq!(answer, format!("dns saw {EXT_IP6}"));
+    for _ in 0..5 {
+        tcp_request(&world.ext, &sa6(HOST_IP6, 8080), TIMEOUT).expect("repeat TCP");
+    }
+    // The wildcard binding answers on every IPv6 host address.
+    let answer =
+        tcp_request(&world.ext, &sa6("2001:db8:ff::3", 8080), TIMEOUT).expect("TCP on ::3");
+    assert_eq!(answer, format!("web saw {EXT_IP6} said hello"));
+    // The exact binding only on its own address.
+    let answer = tcp_request(&world.ext, &sa6(HOST_IP6, 9090), TIMEOUT).expect("TCP 9090");
+    assert_eq!(answer, format!("web saw {EXT_IP6} said hello"));
+    assert!(
+        tcp_request(&world.ext, &sa6("2001:db8:ff::3", 9090), SILENCE).is_err(),
+        "an exact binding answered on another address"
+    );
+    // The container's address itself is not reachable from outside.
+    assert!(tcp_request(&world.ext, &sa6(&ip6, 80), SILENCE).is_err());
+
+    // A restarted daemon adopts the pinned IPv6 maps and re-publishes from its store.
+    daemon.restart();
+    let answer = tcp_request(&world.ext, &sa6(HOST_IP6, 8080), TIMEOUT).expect("after restart");
+    assert_eq!(answer, format!("web saw {EXT_IP6} said hello"));
+    let published = common::map_dump(&daemon, "ND_PORTS6");
+    assert_eq!(published.len(), 3, "{published:?}");
+
+    // The endpoint goes: its ports stop, over IPv6 too.
+    daemon.json(&["endpoint", "rm", "web"]);
+    assert!(
+        tcp_request(&world.ext, &sa6(HOST_IP6, 8080), SILENCE).is_err(),
+        "published port still answers after endpoint rm"
+    );
+    assert!(udp_request(&world.ext, &sa6(HOST_IP6, 5353), SILENCE).is_err());
+}
+
+#[test]
+fn ipv6_flows_out_are_masqueraded_to_the_host_address() {
+    let mut world = World::new();
+    world.ipv6_uplink();
+    let daemon = world.daemon();
+    network6(&daemon, "out6", "10.91.0.0/24", "2001:db8:91::/64", &[]);
+    let ip6 = endpoint6(&mut world, &daemon, "out6", "c", &[]);
+    let _tcp = TcpServer::start(&world.ext, &sa6(EXT_IP6, 7000), "ext");
+    let _udp = UdpServer::start(&world.ext, &sa6(EXT_IP6, 7053), "extdns");
+    let c = world.container_ns("c");
+    for _ in 0..3 {
+        let answer = tcp_request(c, &sa6(EXT_IP6, 7000), TIMEOUT).expect("TCP out over IPv6");
+        assert_eq!(answer, format!("ext saw {HOST_IP6} said hello"));
+    }
+    let answer = udp_request(c, &sa6(EXT_IP6, 7053), TIMEOUT).expect("UDP out over IPv6");
+    assert_eq!(answer, format!("extdns saw {HOST_IP6}"));
+    // ICMPv6 echo, masqueraded by identifier.
+    assert!(ping(c, EXT_IP6), "ping6 to the outside");
+    // Tracked in ND_CT6 under the container's address; the translated source is the host's.
+    let ct = common::map_dump(&daemon, "ND_CT6");
+    assert!(!ct.is_empty(), "no IPv6 conntrack entries");
+    assert!(
+        !ip6.is_empty()
+            && world
+                .ext
+                .exec("ip", &["-6", "neigh", "show", "dev", "ext0"])
+                .status
+                .success()
+    );
+    // The outside never learns the container's address: it has no route to it.
+    assert!(tcp_request(&world.ext, &sa6(&ip6, 80), SILENCE).is_err());
+}
+
+#[test]
+fn ipv6_icc_isolation_and_internal_networks() {
+    let mut world = World::new();
+    world.ipv6_uplink();
+    let daemon = world.daemon();
+    network6(&daemon, "open6", "10.92.0.0/24", "2001:db8:92::/64", &[]);
+    network6(
+        &daemon,
+        "closed6",
+        "10.93.0.0/24",
+        "2001:db8:93::/64",
+        &["--icc", "false"],
+    );
+    network6(
+        &daemon,
+        "vault6",
+        "10.94.0.0/24",
+        "2001:db8:94::/64",
+        &["--internal"],
+    );
+    let a = endpoint6(&mut world, &daemon, "open6", "a", &[]);
+    let b = endpoint6(&mut world, &daemon, "open6", "b", &[]);
+    let x = endpoint6(&mut world, &daemon, "closed6", "x", &[]);
+    let y = endpoint6(&mut world, &daemon, "closed6", "y", &[]);
+    let _v = endpoint6(&mut world, &daemon, "vault6", "v", &[]);
+
+    // ICC on: containers of one network talk over IPv6 (NDP between them works).
+    assert!(connects6(&world, "a", "b", &b, 80), "open6: a -> b");
+    assert!(ping(world.container_ns("b"), &a), "open6: ping b -> a");
+    // ICC off: refused both ways.
+    assert!(!connects6(&world, "x", "y", &y, 80), "closed6: x -> y");
+    assert!(!connects6(&world, "y", "x", &x, 80), "closed6: y -> x");
+    assert!(drops(&daemon, "icc") > 0);
+    // Isolation between networks.
+    assert!(!connects6(&world, "a", "x", &x, 80), "open6 -> closed6");
+    assert!(!ping(world.container_ns("x"), &a), "closed6 -> open6 ping");
+    assert!(drops(&daemon, "isolated") > 0);
+    // Internal: no IPv6 way out, while an ordinary network has one.
+    let _srv = TcpServer::start(&world.ext, &sa6(EXT_IP6, 7000), "ext");
+    assert!(tcp_request(world.container_ns("a"), &sa6(EXT_IP6, 7000), TIMEOUT).is_ok());
+    assert!(tcp_request(world.container_ns("v"), &sa6(EXT_IP6, 7000), SILENCE).is_err());
+    assert!(!ping(world.container_ns("v"), EXT_IP6));
+    assert!(drops(&daemon, "internal") > 0);
+}
+
+/// A server "far away" at `2001:db8:ee::10`, behind the external namespace acting as a router
+/// whose link towards it has an MTU of 1280: full-size packets from the host side get an
+/// `ICMPv6` packet too big from the router.
+fn far_network(world: &World) -> Netns {
+    let far = Netns::new(format!("ndt{}f", world.tag));
+    world.ext.ip(&[
+        "link", "add", "ext1", "mtu", "1280", "type", "veth", "peer", "name", "far0", "netns",
+        &far.name,
+    ]);
+    world
+        .ext
+        .ip(&["addr", "add", "2001:db8:ee::1/64", "dev", "ext1", "nodad"]);
+    world.ext.ip(&["link", "set", "ext1", "up"]);
+    let fwd = world
+        .ext
+        .exec("sysctl", &["-qw", "net.ipv6.conf.all.forwarding=1"]);
+    assert!(
+        fwd.status.success(),
+        "IPv6 forwarding in the external namespace"
+    );
+    far.ip(&["addr", "add", "2001:db8:ee::10/64", "dev", "far0", "nodad"]);
+    far.ip(&["link", "set", "far0", "up"]);
+    far.ip(&["-6", "route", "add", "default", "via", "2001:db8:ee::1"]);
+    world
+        .host
+        .ip(&["-6", "route", "add", "2001:db8:ee::/64", "via", EXT_IP6]);
+    far
+}
+
+#[test]
+fn ipv6_path_mtu_discovery_works_for_masqueraded_flows() {
+    let mut world = World::new();
+    world.ipv6_uplink();
+    let far = far_network(&world);
+    let daemon = world.daemon();
+    network6(&daemon, "pmtu6", "10.95.0.0/24", "2001:db8:95::/64", &[]);
+    endpoint6(&mut world, &daemon, "pmtu6", "c", &[]);
+    // The far server counts what it receives and says so.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let server = far.spawn(move || {
+        let listener = TcpListener::bind("[2001:db8:ee::10]:7100").expect("bind far server");
+        listener.set_nonblocking(true).unwrap();
+        tx.send(()).unwrap();
+        // Bounded: gives up after 20 s without a connection.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let mut conn = loop {
+            match listener.accept() {
+                Ok((conn, _)) => break conn,
+                Err(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => panic!("no connection: {e}"),
+            }
+        };
+        conn.set_nonblocking(false).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(15)))
+            .unwrap();
+        let mut data = Vec::new();
+        let _ = conn.read_to_end(&mut data);
+        let _ = conn.write_all(format!("got {}", data.len()).as_bytes());
+    });
+    rx.recv_timeout(TIMEOUT).expect("far server started");
+    // 256 KiB in full-size segments: the first ones are too big for the router's next link.
+    let answer = world.container_ns("c").run(|| {
+        let addr: SocketAddr = "[2001:db8:ee::10]:7100".parse().unwrap();
+        let mut s = TcpStream::connect_timeout(&addr, TIMEOUT).map_err(|e| e.to_string())?;
+        s.set_write_timeout(Some(Duration::from_secs(15))).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        s.write_all(&vec![7u8; 256 * 1024])
+            .map_err(|e| e.to_string())?;
+        s.shutdown(Shutdown::Write).map_err(|e| e.to_string())?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).map_err(|e| e.to_string())?;
+        Ok::<_, String>(out)
+    });
+    let _ = server.join();
+    assert_eq!(
+        answer.expect("transfer through a 1280-byte link"),
+        format!("got {}", 256 * 1024)
+    );
+    // The container learned the path MTU from the translated packet too big.
+    let cache = world
+        .container_ns("c")
+        .ip(&["-6", "route", "get", "2001:db8:ee::10"]);
+    assert!(cache.contains("mtu 1280"), "{cache}");
+}
+
+#[test]
+fn ipv6_routed_networks_publish_container_addresses_without_translation() {
+    let mut world = World::new();
+    world.ipv6_uplink();
+    let daemon = world.daemon();
+    network6(
+        &daemon,
+        "routed6",
+        "10.96.0.0/24",
+        "2001:db8:96::/64",
+        &["--gateway-mode", "routed"],
+    );
+    let ip6 = endpoint6(&mut world, &daemon, "routed6", "r", &["-p", "8080:80"]);
+    // The outside routes the container subnet through the host.
+    world
+        .ext
+        .ip(&["-6", "route", "add", "2001:db8:96::/64", "via", HOST_IP6]);
+    let _srv = TcpServer::start(world.container_ns("r"), &sa6("::", 80), "routed");
+    let _srv22 = TcpServer::start(world.container_ns("r"), &sa6("::", 22), "ssh");
+    // The container's own address and published port, untranslated.
+    let answer = tcp_request(&world.ext, &sa6(&ip6, 80), TIMEOUT).expect("routed [c]:80");
+    assert_eq!(answer, format!("routed saw {EXT_IP6} said hello"));
+    // The host's address still works too.
+    let answer = tcp_request(&world.ext, &sa6(HOST_IP6, 8080), TIMEOUT).expect("[host]:8080");
+    assert_eq!(answer, format!("routed saw {EXT_IP6} said hello"));
+    // Unpublished ports stay closed.
+    assert!(tcp_request(&world.ext, &sa6(&ip6, 22), SILENCE).is_err());
+    // No masquerade: the outside sees the container's own address.
+    let _ext = TcpServer::start(&world.ext, &sa6(EXT_IP6, 7000), "ext");
+    let answer =
+        tcp_request(world.container_ns("r"), &sa6(EXT_IP6, 7000), TIMEOUT).expect("routed out");
+    assert_eq!(answer, format!("ext saw {ip6} said hello"));
+    // The endpoint goes: so does its routed port.
+    daemon.json(&["endpoint", "rm", "r"]);
+    assert!(common::map_dump(&daemon, "ND_PORTS6").is_empty());
+}
+
+#[test]
+fn ipv6_legacy_links_open_one_port_with_icc_off() {
+    let mut world = World::new();
+    world.ipv6_uplink();
+    let daemon = world.daemon();
+    network6(
+        &daemon,
+        "app6",
+        "10.97.0.0/24",
+        "2001:db8:97::/64",
+        &["--icc", "false"],
+    );
+    let db = endpoint6(&mut world, &daemon, "app6", "db", &["--expose", "5432"]);
+    endpoint6(
+        &mut world,
+        &daemon,
+        "app6",
+        "web",
+        &["--link", "db:database"],
+    );
+    endpoint6(&mut world, &daemon, "app6", "other", &[]);
+    // The link opens the exposed port, one way, replies included.
+    assert!(connects6(&world, "web", "db", &db, 5432), "web -> db:5432");
+    assert!(!connects6(&world, "web", "db", &db, 80), "web -> db:80");
+    assert!(!connects6(&world, "other", "db", &db, 5432), "other -> db");
+    assert!(!ping(world.container_ns("web"), &db));
+    // Both ends' links go with an endpoint.
+    daemon.json(&["endpoint", "rm", "db"]);
+    assert!(common::map_dump(&daemon, "ND_LINKS6").is_empty());
+}
+
+#[test]
+fn ipv6_containers_reach_published_ports_through_the_host_address() {
+    let mut world = World::new();
+    world.ipv6_uplink();
+    let daemon = world.daemon();
+    network6(&daemon, "hpa", "10.98.0.0/24", "2001:db8:98::/64", &[]);
+    network6(&daemon, "hpb", "10.99.0.0/24", "2001:db8:99::/64", &[]);
+    endpoint6(
+        &mut world,
+        &daemon,
+        "hpa",
+        "web",
+        &["-p", "8080:80", "-p", "5353:53/udp"],
+    );
+    let near = endpoint6(&mut world, &daemon, "hpa", "near", &[]);
+    let far = endpoint6(&mut world, &daemon, "hpb", "far", &[]);
+    let _tcp = TcpServer::start(world.container_ns("web"), &sa6("::", 80), "web");
+    let _udp = UdpServer::start(world.container_ns("web"), &sa6("::", 53), "dns");
+    // From the same network and from another one; the server sees the client's address.
+    for (role, ip) in [("near", &near), ("far", &far)] {
+        let c = world.container_ns(role);
+        for _ in 0..3 {
+            let answer = tcp_request(c, &sa6(HOST_IP6, 8080), TIMEOUT).expect("hairpin TCP");
+            assert_eq!(answer, format!("web saw {ip} said hello"), "{role}");
+        }
+        let answer = udp_request(c, &sa6(HOST_IP6, 5353), TIMEOUT).expect("hairpin UDP");
+        assert_eq!(answer, format!("dns saw {ip}"), "{role}");
+    }
+    // A port nobody published on the host address stays the host's (refused).
+    assert!(tcp_request(world.container_ns("near"), &sa6(HOST_IP6, 8081), SILENCE).is_err());
+}
