@@ -200,9 +200,7 @@ impl Dataplane {
     }
 
     /// [`Self::entries`] entry by entry (two syscalls per entry).
-    pub(super) fn entries_iter<K: FlowKey>(
-        &self,
-    ) -> Result<Vec<(K, K::Entry)>, DataplaneError> {
+    pub(super) fn entries_iter<K: FlowKey>(&self) -> Result<Vec<(K, K::Entry)>, DataplaneError> {
         K::table(self)
             .iter()
             .collect::<Result<_, _>>()

@@ -58,7 +58,8 @@ fn batch_listing_matches_iteration_and_endpoint_flush_takes_only_its_flows() {
         dp.ct.insert(udp, CtEntry::default(), 0).unwrap();
 
         let batch: HashMap<CtKey, CtEntry> = dp.conntrack().unwrap().into_iter().collect();
-        let iter: HashMap<CtKey, CtEntry> = dp.entries_iter::<CtKey>().unwrap().into_iter().collect();
+        let iter: HashMap<CtKey, CtEntry> =
+            dp.entries_iter::<CtKey>().unwrap().into_iter().collect();
         assert_eq!(batch.len(), 9_004);
         assert_eq!(batch, iter);
 
