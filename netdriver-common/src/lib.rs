@@ -47,12 +47,18 @@ pub const MAP_HOST_ADDRS6: &str = "ND_HOST_ADDRS6";
 /// What the socket hooks translated, so replies and `getpeername` show the address the
 /// application used.
 pub const MAP_SOCK_RNAT: &str = "ND_SOCK_RNAT";
+/// The same for IPv6 sockets (IPv4-mapped addresses use `ND_SOCK_RNAT`).
+pub const MAP_SOCK_RNAT6: &str = "ND_SOCK_RNAT6";
 /// Hairpin flows (a container reaching a published port through a host address), keyed by
 /// the reply as the target container sends it.
 pub const MAP_HAIRPIN: &str = "ND_HAIRPIN";
 /// Published port ranges (LPM trie over protocol, host address and port prefix): a range
 /// costs at most 30 entries whatever its length. Consulted when `ND_PORTS` has no entry.
 pub const MAP_PORT_RANGES: &str = "ND_PORT_RANGES";
+/// Host ports published on any host address, by protocol and address family (LPM trie of
+/// aligned port blocks): a `bind` to the wildcard address of a port published on a single
+/// host address fails, as it would against the docker-proxy holding that address and port.
+pub const MAP_BIND_PORTS: &str = "ND_BIND_PORTS";
 
 /// Program names (the functions in netdriver-ebpf).
 pub const PROG_FROM_UPLINK: &str = "nd_from_uplink";
@@ -65,6 +71,12 @@ pub const PROG_SOCK_RECVMSG4: &str = "nd_sock_recvmsg4";
 pub const PROG_SOCK_GETPEERNAME4: &str = "nd_sock_getpeername4";
 /// cgroup bind4: published host ports are reserved.
 pub const PROG_SOCK_BIND4: &str = "nd_sock_bind4";
+/// The IPv6 twins (they also handle IPv4-mapped addresses on dual-stack sockets).
+pub const PROG_SOCK_CONNECT6: &str = "nd_sock_connect6";
+pub const PROG_SOCK_SENDMSG6: &str = "nd_sock_sendmsg6";
+pub const PROG_SOCK_RECVMSG6: &str = "nd_sock_recvmsg6";
+pub const PROG_SOCK_GETPEERNAME6: &str = "nd_sock_getpeername6";
+pub const PROG_SOCK_BIND6: &str = "nd_sock_bind6";
 
 /// Load-time global: the cookie of the daemon's network namespace. The socket hooks are
 /// attached to a cgroup, and cgroups span namespaces: they act only on sockets whose
@@ -95,6 +107,8 @@ pub const HOST_ADDRS_MAX_ENTRIES: u32 = 4096;
 pub const SOCK_RNAT_MAX_ENTRIES: u32 = 65536;
 /// Capacity of the port-range trie (a range takes at most 30 entries).
 pub const PORT_RANGES_MAX_ENTRIES: u32 = 16384;
+/// Capacity of the bound-port trie (a range takes at most 30 entries).
+pub const BIND_PORTS_MAX_ENTRIES: u32 = 65536;
 /// Capacity of the hairpin flow map (LRU).
 pub const HAIRPIN_MAX_ENTRIES: u32 = 65536;
 /// Capacity of the network-subnet LPM trie.
@@ -583,6 +597,24 @@ pub struct PortRangeTarget {
 }
 const _: () = assert!(size_of::<PortRangeTarget>() == 32);
 
+/// Key data of `ND_BIND_PORTS` (behind the trie's prefix length): the protocol, the address
+/// family of the host address (`BIND_FAMILY_*`), then the leading bits of the port.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Pod, Zeroable)]
+pub struct BindPortKey {
+    pub proto: u8,
+    pub family: u8,
+    /// Big-endian, so that a prefix is a block of consecutive ports.
+    pub port_be: [u8; 2],
+}
+const _: () = assert!(size_of::<BindPortKey>() == 4);
+/// Bits of `BindPortKey` before the port.
+pub const BIND_PORT_PREFIX_BASE: u32 = 16;
+/// `BindPortKey::family`: published on an IPv4 host address.
+pub const BIND_FAMILY_V4: u8 = 4;
+/// `BindPortKey::family`: published on an IPv6 host address.
+pub const BIND_FAMILY_V6: u8 = 6;
+
 /// Key of `ND_SOCK_RNAT`: a socket (its cookie) and the container address and port the
 /// socket hooks sent it to.
 #[repr(C)]
@@ -609,6 +641,33 @@ pub struct SockRnatValue {
     pub _pad: u16,
 }
 const _: () = assert!(size_of::<SockRnatValue>() == 8);
+
+/// Key of `ND_SOCK_RNAT6`: a socket (its cookie) and the container IPv6 address and port the
+/// socket hooks sent it to. The IPv6 twin of [`SockRnatKey`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct SockRnatKey6 {
+    pub cookie: u64,
+    /// Container address, network order.
+    pub addr: [u8; 16],
+    /// Container port, host order.
+    pub port: u16,
+    pub proto: u8,
+    pub _pad: [u8; 5],
+}
+const _: () = assert!(size_of::<SockRnatKey6>() == 32);
+
+/// Value of `ND_SOCK_RNAT6`: the address and port the application asked for.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct SockRnatValue6 {
+    /// Network order.
+    pub addr: [u8; 16],
+    /// Host order.
+    pub port: u16,
+    pub _pad: u16,
+}
+const _: () = assert!(size_of::<SockRnatValue6>() == 20);
 
 /// Key of `ND_HAIRPIN`: a reply of a hairpin flow as the target container sends it.
 #[repr(C)]
@@ -778,9 +837,9 @@ const _: () = assert!(size_of::<LinkKey6>() == 36);
 #[cfg(feature = "user")]
 mod user {
     use super::{
-        CtEntry, CtEntry6, CtKey, CtKey6, HairpinEntry, HairpinKey, LinkKey, LinkKey6, NetInfo,
-        NetInfo6, PortKey, PortKey6, PortRangeKey, PortRangeTarget, PortTarget, PortTarget6,
-        SockRnatKey, SockRnatValue,
+        BindPortKey, CtEntry, CtEntry6, CtKey, CtKey6, HairpinEntry, HairpinKey, LinkKey, LinkKey6,
+        NetInfo, NetInfo6, PortKey, PortKey6, PortRangeKey, PortRangeTarget, PortTarget,
+        PortTarget6, SockRnatKey, SockRnatKey6, SockRnatValue, SockRnatValue6,
     };
 
     macro_rules! aya_pod {
@@ -809,5 +868,8 @@ mod user {
         HairpinEntry,
         PortRangeKey,
         PortRangeTarget,
+        BindPortKey,
+        SockRnatKey6,
+        SockRnatValue6,
     );
 }

@@ -129,17 +129,17 @@ pub fn nd_from_container(ctx: TcContext) -> i32 {
     reason = "#[cgroup_sock_addr] passes the context by value"
 )]
 pub fn nd_sock_connect4(ctx: SockAddrContext) -> i32 {
-    sock::connect4(&ctx)
+    sock::connect::<sock::V4>(&ctx)
 }
 
-/// cgroup sendmsg4: the same for unconnected UDP datagrams.
+/// cgroup sendmsg4: the same for unconnected UDP datagrams (IPv4-mapped ones too).
 #[cgroup_sock_addr(sendmsg4)]
 #[expect(
     clippy::needless_pass_by_value,
     reason = "#[cgroup_sock_addr] passes the context by value"
 )]
 pub fn nd_sock_sendmsg4(ctx: SockAddrContext) -> i32 {
-    sock::sendmsg4(&ctx)
+    sock::sendmsg::<sock::V4>(&ctx)
 }
 
 /// cgroup recvmsg4: replies appear to come from the address the client used.
@@ -149,7 +149,7 @@ pub fn nd_sock_sendmsg4(ctx: SockAddrContext) -> i32 {
     reason = "#[cgroup_sock_addr] passes the context by value"
 )]
 pub fn nd_sock_recvmsg4(ctx: SockAddrContext) -> i32 {
-    sock::recvmsg4(&ctx)
+    sock::recvmsg::<sock::V4>(&ctx)
 }
 
 /// cgroup getpeername4: the peer is the address the client connected to.
@@ -159,7 +159,7 @@ pub fn nd_sock_recvmsg4(ctx: SockAddrContext) -> i32 {
     reason = "#[cgroup_sock_addr] passes the context by value"
 )]
 pub fn nd_sock_getpeername4(ctx: SockAddrContext) -> i32 {
-    sock::getpeername4(&ctx)
+    sock::getpeername::<sock::V4>(&ctx)
 }
 
 /// cgroup bind4: host processes cannot bind a published host address and port.
@@ -169,7 +169,57 @@ pub fn nd_sock_getpeername4(ctx: SockAddrContext) -> i32 {
     reason = "#[cgroup_sock_addr] passes the context by value"
 )]
 pub fn nd_sock_bind4(ctx: SockAddrContext) -> i32 {
-    sock::bind4(&ctx)
+    sock::bind::<sock::V4>(&ctx)
+}
+
+/// cgroup connect6: `connect4` for IPv6 sockets, IPv4-mapped addresses included.
+#[cgroup_sock_addr(connect6)]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "#[cgroup_sock_addr] passes the context by value"
+)]
+pub fn nd_sock_connect6(ctx: SockAddrContext) -> i32 {
+    sock::connect::<sock::V6>(&ctx)
+}
+
+/// cgroup sendmsg6: `sendmsg4` for IPv6 datagrams.
+#[cgroup_sock_addr(sendmsg6)]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "#[cgroup_sock_addr] passes the context by value"
+)]
+pub fn nd_sock_sendmsg6(ctx: SockAddrContext) -> i32 {
+    sock::sendmsg::<sock::V6>(&ctx)
+}
+
+/// cgroup recvmsg6: `recvmsg4` for IPv6 sockets, IPv4-mapped addresses included.
+#[cgroup_sock_addr(recvmsg6)]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "#[cgroup_sock_addr] passes the context by value"
+)]
+pub fn nd_sock_recvmsg6(ctx: SockAddrContext) -> i32 {
+    sock::recvmsg::<sock::V6>(&ctx)
+}
+
+/// cgroup getpeername6: `getpeername4` for IPv6 sockets.
+#[cgroup_sock_addr(getpeername6)]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "#[cgroup_sock_addr] passes the context by value"
+)]
+pub fn nd_sock_getpeername6(ctx: SockAddrContext) -> i32 {
+    sock::getpeername::<sock::V6>(&ctx)
+}
+
+/// cgroup bind6: `bind4` for IPv6 sockets; `[::]` also conflicts with IPv4 ports.
+#[cgroup_sock_addr(bind6)]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "#[cgroup_sock_addr] passes the context by value"
+)]
+pub fn nd_sock_bind6(ctx: SockAddrContext) -> i32 {
+    sock::bind::<sock::V6>(&ctx)
 }
 
 #[cfg(not(test))]

@@ -7,11 +7,12 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use netdriver_common::{
-    CT_MAX_ENTRIES, CtEntry, CtEntry6, CtKey, CtKey6, DROP_REASONS, HAIRPIN_MAX_ENTRIES,
-    HOST_ADDRS_MAX_ENTRIES, HairpinEntry, HairpinKey, LINKS_MAX_ENTRIES, LinkKey, LinkKey6,
-    NAT_PORT_MAX_DEFAULT, NAT_PORT_MIN_DEFAULT, NETS_MAX_ENTRIES, NetInfo, NetInfo6,
-    PORT_RANGES_MAX_ENTRIES, PORTS_MAX_ENTRIES, PortKey, PortKey6, PortRangeKey, PortRangeTarget,
-    PortTarget, PortTarget6, SOCK_RNAT_MAX_ENTRIES, SockRnatKey, SockRnatValue,
+    BIND_PORT_PREFIX_BASE, BIND_PORTS_MAX_ENTRIES, BindPortKey, CT_MAX_ENTRIES, CtEntry, CtEntry6,
+    CtKey, CtKey6, DROP_REASONS, HAIRPIN_MAX_ENTRIES, HOST_ADDRS_MAX_ENTRIES, HairpinEntry,
+    HairpinKey, LINKS_MAX_ENTRIES, LinkKey, LinkKey6, NAT_PORT_MAX_DEFAULT, NAT_PORT_MIN_DEFAULT,
+    NETS_MAX_ENTRIES, NetInfo, NetInfo6, PORT_RANGES_MAX_ENTRIES, PORTS_MAX_ENTRIES, PortKey,
+    PortKey6, PortRangeKey, PortRangeTarget, PortTarget, PortTarget6, SOCK_RNAT_MAX_ENTRIES,
+    SockRnatKey, SockRnatKey6, SockRnatValue, SockRnatValue6,
 };
 
 /// Published ports.
@@ -67,6 +68,14 @@ pub static ND_SOCK_RNAT: LruHashMap<
     { SOCK_RNAT_MAX_ENTRIES as usize },
 > = LruHashMap::new();
 
+/// Translations made by the IPv6 socket hooks (IPv4-mapped ones go to `ND_SOCK_RNAT`).
+#[btf_map]
+pub static ND_SOCK_RNAT6: LruHashMap<
+    SockRnatKey6,
+    SockRnatValue6,
+    { SOCK_RNAT_MAX_ENTRIES as usize },
+> = LruHashMap::new();
+
 /// Published port ranges.
 #[btf_map]
 pub static ND_PORT_RANGES: LpmTrie<
@@ -74,6 +83,11 @@ pub static ND_PORT_RANGES: LpmTrie<
     PortRangeTarget,
     { PORT_RANGES_MAX_ENTRIES as usize },
 > = LpmTrie::new();
+
+/// Host ports published on any host address, by protocol and family (for wildcard binds).
+#[btf_map]
+pub static ND_BIND_PORTS: LpmTrie<BindPortKey, u32, { BIND_PORTS_MAX_ENTRIES as usize }> =
+    LpmTrie::new();
 
 /// Hairpin flows, keyed by the reply as the target container sends it.
 #[btf_map]
@@ -157,11 +171,31 @@ pub fn is_host_addr(addr_be: u32) -> bool {
     unsafe { ND_HOST_ADDRS.get(addr_be) }.is_some()
 }
 
+/// Whether `addr` is one of the host's own IPv6 addresses.
+#[inline(always)]
+pub fn is_host_addr6(addr: [u8; 16]) -> bool {
+    // SAFETY: only the presence is read.
+    unsafe { ND_HOST_ADDRS6.get(addr) }.is_some()
+}
+
 /// Whether `port`/`proto` is published on `addr_be` (or on every host address), as a single
 /// port or inside a range.
 #[inline(always)]
 pub fn is_published(addr_be: u32, port: u16, proto: u8) -> bool {
     crate::published::lookup(addr_be, port, proto, true).is_some()
+}
+
+/// Whether `port`/`proto` is published on some host address of `family` (`BIND_FAMILY_*`).
+#[inline(always)]
+pub fn published_on_any(port: u16, proto: u8, family: u8) -> bool {
+    let key = BindPortKey {
+        proto,
+        family,
+        port_be: port.to_be_bytes(),
+    };
+    ND_BIND_PORTS
+        .get(&Key::new(BIND_PORT_PREFIX_BASE + 16, key))
+        .is_some()
 }
 
 /// The IPv6 container network `addr` belongs to.

@@ -4,6 +4,7 @@
 //! every call is a handful of `bpf(2)`/netlink syscalls.
 
 mod batch;
+mod bind_ports;
 mod ct;
 mod hairpin;
 mod ip6;
@@ -32,16 +33,18 @@ use aya::{
     sys::SyscallError,
     util::KernelVersion,
 };
+pub use bind_ports::BindBlock;
 pub use ct::{CtTimeouts, FlowKey, SCTP_TIMEOUT_DEFAULT_SECS, SweepReport, monotonic_ns};
 use ipnet::Ipv4Net;
 use netdriver_common::{
-    CT_MAX_ENTRIES, CtEntry, CtEntry6, CtKey, CtKey6, DROP_REASONS, GLOBAL_NAT_PORT_MAX,
-    GLOBAL_NAT_PORT_MIN, GLOBAL_NETNS_COOKIE, GLOBAL_REDIRECT_PEER, HairpinEntry, HairpinKey,
-    LinkKey, LinkKey6, MAP_CT, MAP_CT6, MAP_DROPS, MAP_HAIRPIN, MAP_HOST_ADDRS, MAP_HOST_ADDRS6,
-    MAP_LINKS, MAP_LINKS6, MAP_NETS, MAP_NETS6, MAP_PORT_RANGES, MAP_PORTS, MAP_PORTS6,
-    MAP_SOCK_RNAT, NAT_PORT_MAX_DEFAULT, NAT_PORT_MIN_DEFAULT, NetInfo, NetInfo6,
-    PROG_FROM_CONTAINER, PROG_FROM_UPLINK, PROG_XDP_UPLINK, PortKey, PortKey6, PortRangeKey,
-    PortRangeTarget, PortTarget, PortTarget6, SockRnatKey, SockRnatValue,
+    BindPortKey, CT_MAX_ENTRIES, CtEntry, CtEntry6, CtKey, CtKey6, DROP_REASONS,
+    GLOBAL_NAT_PORT_MAX, GLOBAL_NAT_PORT_MIN, GLOBAL_NETNS_COOKIE, GLOBAL_REDIRECT_PEER,
+    HairpinEntry, HairpinKey, LinkKey, LinkKey6, MAP_BIND_PORTS, MAP_CT, MAP_CT6, MAP_DROPS,
+    MAP_HAIRPIN, MAP_HOST_ADDRS, MAP_HOST_ADDRS6, MAP_LINKS, MAP_LINKS6, MAP_NETS, MAP_NETS6,
+    MAP_PORT_RANGES, MAP_PORTS, MAP_PORTS6, MAP_SOCK_RNAT, MAP_SOCK_RNAT6, NAT_PORT_MAX_DEFAULT,
+    NAT_PORT_MIN_DEFAULT, NetInfo, NetInfo6, PROG_FROM_CONTAINER, PROG_FROM_UPLINK,
+    PROG_XDP_UPLINK, PortKey, PortKey6, PortRangeKey, PortRangeTarget, PortTarget, PortTarget6,
+    SockRnatKey, SockRnatKey6, SockRnatValue, SockRnatValue6,
 };
 use nix::{
     mount::{MsFlags, mount},
@@ -55,7 +58,7 @@ pub use xdp::UplinkMode;
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netdriver"));
 
 /// Every map of the object; all are pinned under the pin directory.
-const MAP_NAMES: [&str; 14] = [
+const MAP_NAMES: [&str; 16] = [
     MAP_PORTS,
     MAP_PORTS6,
     MAP_HOST_ADDRS6,
@@ -70,6 +73,8 @@ const MAP_NAMES: [&str; 14] = [
     MAP_SOCK_RNAT,
     MAP_PORT_RANGES,
     MAP_HAIRPIN,
+    MAP_BIND_PORTS,
+    MAP_SOCK_RNAT6,
 ];
 
 /// Load-time sizes and knobs of the data path.
@@ -190,8 +195,9 @@ fn is_not_found(err: &MapError) -> bool {
     }
 }
 
-/// Pinned tc links live in this subdirectory of the pin directory, one file per attachment
-/// (`<program>@<ifname>`): programs stay attached while the daemon is down.
+/// Pinned links live in this subdirectory of the pin directory, one file per attachment
+/// (`<program>@<ifname>` for tc and XDP, `<program>@cgroup` for the socket hooks): programs
+/// stay attached while the daemon is down.
 const LINK_DIR: &str = "links";
 
 /// A tc attachment of one of our programs to an interface.
@@ -224,6 +230,9 @@ pub struct Dataplane {
     sock_rnat: HashMap<MapData, SockRnatKey, SockRnatValue>,
     port_ranges: LpmTrie<MapData, PortRangeKey, PortRangeTarget>,
     hairpin: HashMap<MapData, HairpinKey, HairpinEntry>,
+    bind_ports: LpmTrie<MapData, BindPortKey, u32>,
+    host_addrs6: HashMap<MapData, [u8; 16], u32>,
+    sock_rnat6: HashMap<MapData, SockRnatKey6, SockRnatValue6>,
     cgroup: sock::CgroupLinks,
     uplinks: BTreeMap<String, Attachment>,
     /// `nd_xdp_uplink` attachments (`UplinkMode::Xdp`), in front of the tc ones.
@@ -304,6 +313,9 @@ impl Dataplane {
             sock_rnat: take_map(&mut ebpf, pin_dir, MAP_SOCK_RNAT)?,
             port_ranges: take_map(&mut ebpf, pin_dir, MAP_PORT_RANGES)?,
             hairpin: take_map(&mut ebpf, pin_dir, MAP_HAIRPIN)?,
+            bind_ports: take_map(&mut ebpf, pin_dir, MAP_BIND_PORTS)?,
+            host_addrs6: take_map(&mut ebpf, pin_dir, MAP_HOST_ADDRS6)?,
+            sock_rnat6: take_map(&mut ebpf, pin_dir, MAP_SOCK_RNAT6)?,
             cgroup: sock::CgroupLinks::default(),
             ebpf,
             pin_dir: pin_dir.to_owned(),
@@ -466,6 +478,9 @@ impl Dataplane {
         for entry in fs::read_dir(&dir).map_err(io_err("list", &dir))?.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let ours = name.split_once('@').is_some_and(|(prog, ifname)| {
+                if sock::SOCK_PROGRAMS.contains(&prog) {
+                    return ifname == "cgroup" && self.cgroup.holds(prog);
+                }
                 let table = match prog {
                     PROG_FROM_UPLINK => &self.uplinks,
                     PROG_XDP_UPLINK => &self.xdp_uplinks,
@@ -486,7 +501,7 @@ impl Dataplane {
     /// cleanup`). Without this, programs stay attached and maps pinned while the daemon is
     /// down, so traffic keeps flowing.
     pub fn remove_everything(&mut self) -> Result<(), DataplaneError> {
-        let mut errors = Vec::new();
+        let mut errors: Vec<DataplaneError> = self.detach_cgroup().err().into_iter().collect();
         for (table, program) in [
             (&mut self.xdp_uplinks, PROG_XDP_UPLINK),
             (&mut self.uplinks, PROG_FROM_UPLINK),

@@ -32,6 +32,15 @@ fn portmap(host_port: u16, port: u16) -> Value {
     })
 }
 
+/// `ip_local_reserved_ports` of the host namespace.
+fn reserved_ports(world: &World) -> String {
+    world
+        .host
+        .run(|| std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_reserved_ports").unwrap())
+        .trim()
+        .to_string()
+}
+
 fn ids(net: &str, ep: &str) -> Value {
     json!({"NetworkID": net, "EndpointID": ep})
 }
@@ -230,6 +239,8 @@ fn network_driver_lifecycle_publishes_ports() {
     assert_eq!(ports[0]["endpoint"], EP_ID[..12]);
     let answer = common::tcp_request(&world.ext, &format!("{HOST_IP}:8080"), TIMEOUT).unwrap();
     assert_eq!(answer, format!("web saw {EXT_IP} said hello"));
+    // Reserved against ephemeral use like any published port.
+    assert_eq!(reserved_ports(&world), "8080");
     // Sent again when the gateway endpoint changes: nothing changes.
     ok(
         &mut c,
@@ -256,6 +267,7 @@ fn network_driver_lifecycle_publishes_ports() {
     );
     assert_eq!(d.json(&["port", "ls"]), json!([]));
     assert!(common::tcp_request(&world.ext, &format!("{HOST_IP}:8080"), SILENCE).is_err());
+    assert_eq!(reserved_ports(&world), "");
     ok(&mut c, "NetworkDriver.Leave", &ids(NET_ID, EP_ID));
     dockerd_releases(&world, ns, &src);
     ok(&mut c, "NetworkDriver.DeleteEndpoint", &ids(NET_ID, EP_ID));

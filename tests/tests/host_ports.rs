@@ -4,13 +4,15 @@
 mod common;
 
 use std::{
-    io::{Read, Write},
-    net::{SocketAddr, TcpStream, UdpSocket},
+    net::{TcpStream, UdpSocket},
     os::unix::fs::MetadataExt,
     time::Duration,
 };
 
-use common::{Daemon, HOST_IP, Netns, TIMEOUT, TcpServer, UdpServer, World, run, tcp_request};
+use common::sockets::{bind, tcp_with_peer, udp_with_source};
+use common::{
+    Daemon, HOST_IP, Netns, SILENCE, TIMEOUT, TcpServer, UdpServer, World, run, tcp_request,
+};
 use serde_json::Value;
 
 const GATEWAY: &str = "10.89.0.1";
@@ -33,34 +35,6 @@ fn web(world: &mut World, daemon: &Daemon, ports: &[&str]) -> (TcpServer, UdpSer
         TcpServer::start(c, "0.0.0.0:80", "web"),
         UdpServer::start(c, "0.0.0.0:53", "dns"),
     )
-}
-
-/// A TCP request from `ns` that also returns the peer `getpeername` reported.
-fn tcp_with_peer(ns: &Netns, addr: &str) -> (String, SocketAddr) {
-    let addr: SocketAddr = addr.parse().unwrap();
-    ns.run(move || {
-        let mut s = TcpStream::connect_timeout(&addr, TIMEOUT)
-            .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
-        let peer = s.peer_addr().unwrap();
-        s.set_read_timeout(Some(TIMEOUT)).unwrap();
-        s.write_all(b"hello").unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        (out, peer)
-    })
-}
-
-/// A UDP request from `ns` (unconnected socket): the answer and the address it came from.
-fn udp_with_source(ns: &Netns, addr: &str) -> (String, SocketAddr) {
-    let addr: SocketAddr = addr.parse().unwrap();
-    ns.run(move || {
-        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
-        s.set_read_timeout(Some(TIMEOUT)).unwrap();
-        s.send_to(b"hello", addr).unwrap();
-        let mut buf = [0u8; 128];
-        let (n, from) = s.recv_from(&mut buf).expect("UDP answer");
-        (String::from_utf8_lossy(&buf[..n]).into_owned(), from)
-    })
 }
 
 #[test]
@@ -151,28 +125,84 @@ fn free_port_in_root_namespace() -> u16 {
         .expect("a free port")
 }
 
+/// The socket programs, one attachment each.
+const HOOKS: usize = 10;
+
+/// The host reaches the published port on loopback (the hooks act).
+fn host_reaches_8080(world: &World) {
+    let (answer, peer) = tcp_with_peer(&world.host, "127.0.0.1:8080");
+    assert_eq!(answer, format!("web saw {GATEWAY} said hello"));
+    assert_eq!(peer, "127.0.0.1:8080".parse().unwrap());
+}
+
 #[test]
-fn the_socket_hooks_leave_with_the_daemon() {
+fn the_socket_hooks_outlive_the_daemon_until_cleanup() {
     let mut world = World::new();
     let mut daemon = world.daemon();
     let _servers = web(&mut world, &daemon, &["8080:80"]);
     let ours = attached_hooks(&daemon);
-    assert_eq!(
-        ours.len(),
-        5,
-        "bind4, connect4, sendmsg4, recvmsg4, getpeername4: {ours:?}"
+    assert_eq!(ours.len(), HOOKS, "one attachment per hook: {ours:?}");
+    // SIGKILL: the pinned links keep the hooks attached, and they keep working.
+    daemon.kill();
+    assert_eq!(still_attached(&ours), ours, "detached by SIGKILL");
+    host_reaches_8080(&world);
+    // The next start replaces them: still one attachment per hook, and no gap.
+    daemon.restart();
+    let after_kill = attached_hooks(&daemon);
+    assert_eq!(after_kill.len(), HOOKS, "{after_kill:?}");
+    assert!(
+        still_attached(&ours).is_empty(),
+        "old programs left: {ours:?}"
     );
+    host_reaches_8080(&world);
+    // SIGTERM without --cleanup-on-exit: the same.
     daemon.stop();
-    let left = still_attached(&ours);
-    assert!(left.is_empty(), "still attached after SIGTERM: {left:?}");
-
-    // SIGKILL: the bpf links close with the process.
+    assert_eq!(
+        still_attached(&after_kill),
+        after_kill,
+        "detached by SIGTERM"
+    );
+    host_reaches_8080(&world);
     daemon.restart();
     let ours = attached_hooks(&daemon);
-    assert_eq!(ours.len(), 5, "{ours:?}");
+    assert_eq!(ours.len(), HOOKS, "{ours:?}");
+    host_reaches_8080(&world);
+    // `netdriver cleanup` (no daemon running) detaches them.
     daemon.kill();
+    let state = daemon.dir.join("state");
+    let out = world.host.exec(
+        common::netdriver_bin().to_str().unwrap(),
+        &[
+            "cleanup",
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--bpffs",
+            daemon.bpffs.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let left = still_attached(&ours);
-    assert!(left.is_empty(), "still attached after SIGKILL: {left:?}");
+    assert!(left.is_empty(), "still attached after cleanup: {left:?}");
+}
+
+#[test]
+fn cleanup_on_exit_detaches_the_socket_hooks() {
+    let mut world = World::new();
+    let mut daemon = Daemon::start(&world, &["--cleanup-on-exit"]);
+    let _servers = web(&mut world, &daemon, &["8080:80"]);
+    let ours = attached_hooks(&daemon);
+    assert_eq!(ours.len(), HOOKS, "{ours:?}");
+    daemon.stop();
+    let left = still_attached(&ours);
+    assert!(
+        left.is_empty(),
+        "still attached after --cleanup-on-exit: {left:?}"
+    );
+    assert!(tcp_request(&world.host, "127.0.0.1:8080", SILENCE).is_err());
 }
 
 #[test]
@@ -296,19 +326,6 @@ fn cgroup_prog_ids() -> Vec<u64> {
         .collect()
 }
 
-/// Binds `addr` (TCP listener or UDP socket) in `ns`; the error kind on failure.
-fn bind(ns: &Netns, addr: &str, udp: bool) -> Result<(), std::io::ErrorKind> {
-    let addr: SocketAddr = addr.parse().unwrap();
-    ns.run(move || {
-        if udp {
-            UdpSocket::bind(addr).map(drop)
-        } else {
-            std::net::TcpListener::bind(addr).map(drop)
-        }
-        .map_err(|e| e.kind())
-    })
-}
-
 #[test]
 fn a_host_process_cannot_bind_a_published_port() {
     let mut world = World::new();
@@ -369,4 +386,101 @@ fn a_port_a_host_process_holds_is_never_published() {
         tcp_request(&world.ext, &format!("{HOST_IP}:7070"), TIMEOUT).unwrap(),
         format!("host saw {} said hello", common::EXT_IP)
     );
+}
+
+#[test]
+fn a_wildcard_bind_conflicts_with_a_port_published_on_one_address() {
+    let mut world = World::new();
+    let daemon = world.daemon();
+    let _servers = web(
+        &mut world,
+        &daemon,
+        &[
+            &format!("{HOST_IP}:8080:80"),
+            &format!("{HOST_IP}:7000-7003:80-83/udp"),
+        ],
+    );
+    let in_use = Err(std::io::ErrorKind::AddrInUse);
+    // A proxy holding 198.51.100.1:8080 would make these fail too.
+    assert_eq!(bind(&world.host, "0.0.0.0:8080", false), in_use);
+    assert_eq!(bind(&world.host, "0.0.0.0:7002", true), in_use);
+    assert_eq!(bind(&world.host, &format!("{HOST_IP}:8080"), false), in_use);
+    // Another port, the other protocol, another single address: free.
+    assert_eq!(bind(&world.host, "0.0.0.0:8081", false), Ok(()));
+    assert_eq!(bind(&world.host, "0.0.0.0:7004", true), Ok(()));
+    assert_eq!(bind(&world.host, "0.0.0.0:8080", true), Ok(()));
+    assert_eq!(bind(&world.host, "0.0.0.0:7002", false), Ok(()));
+    assert_eq!(bind(&world.host, "127.0.0.1:8080", false), Ok(()));
+    // Other namespaces are not concerned.
+    assert_eq!(bind(&world.ext, "0.0.0.0:8080", false), Ok(()));
+    daemon.json(&["endpoint", "rm", "web"]);
+    assert_eq!(bind(&world.host, "0.0.0.0:8080", false), Ok(()));
+    assert_eq!(bind(&world.host, "0.0.0.0:7002", true), Ok(()));
+}
+
+const RESERVED_PORTS: &str = "/proc/sys/net/ipv4/ip_local_reserved_ports";
+
+/// `ip_local_reserved_ports` of `ns`.
+fn reserved_ports(ns: &Netns) -> String {
+    ns.run(|| std::fs::read_to_string(RESERVED_PORTS).unwrap())
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn published_ports_are_reserved_against_ephemeral_use() {
+    let mut world = World::new();
+    // The administrator's own entries (7001 is also published below).
+    world
+        .host
+        .run(|| std::fs::write(RESERVED_PORTS, "22,7001").unwrap());
+    let mut daemon = world.daemon();
+    let _servers = web(&mut world, &daemon, &["8080:80", "7000-7003:80-83/udp"]);
+    assert_eq!(reserved_ports(&world.host), "22,7000-7003,8080");
+    // Only the daemon's namespace.
+    assert_eq!(reserved_ports(&world.ext), "");
+    daemon.json(&["endpoint", "rm", "web"]);
+    assert_eq!(
+        reserved_ports(&world.host),
+        "22,7001",
+        "the admin's entries stay"
+    );
+
+    // Recomputed from the store after a restart: our entries are still known as ours.
+    let netns = world.container("web2");
+    let netns = netns.to_str().unwrap().to_string();
+    let create = [
+        "endpoint", "create", "front", "--netns", &netns, "--name", "web2",
+    ];
+    let mut args = create.to_vec();
+    args.extend(["-p", "9090:80"]);
+    daemon.json(&args);
+    assert_eq!(reserved_ports(&world.host), "22,7001,9090");
+    daemon.kill();
+    daemon.restart();
+    assert_eq!(reserved_ports(&world.host), "22,7001,9090");
+    daemon.json(&["endpoint", "rm", "web2"]);
+    assert_eq!(reserved_ports(&world.host), "22,7001");
+
+    // `netdriver cleanup` takes ours back.
+    daemon.json(&args);
+    assert_eq!(reserved_ports(&world.host), "22,7001,9090");
+    daemon.kill();
+    let state = daemon.dir.join("state");
+    let out = world.host.exec(
+        common::netdriver_bin().to_str().unwrap(),
+        &[
+            "cleanup",
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--bpffs",
+            daemon.bpffs.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(reserved_ports(&world.host), "22,7001");
 }

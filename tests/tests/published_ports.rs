@@ -268,7 +268,13 @@ fn published_ports_keep_working_while_the_daemon_is_down() {
         .flatten()
         .collect();
     let xdp = usize::from(common::xdp_suite());
-    assert_eq!(links.len(), 2 + xdp, "{links:?}");
+    // The uplink's and the container's tc links (and XDP), and the ten socket hooks.
+    let hooks = links
+        .iter()
+        .filter(|l| l.file_name().to_string_lossy().ends_with("@cgroup"))
+        .count();
+    assert_eq!(hooks, 10, "{links:?}");
+    assert_eq!(links.len(), 2 + xdp + hooks, "{links:?}");
     // The next address is still the next one: the first is remembered as taken.
     let other = world.container("b");
     let ep = daemon.json(&[

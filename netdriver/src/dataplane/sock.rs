@@ -4,7 +4,7 @@
 use std::{
     collections::HashSet,
     fs, io,
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     os::fd::AsRawFd,
     path::{Path, PathBuf},
 };
@@ -12,30 +12,51 @@ use std::{
 use aya::{
     Ebpf,
     programs::{
-        CgroupAttachMode, CgroupSockAddr, ProgramError, cgroup_sock_addr::CgroupSockAddrLinkId,
+        CgroupAttachMode, CgroupSockAddr, ProgramError,
+        links::{FdLink, PinnedLink},
     },
 };
 use netdriver_common::{
-    MAP_HOST_ADDRS, MAP_SOCK_RNAT, PROG_SOCK_BIND4, PROG_SOCK_CONNECT4, PROG_SOCK_GETPEERNAME4,
-    PROG_SOCK_RECVMSG4, PROG_SOCK_SENDMSG4, SockRnatKey,
+    MAP_HOST_ADDRS, MAP_HOST_ADDRS6, MAP_SOCK_RNAT, MAP_SOCK_RNAT6, PROG_SOCK_BIND4,
+    PROG_SOCK_BIND6, PROG_SOCK_CONNECT4, PROG_SOCK_CONNECT6, PROG_SOCK_GETPEERNAME4,
+    PROG_SOCK_GETPEERNAME6, PROG_SOCK_RECVMSG4, PROG_SOCK_RECVMSG6, PROG_SOCK_SENDMSG4,
+    PROG_SOCK_SENDMSG6, SockRnatKey, SockRnatKey6,
 };
 
-use super::{Dataplane, DataplaneError, io_err, is_not_found, map_err};
+use super::{Dataplane, DataplaneError, LINK_DIR, io_err, is_not_found, map_err};
 
 /// The socket programs, all attached to the same cgroup.
-pub(super) const SOCK_PROGRAMS: [&str; 5] = [
+pub(super) const SOCK_PROGRAMS: [&str; 10] = [
     PROG_SOCK_BIND4,
     PROG_SOCK_CONNECT4,
     PROG_SOCK_SENDMSG4,
     PROG_SOCK_RECVMSG4,
     PROG_SOCK_GETPEERNAME4,
+    PROG_SOCK_BIND6,
+    PROG_SOCK_CONNECT6,
+    PROG_SOCK_SENDMSG6,
+    PROG_SOCK_RECVMSG6,
+    PROG_SOCK_GETPEERNAME6,
 ];
 
-/// The cgroup attachments of the socket programs.
+/// The cgroup attachments of the socket programs: bpf links pinned under
+/// `<pin dir>/links/<program>@cgroup`, so the hooks outlive the daemon like the tc programs.
 #[derive(Debug, Default)]
 pub(super) struct CgroupLinks {
     pub(super) cgroup: Option<PathBuf>,
-    links: Vec<(&'static str, CgroupSockAddrLinkId)>,
+    links: Vec<(&'static str, PinnedLink)>,
+}
+
+impl CgroupLinks {
+    /// Whether this run attached `program` (a pinned link of that name is ours).
+    pub(super) fn holds(&self, program: &str) -> bool {
+        self.links.iter().any(|(name, _)| *name == program)
+    }
+}
+
+/// The pin of a socket program's cgroup link.
+fn link_pin(pin_dir: &Path, program: &str) -> PathBuf {
+    pin_dir.join(LINK_DIR).join(format!("{program}@cgroup"))
 }
 
 fn program<'a>(
@@ -115,8 +136,11 @@ fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
 }
 
 impl Dataplane {
-    /// Attaches the socket hooks to the cgroup v2 at `path` (bpf links: they go away with the
-    /// daemon, even when it is killed). Idempotent.
+    /// Attaches the socket hooks to the cgroup v2 at `path` through bpf links pinned under
+    /// the pin directory: they stay attached while the daemon is down (stopped or killed),
+    /// so the host keeps reaching published ports. A previous run's link is replaced only
+    /// once the new one is attached (no gap; both act the same meanwhile, and the second
+    /// finds nothing left to translate), so each hook ends up attached once. Idempotent.
     pub fn attach_cgroup(&mut self, path: &Path) -> Result<(), DataplaneError> {
         if self.cgroup.cgroup.is_some() {
             return Ok(());
@@ -124,11 +148,8 @@ impl Dataplane {
         let dir = fs::File::open(path).map_err(io_err("open cgroup", path))?;
         let at = path.display().to_string();
         for name in SOCK_PROGRAMS {
-            let attached = program(&mut self.ebpf, name)?
-                .attach(&dir, CgroupAttachMode::Single)
-                .map_err(|e| prog_err("attach", name, &at, e));
-            match attached {
-                Ok(id) => self.cgroup.links.push((name, id)),
+            match self.attach_sock_program(name, &dir, &at) {
+                Ok(link) => self.cgroup.links.push((name, link)),
                 Err(e) => {
                     let _ = self.detach_cgroup();
                     return Err(e);
@@ -139,7 +160,38 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Detaches the socket hooks; best effort, reports every error.
+    fn attach_sock_program(
+        &mut self,
+        name: &'static str,
+        cgroup: &fs::File,
+        at: &str,
+    ) -> Result<PinnedLink, DataplaneError> {
+        let pin = link_pin(&self.pin_dir, name);
+        let previous = PinnedLink::from_pin(&pin).ok();
+        let prog = program(&mut self.ebpf, name)?;
+        let id = prog
+            .attach(cgroup, CgroupAttachMode::Single)
+            .map_err(|e| prog_err("attach", name, at, e))?;
+        let link = prog
+            .take_link(id)
+            .map_err(|e| prog_err("attach", name, at, e))?;
+        // A bpf link (Linux 5.7+); older kernels attach without one, which cannot be pinned.
+        let link = FdLink::try_from(link)
+            .map_err(|e| prog_err("pin", name, at, ProgramError::IOError(io::Error::other(e))))?;
+        if let Some(previous) = previous {
+            // Unpinning closes the last reference: the old program is detached.
+            previous
+                .unpin()
+                .map_err(|e| prog_err("replace", name, at, ProgramError::IOError(e)))?;
+        }
+        link.pin(&pin).map_err(|source| DataplaneError::Pin {
+            map: name,
+            path: pin.clone(),
+            source,
+        })
+    }
+
+    /// Detaches the socket hooks (unpins their links); best effort, reports every error.
     pub fn detach_cgroup(&mut self) -> Result<(), DataplaneError> {
         let at = self
             .cgroup
@@ -148,11 +200,9 @@ impl Dataplane {
             .map(|p| p.display().to_string())
             .unwrap_or_default();
         let mut errors = Vec::new();
-        for (name, id) in std::mem::take(&mut self.cgroup.links) {
-            let detached = program(&mut self.ebpf, name)
-                .and_then(|p| p.detach(id).map_err(|e| prog_err("detach", name, &at, e)));
-            if let Err(e) = detached {
-                errors.push(e);
+        for (name, link) in std::mem::take(&mut self.cgroup.links) {
+            if let Err(e) = link.unpin() {
+                errors.push(prog_err("detach", name, &at, ProgramError::IOError(e)));
             }
         }
         super::joined(errors)
@@ -179,6 +229,49 @@ impl Dataplane {
                 }
                 _ => {}
             }
+        }
+        Ok(())
+    }
+
+    /// Forgets the IPv6 socket translations towards a container address.
+    pub fn flush_sock_rnat6(&mut self, addr: Ipv6Addr) -> Result<(), DataplaneError> {
+        let addr = addr.octets();
+        let keys: Vec<SockRnatKey6> = self
+            .sock_rnat6
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(map_err("iterate", MAP_SOCK_RNAT6))?;
+        for key in keys.iter().filter(|k| k.addr == addr) {
+            match self.sock_rnat6.remove(key) {
+                Err(err) if !is_not_found(&err) => {
+                    return Err(map_err("remove from", MAP_SOCK_RNAT6)(err));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes `ND_HOST_ADDRS6` hold exactly `addrs`.
+    pub fn set_host_addrs6(&mut self, addrs: &HashSet<Ipv6Addr>) -> Result<(), DataplaneError> {
+        let wanted: HashSet<[u8; 16]> = addrs.iter().map(Ipv6Addr::octets).collect();
+        let present: HashSet<[u8; 16]> = self
+            .host_addrs6
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(map_err("iterate", MAP_HOST_ADDRS6))?;
+        for gone in present.difference(&wanted) {
+            match self.host_addrs6.remove(gone) {
+                Err(err) if !is_not_found(&err) => {
+                    return Err(map_err("remove from", MAP_HOST_ADDRS6)(err));
+                }
+                _ => {}
+            }
+        }
+        for new in wanted.difference(&present) {
+            self.host_addrs6
+                .insert(new, 1, 0)
+                .map_err(map_err("insert into", MAP_HOST_ADDRS6))?;
         }
         Ok(())
     }

@@ -2,6 +2,7 @@
 
 mod alloc;
 mod diag;
+pub mod reserved;
 mod runs;
 mod spec;
 
@@ -11,7 +12,7 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-pub use runs::{PortRun, runs};
+pub use runs::{PortRun, blocks, runs, spans};
 pub use spec::{PROTO_CHOICES, PortRequest, Proto, parse};
 
 #[derive(Debug, thiserror::Error)]

@@ -40,24 +40,43 @@ impl PortRun {
     /// The aligned blocks covering the run: (first port, number of fixed leading bits).
     #[must_use]
     pub fn blocks(&self) -> Vec<(u16, u32)> {
-        let mut out = Vec::new();
-        let (mut start, end) = (u32::from(self.host_start), u32::from(self.host_end));
-        while start <= end {
-            // The largest power of two that `start` is aligned to and that fits in the rest.
-            let mut size = if start == 0 {
-                1 << 16
-            } else {
-                1 << start.trailing_zeros()
-            };
-            while start + size - 1 > end {
-                size >>= 1;
-            }
-            let first = u16::try_from(start).expect("inside the run");
-            out.push((first, 16 - size.trailing_zeros()));
-            start += size;
-        }
-        out
+        blocks(self.host_start, self.host_end)
     }
+}
+
+/// The aligned blocks covering `start..=end`: (first port, number of fixed leading bits).
+#[must_use]
+pub fn blocks(start: u16, end: u16) -> Vec<(u16, u32)> {
+    let mut out = Vec::new();
+    let (mut start, end) = (u32::from(start), u32::from(end));
+    while start <= end {
+        // The largest power of two that `start` is aligned to and that fits in the rest.
+        let mut size = if start == 0 {
+            1 << 16
+        } else {
+            1 << start.trailing_zeros()
+        };
+        while start + size - 1 > end {
+            size >>= 1;
+        }
+        let first = u16::try_from(start).expect("inside the range");
+        out.push((first, 16 - size.trailing_zeros()));
+        start += size;
+    }
+    out
+}
+
+/// The maximal spans of consecutive ports in `ports`, inclusive, ascending.
+#[must_use]
+pub fn spans(ports: &std::collections::BTreeSet<u16>) -> Vec<(u16, u16)> {
+    let mut out: Vec<(u16, u16)> = Vec::new();
+    for &p in ports {
+        match out.last_mut() {
+            Some((_, hi)) if u32::from(*hi) + 1 == u32::from(p) => *hi = p,
+            _ => out.push((p, p)),
+        }
+    }
+    out
 }
 
 /// The runs of `bindings`, maximal, in order of (protocol, address, host port).

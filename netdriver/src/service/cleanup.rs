@@ -3,7 +3,7 @@
 //! while no daemon runs.
 
 use super::{Config, ServiceError, State, uplinks::is_our_veth_name};
-use crate::{dataplane, netlink::Netlink, store::Store};
+use crate::{dataplane, netlink::Netlink, ports::reserved, store::Store};
 
 impl State {
     pub(super) async fn remove_everything(&mut self) -> Result<(), ServiceError> {
@@ -16,6 +16,7 @@ impl State {
             self.remove_network(&name).await?;
         }
         self.dp.remove_everything()?;
+        reserved::release(&self.config.state_dir)?;
         tracing::info!("removed every network, endpoint, program and pin");
         Ok(())
     }
@@ -53,6 +54,7 @@ pub async fn cleanup_offline(config: &Config) -> Result<CleanupReport, ServiceEr
         }
     }
     dataplane::remove_pins(&config.bpffs)?;
+    reserved::release(&config.state_dir)?;
     for e in &endpoints {
         store.delete_endpoint(&e.name)?;
     }

@@ -337,20 +337,29 @@ impl super::Service {
                 .docker_create_endpoint(&r)
                 .map(|reply| serde_json::to_value(reply).expect("serializable")),
             C::EndpointOperInfo(r) => state.docker_endpoint_info(&r.endpoint_id),
-            C::DeleteEndpoint(r) => state
-                .docker_delete_endpoint(&r.endpoint_id)
-                .await
-                .and_then(|()| empty()),
+            C::DeleteEndpoint(r) => {
+                let deleted = state.docker_delete_endpoint(&r.endpoint_id).await;
+                state.sync_reservations_or_warn();
+                deleted.and_then(|()| empty())
+            }
             C::Join(r) => state
                 .docker_join(r)
                 .await
                 .map(|reply| serde_json::to_value(reply).expect("serializable")),
-            C::Leave(r) => state.docker_leave(&r.endpoint_id).and_then(|()| empty()),
+            C::Leave(r) => {
+                let left = state.docker_leave(&r.endpoint_id);
+                state.sync_reservations_or_warn();
+                left.and_then(|()| empty())
+            }
             C::ProgramExternalConnectivity(r) => {
-                state.docker_program(r).await.and_then(|()| empty())
+                let programmed = state.docker_program(r).await;
+                state.sync_reservations_or_warn();
+                programmed.and_then(|()| empty())
             }
             C::RevokeExternalConnectivity(r) => {
-                state.docker_revoke(&r.endpoint_id).and_then(|()| empty())
+                let revoked = state.docker_revoke(&r.endpoint_id);
+                state.sync_reservations_or_warn();
+                revoked.and_then(|()| empty())
             }
             C::RequestPool(r) => state
                 .ipam_request_pool(r)

@@ -313,6 +313,9 @@ impl State {
         self.dp.flush_hairpin(ep.ip)?;
         t.lap("hairpin");
         self.dp.flush_sock_rnat(ep.ip)?;
+        if let Some(ip6) = ep.ip6 {
+            self.dp.flush_sock_rnat6(ip6)?;
+        }
         t.lap("sock rnat");
         Ok(())
     }

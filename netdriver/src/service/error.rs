@@ -1,5 +1,8 @@
 use crate::{
-    dataplane::DataplaneError, ipam::IpamError, netlink::NetlinkError, ports::PortError,
+    dataplane::DataplaneError,
+    ipam::IpamError,
+    netlink::NetlinkError,
+    ports::{PortError, reserved::ReservedPortsError},
     store::StoreError,
 };
 
@@ -22,6 +25,8 @@ pub enum ServiceError {
     Dataplane(#[from] DataplaneError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    ReservedPorts(#[from] ReservedPortsError),
 }
 
 impl ServiceError {
@@ -39,7 +44,7 @@ impl ServiceError {
             | Self::Port(PortError::Syntax { .. }) => 400,
             Self::NotFound(_) => 404,
             Self::Conflict(_) | Self::Ipam(_) | Self::Port(_) => 409,
-            Self::Netlink(_) | Self::Dataplane(_) | Self::Store(_) => 500,
+            Self::Netlink(_) | Self::Dataplane(_) | Self::Store(_) | Self::ReservedPorts(_) => 500,
         }
     }
 }

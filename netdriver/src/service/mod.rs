@@ -14,6 +14,7 @@ mod network6;
 mod options;
 mod publish6;
 mod reconcile;
+mod reservations;
 mod timing;
 mod uplinks;
 
@@ -117,6 +118,7 @@ impl Service {
             refusals: [0; 2],
         };
         state.restore().await?;
+        state.sync_reservations()?;
         state.sync_uplinks().await?;
         state.dp.release_stale_links()?;
         Ok(Self {
@@ -154,11 +156,17 @@ impl Service {
         &self,
         req: crate::model::CreateEndpoint,
     ) -> Result<Endpoint, ServiceError> {
-        self.state.lock().await.create_endpoint(req).await
+        let mut state = self.state.lock().await;
+        let created = state.create_endpoint(req).await;
+        state.sync_reservations_or_warn();
+        created
     }
 
     pub async fn remove_endpoint(&self, name: &str) -> Result<(), ServiceError> {
-        self.state.lock().await.remove_endpoint(name).await
+        let mut state = self.state.lock().await;
+        let removed = state.remove_endpoint(name).await;
+        state.sync_reservations_or_warn();
+        removed
     }
 
     pub async fn endpoints(&self) -> Vec<Endpoint> {
@@ -228,18 +236,15 @@ impl Service {
         self.state.lock().await.sync_uplinks().await
     }
 
-    /// Stops serving. Programs stay attached and maps pinned, so traffic keeps flowing
-    /// until the next start adopts them; with `cleanup`, everything netdriver made goes.
-    /// The socket hooks are the exception: they are detached either way (they act on every
-    /// process of the cgroup, so they never outlive the daemon), and the host reaches
-    /// published ports again once the next start attaches them.
+    /// Stops serving. Programs (the socket hooks included) stay attached and maps pinned, so
+    /// traffic keeps flowing, and the host keeps reaching published ports, until the next
+    /// start adopts them; with `cleanup`, everything netdriver made goes.
     pub async fn shutdown(&self, cleanup: bool) -> Result<(), ServiceError> {
         let mut state = self.state.lock().await;
-        let detached = state.dp.detach_cgroup();
         if cleanup {
             state.remove_everything().await?;
         }
-        Ok(detached?)
+        Ok(())
     }
 }
 

@@ -31,11 +31,15 @@ impl State {
         Ok(())
     }
 
-    /// Copies the namespace's IPv4 addresses into the data path (`ND_HOST_ADDRS`).
+    /// Copies the namespace's addresses into the data path (`ND_HOST_ADDRS`,
+    /// `ND_HOST_ADDRS6`).
     pub(super) async fn sync_host_addrs(&mut self) -> Result<(), ServiceError> {
         let addrs = self.nl.ipv4_addresses().await?;
         self.dp
             .set_host_addrs(&addrs.iter().map(ipnet::Ipv4Net::addr).collect())?;
+        let addrs6 = self.nl.ipv6_addresses().await?;
+        self.dp
+            .set_host_addrs6(&addrs6.iter().map(ipnet::Ipv6Net::addr).collect())?;
         Ok(())
     }
 
