@@ -3,6 +3,7 @@
 //! Synchronous on purpose: the daemon holds a [`Dataplane`] behind a `std::sync::Mutex` and
 //! every call is a handful of `bpf(2)`/netlink syscalls.
 
+mod batch;
 mod bind_ports;
 mod ct;
 mod hairpin;

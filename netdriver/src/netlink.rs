@@ -10,7 +10,7 @@ use std::{
     fs::File,
     io,
     net::{IpAddr, Ipv4Addr},
-    os::fd::AsRawFd,
+    os::fd::{AsRawFd, RawFd},
     path::{Path, PathBuf},
 };
 
@@ -396,6 +396,29 @@ impl Netlink {
         ))
     }
 
+    /// Creates a veth pair whose peer end is born in the network namespace whose file is
+    /// `netns` (no later move: moving a link between namespaces costs the kernel an RCU grace
+    /// period, about 15 ms); both ends named, MTU set on both if given; returns the host end.
+    pub async fn create_veth_into(
+        &self,
+        host: &str,
+        peer: &str,
+        mtu: Option<u32>,
+        netns: &Path,
+    ) -> Result<LinkInfo, NetlinkError> {
+        let file = open_netns(netns)?;
+        let message = veth_message_into(host, peer, mtu, Some(file.as_raw_fd()));
+        // `file` stays open until the kernel has answered.
+        let result = self.handle.link().add(message).execute().await;
+        drop(file);
+        result.map_err(|source| NetlinkError::CreateVeth {
+            host: host.to_owned(),
+            peer: peer.to_owned(),
+            source: source.into(),
+        })?;
+        self.existing_link(host).await
+    }
+
     /// Moves a link into the network namespace whose file is `netns` (e.g.
     /// /var/run/netns/X), by fd.
     pub async fn move_to_netns(&self, index: u32, netns: &Path) -> Result<(), NetlinkError> {
@@ -491,9 +514,23 @@ impl Netlink {
 }
 
 fn veth_message(host: &str, peer: &str, mtu: Option<u32>) -> LinkMessage {
+    veth_message_into(host, peer, mtu, None)
+}
+
+/// The veth message; with `netns_fd`, the peer is created in that namespace.
+fn veth_message_into(
+    host: &str,
+    peer: &str,
+    mtu: Option<u32>,
+    netns_fd: Option<RawFd>,
+) -> LinkMessage {
     // `LinkVeth::new` names the peer but gives it no attributes, and the kernel does not
     // copy the MTU to the peer: build the peer message ourselves.
     let peer_builder = LinkUnspec::new_with_name(peer);
+    let peer_builder = match netns_fd {
+        Some(fd) => peer_builder.setns_by_fd(fd),
+        None => peer_builder,
+    };
     let builder = LinkVeth::new(host, peer);
     let (peer_builder, builder) = match mtu {
         Some(mtu) => (peer_builder.mtu(mtu), builder.mtu(mtu)),

@@ -5,10 +5,11 @@ use std::{
     collections::{HashMap, HashSet},
     hash::Hash,
     net::{Ipv4Addr, Ipv6Addr},
+    os::fd::AsFd,
     time::Duration,
 };
 
-use aya::maps::{HashMap as BpfHashMap, MapData};
+use aya::maps::{HashMap as BpfHashMap, IterableMap, MapData};
 use netdriver_common::{
     CT_DIR_IN, CT_KIND_PUBLISHED, CT_REFRESH_NS, CT_ST_CLOSING, CT_ST_ESTABLISHED, CtEntry,
     CtEntry6, CtKey, CtKey6, CtTimes, MAP_CT, MAP_CT6, PROTO_ICMP, PROTO_ICMPV6, PROTO_SCTP,
@@ -148,6 +149,18 @@ pub fn expired_keys<K: FlowKey>(
         .collect()
 }
 
+/// Whether a flow involves container address `a` (network order), in either direction or
+/// as the owner of a translation.
+fn of_addr(a: u32, key: &CtKey, entry: &CtEntry) -> bool {
+    key.saddr_be == a || key.daddr_be == a || entry.owner_addr_be == a
+}
+
+/// Whether an IPv4 flow uses one of the host ports `ports` ((port, protocol), host order).
+fn of_host_ports(ports: &HashSet<(u16, u8)>, key: &CtKey, entry: &CtEntry) -> bool {
+    (entry.kind == CT_KIND_PUBLISHED && ports.contains(&(entry.xlate_port, key.proto)))
+        || (key.dir == CT_DIR_IN && ports.contains(&(key.dport, key.proto)))
+}
+
 /// `CLOCK_MONOTONIC` in nanoseconds, the clock of `bpf_ktime_get_ns`.
 #[must_use]
 pub fn monotonic_ns() -> u64 {
@@ -174,7 +187,20 @@ impl Dataplane {
         self.entries()
     }
 
+    /// A table's entries with `BPF_MAP_LOOKUP_BATCH`; entry by entry where the kernel
+    /// cannot.
     fn entries<K: FlowKey>(&self) -> Result<Vec<(K, K::Entry)>, DataplaneError> {
+        match super::batch::lookup_all(K::table(self).map().fd().as_fd()) {
+            Ok(entries) => Ok(entries),
+            Err(e) => {
+                tracing::debug!("batch lookup of {}: {e}; iterating", K::MAP);
+                self.entries_iter()
+            }
+        }
+    }
+
+    /// [`Self::entries`] entry by entry (two syscalls per entry).
+    pub(super) fn entries_iter<K: FlowKey>(&self) -> Result<Vec<(K, K::Entry)>, DataplaneError> {
         K::table(self)
             .iter()
             .collect::<Result<_, _>>()
@@ -185,9 +211,7 @@ impl Dataplane {
     /// kind: published, masqueraded, forwarded, linked). Returns how many entries.
     pub fn flush_conntrack(&mut self, addr: Ipv4Addr) -> Result<usize, DataplaneError> {
         let a = u32::from_ne_bytes(addr.octets());
-        self.flush_where(|key: &CtKey, entry| {
-            key.saddr_be == a || key.daddr_be == a || entry.owner_addr_be == a
-        })
+        self.flush_where(|key: &CtKey, entry| of_addr(a, key, entry))
     }
 
     /// [`Self::flush_conntrack`] for an IPv6 container address (`ND_CT6`).
@@ -215,15 +239,31 @@ impl Dataplane {
         &mut self,
         ports: &HashSet<(u16, u8)>,
     ) -> Result<usize, DataplaneError> {
-        let v4 = self.flush_where(|key: &CtKey, entry| {
-            (entry.kind == CT_KIND_PUBLISHED && ports.contains(&(entry.xlate_port, key.proto)))
-                || (key.dir == CT_DIR_IN && ports.contains(&(key.dport, key.proto)))
-        })?;
-        let v6 = self.flush_where(|key: &CtKey6, entry| {
-            (entry.kind == CT_KIND_PUBLISHED && ports.contains(&(entry.xlate_port, key.proto)))
-                || (key.dir == CT_DIR_IN && ports.contains(&(key.dport, key.proto)))
-        })?;
+        let v4 = self.flush_where(|key: &CtKey, entry| of_host_ports(ports, key, entry))?;
+        let v6 = self.flush_host_ports6(ports)?;
         Ok(v4 + v6)
+    }
+
+    /// [`Self::flush_conntrack`] and [`Self::flush_conntrack_host_ports`] together, in one
+    /// pass over each family's table (an endpoint create or remove).
+    pub fn flush_conntrack_endpoint(
+        &mut self,
+        addr: Ipv4Addr,
+        ports: &HashSet<(u16, u8)>,
+    ) -> Result<usize, DataplaneError> {
+        let a = u32::from_ne_bytes(addr.octets());
+        let v4 = self.flush_where(|key: &CtKey, entry| {
+            of_addr(a, key, entry) || of_host_ports(ports, key, entry)
+        })?;
+        let v6 = self.flush_host_ports6(ports)?;
+        Ok(v4 + v6)
+    }
+
+    fn flush_host_ports6(&mut self, ports: &HashSet<(u16, u8)>) -> Result<usize, DataplaneError> {
+        self.flush_where(|key: &CtKey6, entry| {
+            (entry.kind == CT_KIND_PUBLISHED && ports.contains(&(entry.xlate_port, key.proto)))
+                || (key.dir == CT_DIR_IN && ports.contains(&(key.dport, key.proto)))
+        })
     }
 
     /// Deletes expired entries of both tables (see [`expired_keys`]).

@@ -13,6 +13,7 @@ use netdriver_common::{
 
 use super::*;
 
+mod ct;
 mod sctp;
 
 const TC_ACT_OK: u32 = 0;
@@ -24,6 +25,16 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 /// Runs `f` with a freshly loaded data path, on a thread in a new network namespace; the pins
 /// are removed afterwards (also after a panic).
 fn with_dataplane(f: impl FnOnce(&mut Dataplane) + Send + 'static) {
+    let tuning = Tuning {
+        ct_max_entries: 64,
+        nat_ports: (61000, 61001),
+        ..Tuning::default()
+    };
+    with_tuning(tuning, f);
+}
+
+/// [`with_dataplane`] with the maps sized by `tuning`.
+fn with_tuning(tuning: Tuning, f: impl FnOnce(&mut Dataplane) + Send + 'static) {
     let dir = PathBuf::from(format!(
         "/sys/fs/bpf/ndut-{}-{}",
         std::process::id(),
@@ -33,11 +44,6 @@ fn with_dataplane(f: impl FnOnce(&mut Dataplane) + Send + 'static) {
     let result = std::thread::spawn(move || {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
             .expect("unshare a network namespace (needs root)");
-        let tuning = Tuning {
-            ct_max_entries: 64,
-            nat_ports: (61000, 61001),
-            ..Tuning::default()
-        };
         let mut dp = Dataplane::load_with(&pins, tuning).expect("load the data path");
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut dp)));
         dp.remove_everything().expect("remove pins and links");

@@ -1,6 +1,7 @@
 //! Published ports: the `-p` syntax, host-port allocation, and which ports host sockets hold.
 
 mod alloc;
+mod diag;
 pub mod reserved;
 mod runs;
 mod spec;
@@ -45,9 +46,9 @@ impl std::fmt::Display for SocketFmt {
     }
 }
 
-/// Sockets of the current network namespace that hold a port, from
-/// /proc/net/{tcp,udp}{,6} and /proc/net/sctp/eps: listening TCP sockets and every bound UDP
-/// and SCTP endpoint, with the address each is bound to.
+/// Sockets of the current network namespace that hold a port: listening TCP sockets (from
+/// `sock_diag`, see diag.rs; /proc/net/tcp{,6} if that fails) and every bound UDP and SCTP
+/// endpoint (/proc/net/udp{,6}, /proc/net/sctp/eps), with the address each is bound to.
 #[derive(Debug, Default)]
 pub struct HostSockets {
     held: HashSet<(Proto, IpAddr, u16)>,
@@ -57,20 +58,31 @@ impl HostSockets {
     /// Reads the socket tables; unreadable tables count as empty.
     #[must_use]
     pub fn read() -> Self {
+        Self::read_for(&[Proto::Tcp, Proto::Udp, Proto::Sctp])
+    }
+
+    /// Like [`Self::read`], only the tables of `protos` (the others count as empty): a
+    /// request that publishes no port of a protocol does not list its sockets.
+    #[must_use]
+    pub fn read_for(protos: &[Proto]) -> Self {
         let mut held = HashSet::new();
-        for (file, proto) in [
-            ("/proc/net/tcp", Proto::Tcp),
-            ("/proc/net/tcp6", Proto::Tcp),
-            ("/proc/net/udp", Proto::Udp),
-            ("/proc/net/udp6", Proto::Udp),
-        ] {
-            if let Ok(text) = std::fs::read_to_string(file) {
-                held.extend(parse_proc_net(&text, proto).map(|(ip, p)| (proto, ip, p)));
+        if protos.contains(&Proto::Tcp) {
+            held.extend(
+                tcp_listeners()
+                    .into_iter()
+                    .map(|(ip, p)| (Proto::Tcp, ip, p)),
+            );
+        }
+        if protos.contains(&Proto::Udp) {
+            for file in ["/proc/net/udp", "/proc/net/udp6"] {
+                held.extend(proc_table(file, Proto::Udp).map(|(ip, p)| (Proto::Udp, ip, p)));
             }
         }
         // Absent without SCTP support in the kernel.
-        if let Ok(text) = std::fs::read_to_string("/proc/net/sctp/eps") {
-            held.extend(parse_proc_sctp(&text).map(|(ip, p)| (Proto::Sctp, ip, p)));
+        if protos.contains(&Proto::Sctp) {
+            if let Ok(text) = std::fs::read_to_string("/proc/net/sctp/eps") {
+                held.extend(parse_proc_sctp(&text).map(|(ip, p)| (Proto::Sctp, ip, p)));
+            }
         }
         Self { held }
     }
@@ -89,6 +101,35 @@ impl HostSockets {
             .iter()
             .any(|&(p, held, held_port)| p == proto && held_port == port && clashes(held, ip))
     }
+}
+
+/// The protocols `requests` publish, each once (what [`HostSockets::read_for`] must list).
+#[must_use]
+pub fn requested_protos(requests: &[PortRequest]) -> Vec<Proto> {
+    let mut protos: Vec<Proto> = requests.iter().map(|r| r.proto).collect();
+    protos.sort_unstable();
+    protos.dedup();
+    protos
+}
+
+/// Listening TCP sockets: from `sock_diag`, or from /proc/net/tcp{,6} if that fails.
+fn tcp_listeners() -> Vec<(IpAddr, u16)> {
+    match diag::tcp_listeners() {
+        Ok(listeners) => listeners,
+        Err(e) => {
+            tracing::debug!("sock_diag: {e}; reading /proc/net/tcp{{,6}}");
+            ["/proc/net/tcp", "/proc/net/tcp6"]
+                .into_iter()
+                .flat_map(|file| proc_table(file, Proto::Tcp))
+                .collect()
+        }
+    }
+}
+
+/// The sockets holding a port in one /proc/net table; empty if it cannot be read.
+fn proc_table(file: &str, proto: Proto) -> impl Iterator<Item = (IpAddr, u16)> {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    parse_proc_net(&text, proto).collect::<Vec<_>>().into_iter()
 }
 
 fn clashes(held: IpAddr, ip: IpAddr) -> bool {

@@ -19,7 +19,7 @@ use crate::{
         self, CreateEndpointRequest, CreateEndpointResponse, EndpointInterface, InterfaceName,
         JoinRequest, JoinResponse, ProgramRequest,
     },
-    ports::{HostSockets, PortBinding},
+    ports::{HostSockets, PortBinding, requested_protos},
     store::DockerTable,
 };
 
@@ -267,7 +267,7 @@ impl State {
         let mut ep = self.endpoint_of(&record)?;
         let requests =
             super::endpoint::bindings_for_network(&self.network_state(&ep.network)?.net, requests)?;
-        let sockets = HostSockets::read();
+        let sockets = HostSockets::read_for(&requested_protos(&requests));
         let host_free = |proto, ip, port| sockets.is_free(proto, ip, port);
         let ephemeral = crate::netlink::ip_local_port_range()?;
         ep.ports = self

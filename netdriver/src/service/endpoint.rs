@@ -7,14 +7,14 @@ use std::{
 
 use netdriver_common::{PortKey, PortTarget};
 
-use super::{ServiceError, State, new_id, validate_ifname, validate_name};
+use super::{ServiceError, State, new_id, timing::Stopwatch, validate_ifname, validate_name};
 use crate::{
     dataplane::UplinkMode,
     fault,
     ipam::{self, format_mac},
     model::{CreateEndpoint, Endpoint, Network},
     netlink::NetnsHandle,
-    ports::{self, HostSockets, PortBinding, PortRequest},
+    ports::{self, HostSockets, PortBinding, PortRequest, requested_protos},
 };
 
 impl State {
@@ -22,8 +22,12 @@ impl State {
         &mut self,
         req: CreateEndpoint,
     ) -> Result<Endpoint, ServiceError> {
+        let name = req.name.clone().unwrap_or_default();
+        let mut t = Stopwatch::new("endpoint create", &name);
         let (ep, requests, wanted) = self.validate_endpoint(req)?;
+        t.lap("validate");
         let ep = self.allocate_endpoint(ep, &requests, wanted)?;
+        t.lap("allocate");
         if let Err(e) = self.apply_endpoint(&ep).await {
             self.teardown_endpoint(&ep).await;
             self.release_endpoint(&ep);
@@ -130,9 +134,12 @@ impl State {
                 }
             }
         }
-        let sockets = HostSockets::read();
+        let mut t = Stopwatch::new("endpoint allocate", &ep.name);
+        let sockets = HostSockets::read_for(&requested_protos(requests));
+        t.lap("host sockets");
         let host_free = |proto, ip, port| sockets.is_free(proto, ip, port);
         let ephemeral = crate::netlink::ip_local_port_range()?;
+        t.lap("ephemeral range");
         match self
             .ports
             .allocate(requests, &ep.name, ephemeral, &host_free)
@@ -160,18 +167,21 @@ impl State {
 
     /// Creates the veth pair, configures the container side and publishes the ports.
     pub(super) async fn apply_endpoint(&mut self, ep: &Endpoint) -> Result<(), ServiceError> {
+        let mut t = Stopwatch::new("endpoint apply", &ep.name);
         let mtu = self.networks[&ep.network].net.mtu;
         let peer = format!("np{}", &ep.id[..10]);
-        let (host, peer_link) = self.nl.create_veth(&ep.host_ifname, &peer, mtu).await?;
-        fault::point("endpoint-create:veth");
-        self.prepare_container_end(&peer)?;
+        let host = self.create_veth(ep, &peer, mtu).await?;
+        t.lap("veth create");
         let bridge = self.bridge_link(&ep.network).await?;
+        t.lap("bridge lookup");
         self.nl.set_master(host.index, bridge.index).await?;
+        t.lap("set master");
         self.nl.set_up(host.index).await?;
-        self.nl.move_to_netns(peer_link.index, &ep.netns).await?;
+        t.lap("host end up");
         fault::point("endpoint-create:moved");
         let mac = ipam::parse_mac(&ep.mac).expect("stored MAC is valid");
         let netns = NetnsHandle::open(&ep.netns).await?;
+        t.lap("netns open");
         netns
             .configure_container_link(
                 &peer,
@@ -183,19 +193,47 @@ impl State {
                 mtu,
             )
             .await?;
+        t.lap("container link config");
         if let (Some(ip6), Some(gateway6)) = (ep.ip6, ep.gateway6) {
             netns
                 .configure_container_ipv6(&ep.ifname, ip6, ep.prefix_len6, gateway6)
                 .await?;
+            t.lap("container ipv6 config");
         }
         // A previous holder of this address or of these host ports may have left flows
         // behind (moby#53384: UDP flows of a restarted container).
         self.flush_flows(ep)?;
+        t.lap("flush flows");
         self.program_endpoint(ep).await?;
+        t.lap("program");
         fault::point("endpoint-create:published");
         self.store.put_endpoint(ep)?;
+        t.lap("store");
         fault::point("endpoint-create:stored");
         Ok(())
+    }
+
+    /// Creates the endpoint's veth pair with the container's end (`peer`) in the endpoint's
+    /// namespace; returns the host end. In tc mode the peer is born there; in XDP mode it is
+    /// created here first, GRO turned on (see [`Self::prepare_container_end`]), then moved.
+    async fn create_veth(
+        &self,
+        ep: &Endpoint,
+        peer: &str,
+        mtu: Option<u32>,
+    ) -> Result<crate::netlink::LinkInfo, ServiceError> {
+        if self.dp.uplink_mode() != UplinkMode::Xdp {
+            let host = (self.nl)
+                .create_veth_into(&ep.host_ifname, peer, mtu, &ep.netns)
+                .await?;
+            fault::point("endpoint-create:veth");
+            return Ok(host);
+        }
+        let (host, peer_link) = self.nl.create_veth(&ep.host_ifname, peer, mtu).await?;
+        fault::point("endpoint-create:veth");
+        self.prepare_container_end(peer)?;
+        self.nl.move_to_netns(peer_link.index, &ep.netns).await?;
+        Ok(host)
     }
 
     pub(super) async fn bridge_link(
@@ -210,6 +248,7 @@ impl State {
 
     /// Attaches the data path to the endpoint's veth and publishes its ports.
     pub(super) async fn program_endpoint(&mut self, ep: &Endpoint) -> Result<(), ServiceError> {
+        let mut t = Stopwatch::new("endpoint program", &ep.name);
         let host = self
             .nl
             .link_by_name(&ep.host_ifname)
@@ -221,7 +260,9 @@ impl State {
                 ))
             })?;
         let bridge = self.bridge_link(&ep.network).await?;
+        t.lap("link lookups");
         self.dp.attach_container(&ep.host_ifname)?;
+        t.lap("tc attach");
         let target = PortTarget {
             addr_be: u32::from_ne_bytes(ep.ip.octets()),
             port: 0,
@@ -245,28 +286,37 @@ impl State {
                 self.dp.publish_range(start, &run.blocks(), target)?;
             }
         }
+        t.lap("publish");
         self.publish_v6(ep, &target)?;
+        t.lap("publish v6");
         self.publish_routed(ep, target)?;
+        t.lap("publish routed");
         self.program_links(ep)?;
+        t.lap("links");
         Ok(())
     }
 
     /// Forgets every tracked flow of the endpoint's address and of its host ports.
     fn flush_flows(&mut self, ep: &Endpoint) -> Result<(), ServiceError> {
-        self.dp.flush_conntrack(ep.ip)?;
+        let mut t = Stopwatch::new("endpoint flush", &ep.name);
         self.flush_flows6(ep)?;
-        // One pass over the table for all the host ports (a range may hold thousands).
+        t.lap("ipv6");
+        // One pass over the table for the address and all the host ports (a range may hold
+        // thousands).
         let host_ports = ep
             .ports
             .iter()
             .map(|b| (b.host_port, b.proto.number()))
             .collect();
-        self.dp.flush_conntrack_host_ports(&host_ports)?;
+        self.dp.flush_conntrack_endpoint(ep.ip, &host_ports)?;
+        t.lap("conntrack");
         self.dp.flush_hairpin(ep.ip)?;
+        t.lap("hairpin");
         self.dp.flush_sock_rnat(ep.ip)?;
         if let Some(ip6) = ep.ip6 {
             self.dp.flush_sock_rnat6(ip6)?;
         }
+        t.lap("sock rnat");
         Ok(())
     }
 
@@ -291,6 +341,7 @@ impl State {
 
     /// Undoes what `apply_endpoint` did, as far as it got; reports every error it meets.
     pub(super) async fn teardown_endpoint(&mut self, ep: &Endpoint) -> Vec<ServiceError> {
+        let mut t = Stopwatch::new("endpoint teardown", &ep.name);
         let mut errors = Vec::new();
         errors.extend(self.unpublish_bindings(&ep.ports));
         errors.extend(self.unpublish_v6(ep));
@@ -299,6 +350,7 @@ impl State {
                 errors.push(e.into());
             }
         }
+        t.lap("unpublish");
         fault::point("endpoint-remove:unpublished");
         if let Err(e) = self.dp.remove_links_of(ep.ip) {
             errors.push(e.into());
@@ -308,12 +360,15 @@ impl State {
         {
             errors.push(e.into());
         }
+        t.lap("links");
         if let Err(e) = self.flush_flows(ep) {
             errors.push(e);
         }
+        t.lap("flush flows");
         if let Err(e) = self.dp.detach_container(&ep.host_ifname) {
             errors.push(e.into());
         }
+        t.lap("tc detach");
         match self.nl.link_by_name(&ep.host_ifname).await {
             // Deleting one end of a veth pair deletes both, wherever the peer is.
             Ok(Some(link)) => {
@@ -324,6 +379,7 @@ impl State {
             Ok(None) => {}
             Err(e) => errors.push(e.into()),
         }
+        t.lap("veth delete");
         for e in &errors {
             tracing::warn!(endpoint = %ep.name, "teardown: {e}");
         }
@@ -346,10 +402,13 @@ impl State {
             .get(name)
             .cloned()
             .ok_or_else(|| ServiceError::NotFound(format!("no endpoint named {name:?}")))?;
+        let mut t = Stopwatch::new("endpoint remove", name);
         self.store.delete_endpoint(name)?;
+        t.lap("store");
         fault::point("endpoint-remove:unstored");
         self.endpoints.remove(name);
         let errors = self.teardown_endpoint(&ep).await;
+        t.lap("teardown");
         self.release_endpoint(&ep);
         tracing::info!(endpoint = %name, "endpoint removed");
         match errors.into_iter().next() {

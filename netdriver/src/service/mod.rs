@@ -15,6 +15,7 @@ mod options;
 mod publish6;
 mod reconcile;
 mod reservations;
+mod timing;
 mod uplinks;
 
 use std::{

@@ -476,7 +476,11 @@ impl Daemon {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("daemon exited early ({status}):\n{}", self.log());
             }
-            if UnixStream::connect(&self.socket).is_ok() {
+            // The daemon binds the plugin socket just after the API socket.
+            let plugin = !self.extra.iter().any(|a| a == "--no-docker-plugin");
+            if UnixStream::connect(&self.socket).is_ok()
+                && (!plugin || UnixStream::connect(&self.plugin_socket).is_ok())
+            {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
