@@ -24,6 +24,7 @@ use std::{
 use serde_json::Value;
 
 pub mod dockerd;
+pub mod sctp;
 pub mod sockets;
 
 pub const HOST_IP: &str = "198.51.100.1";
