@@ -10,34 +10,9 @@ use std::{
 };
 
 use common::{
-    Daemon, EXT_IP6, HOST_IP6, Netns, SILENCE, TIMEOUT, TcpServer, UdpServer, World,
-    create_endpoint, drops, ping, sa6, tcp_request, udp_request,
+    EXT_IP6, HOST_IP6, Netns, SILENCE, TIMEOUT, TcpServer, UdpServer, World, drops, endpoint6,
+    network6, ping, sa6, tcp_request, udp_request,
 };
-
-/// Creates an `--ipv6` network (dual stack) with the given extra options.
-fn network6(daemon: &Daemon, name: &str, subnet: &str, subnet6: &str, extra: &[&str]) {
-    let mut args = vec![
-        "network",
-        "create",
-        name,
-        "--subnet",
-        subnet,
-        "--ipv6",
-        "--subnet-v6",
-        subnet6,
-    ];
-    args.extend_from_slice(extra);
-    daemon.json(&args);
-}
-
-/// Creates endpoint `role` on `net`; returns its IPv6 address.
-fn endpoint6(world: &mut World, daemon: &Daemon, net: &str, role: &str, extra: &[&str]) -> String {
-    let ep = create_endpoint(world, daemon, net, role, extra);
-    ep["ip6"]
-        .as_str()
-        .unwrap_or_else(|| panic!("endpoint {role} has no IPv6 address: {ep}"))
-        .to_string()
-}
 
 /// Whether container `from` reaches a TCP server on `[to_ip]:port` of container `to`.
 fn connects6(world: &World, from: &str, to: &str, to_ip: &str, port: u16) -> bool {

@@ -3,8 +3,8 @@
 mod common;
 
 use common::{
-    EXT_IP, EXT_IP6, HOST_IP, HOST_IP6, SILENCE, TIMEOUT, TcpServer, UdpServer, World, run, sa6,
-    tcp_request, udp_request,
+    EXT_IP, EXT_IP6, HOST_IP, HOST_IP6, SILENCE, TIMEOUT, TcpServer, UdpServer, World, endpoint6,
+    network6, run, sa6, tcp_request, udp_request,
 };
 use serde_json::Value;
 
@@ -117,35 +117,15 @@ fn an_ipv6_port_range_is_one_range_in_the_data_path() {
     let mut world = World::new();
     world.ipv6_uplink();
     let daemon = world.daemon();
-    daemon.json(&[
-        "network",
-        "create",
+    network6(&daemon, "front6", "10.94.0.0/24", "2001:db8:94::/64", &[]);
+    endpoint6(
+        &mut world,
+        &daemon,
         "front6",
-        "--subnet",
-        "10.94.0.0/24",
-        "--ipv6",
-        "--subnet-v6",
-        "2001:db8:94::/64",
-    ]);
-    let mut endpoint = |role: &str, extra: &[&str]| {
-        let netns = world.container(role);
-        let mut args = vec![
-            "endpoint",
-            "create",
-            "front6",
-            "--netns",
-            netns.to_str().unwrap(),
-            "--name",
-            role,
-        ];
-        args.extend_from_slice(extra);
-        daemon.json(&args)["ip6"].as_str().unwrap().to_string()
-    };
-    endpoint(
         "web",
         &["-p", "8000-8999:8000-8999", "-p", "8000-8009:9000-9009/udp"],
     );
-    let client6 = endpoint("client", &[]);
+    let client6 = endpoint6(&mut world, &daemon, "front6", "client", &[]);
     assert!(
         dump(&daemon, "ND_PORTS6").is_empty(),
         "no per-port IPv6 entry"

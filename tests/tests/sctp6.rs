@@ -20,7 +20,7 @@ use std::{
 };
 
 use common::sctp::{CHUNK_INIT, CHUNK_INIT_ACK, IPPROTO_SCTP, crc_ok, init_ack, init_body, packet};
-use common::{Daemon, EXT_IP6, HOST_IP6, Netns, SILENCE, TIMEOUT, World};
+use common::{EXT_IP6, HOST_IP6, Netns, SILENCE, TIMEOUT, World, endpoint6, network6};
 
 /// The INIT-ACK the responder answers an INIT with.
 fn init_ack_for(init: &Seen) -> Vec<u8> {
@@ -236,45 +236,6 @@ fn associate(
     (sent, answer)
 }
 
-fn network6(daemon: &Daemon, name: &str, subnet: &str, subnet6: &str) {
-    daemon.json(&[
-        "network",
-        "create",
-        name,
-        "--subnet",
-        subnet,
-        "--ipv6",
-        "--subnet-v6",
-        subnet6,
-    ]);
-}
-
-fn endpoint6(
-    world: &mut World,
-    daemon: &Daemon,
-    net: &str,
-    role: &str,
-    extra: &[&str],
-) -> Ipv6Addr {
-    let netns = world.container(role);
-    let mut args = vec![
-        "endpoint",
-        "create",
-        net,
-        "--netns",
-        netns.to_str().unwrap(),
-        "--name",
-        role,
-    ];
-    args.extend_from_slice(extra);
-    let ep = daemon.json(&args);
-    ep["ip6"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{role} has no IPv6 address: {ep}"))
-        .parse()
-        .unwrap()
-}
-
 /// One INIT through `[HOST_IP6]:host_port` and the INIT-ACK back, checked at both ends.
 fn check_mapping(world: &World, responder: &Responder, sport: u16, ports: (u16, u16)) {
     let (host_port, container_port) = ports;
@@ -311,15 +272,17 @@ fn ipv6_sctp_published_ports_translate_ports_and_crc() {
     let mut world = World::new();
     world.ipv6_uplink();
     let daemon = world.daemon();
-    network6(&daemon, "sc6", "10.93.0.0/24", "2001:db8:93::/64");
+    network6(&daemon, "sc6", "10.93.0.0/24", "2001:db8:93::/64", &[]);
     // No host address: published on 0.0.0.0 and on its [::] twin.
-    let ip6 = endpoint6(
+    let ip6: Ipv6Addr = endpoint6(
         &mut world,
         &daemon,
         "sc6",
         "web",
         &["-p", "9000:80/sctp", "-p", "9001:9001/sctp"],
-    );
+    )
+    .parse()
+    .unwrap();
     let responder = Responder::start(world.container_ns("web"), ip6);
     check_mapping(&world, &responder, 40000, (9000, 80));
     check_mapping(&world, &responder, 40001, (9001, 9001));
@@ -343,9 +306,13 @@ fn ipv6_sctp_from_containers_is_masqueraded() {
     let mut world = World::new();
     world.ipv6_uplink();
     let daemon = world.daemon();
-    network6(&daemon, "out6", "10.94.0.0/24", "2001:db8:94::/64");
-    let a = endpoint6(&mut world, &daemon, "out6", "a", &[]);
-    let b = endpoint6(&mut world, &daemon, "out6", "b", &[]);
+    network6(&daemon, "out6", "10.94.0.0/24", "2001:db8:94::/64", &[]);
+    let a: Ipv6Addr = endpoint6(&mut world, &daemon, "out6", "a", &[])
+        .parse()
+        .unwrap();
+    let b: Ipv6Addr = endpoint6(&mut world, &daemon, "out6", "b", &[])
+        .parse()
+        .unwrap();
     let (ext, host): (Ipv6Addr, Ipv6Addr) = (EXT_IP6.parse().unwrap(), HOST_IP6.parse().unwrap());
     let outside = Responder::start(&world.ext, ext);
     let mut nat_ports = Vec::new();

@@ -952,6 +952,37 @@ pub fn create_endpoint(
     daemon.json(&args)
 }
 
+/// Creates an `--ipv6` network (dual stack) with the given extra options.
+pub fn network6(daemon: &Daemon, name: &str, subnet: &str, subnet6: &str, extra: &[&str]) {
+    let mut args = vec![
+        "network",
+        "create",
+        name,
+        "--subnet",
+        subnet,
+        "--ipv6",
+        "--subnet-v6",
+        subnet6,
+    ];
+    args.extend_from_slice(extra);
+    daemon.json(&args);
+}
+
+/// Creates endpoint `role` on `net`; returns its IPv6 address.
+pub fn endpoint6(
+    world: &mut World,
+    daemon: &Daemon,
+    net: &str,
+    role: &str,
+    extra: &[&str],
+) -> String {
+    let ep = create_endpoint(world, daemon, net, role, extra);
+    ep["ip6"]
+        .as_str()
+        .unwrap_or_else(|| panic!("endpoint {role} has no IPv6 address: {ep}"))
+        .to_string()
+}
+
 /// Creates endpoint `role` (a new container namespace) on `net`; returns its address.
 pub fn endpoint(
     world: &mut World,
