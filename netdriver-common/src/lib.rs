@@ -258,17 +258,20 @@ pub const CT_KIND_LINK: u8 = 4;
 /// `CtEntry::state` of TCP flows (other protocols stay `CT_ST_NEW`/`CT_ST_ESTABLISHED`).
 pub const CT_ST_NEW: u8 = 0;
 pub const CT_ST_ESTABLISHED: u8 = 1;
-/// A FIN or RST was seen in this direction.
+/// A FIN was seen in this direction.
 pub const CT_ST_CLOSING: u8 = 2;
+/// A RST was seen in this direction: the connection is over (until a SYN reopens the tuple).
+pub const CT_ST_RESET: u8 = 3;
 
 /// The data path rewrites an entry's `last_seen_ns` only when the flow's state changes or the
 /// stored time is older than this: one shared cache-line write per second per flow instead of
 /// one per packet (two CPUs writing the same entry bounce its line). The sweeper adds this
 /// much slack to every idle timeout, so no active flow is ever seen as idle.
 pub const CT_REFRESH_NS: u64 = 1_000_000_000;
-/// How long a closed (FIN/RST) masqueraded TCP flow must have been idle before a new
-/// connection may take over its NAT port (twice the refresh interval: a half-closed flow
-/// still carrying data is refreshed at least every `CT_REFRESH_NS`).
+/// How long a closed (FIN) masqueraded TCP flow must have been idle before a new connection
+/// may take over its NAT port (twice the refresh interval: a half-closed flow still carrying
+/// data is refreshed at least every `CT_REFRESH_NS`). A reset flow (`CT_ST_RESET` in either
+/// direction) carries nothing more: its port is taken over at once.
 pub const CT_RECLAIM_IDLE_NS: u64 = 2 * CT_REFRESH_NS;
 
 /// TCP header flag bits (byte 13 of the header).
@@ -352,15 +355,20 @@ pub fn ct_next_state(state: u8, proto: u8, tcp_flags: u8) -> u8 {
     if proto != PROTO_TCP {
         return CT_ST_ESTABLISHED;
     }
-    if tcp_flags & (TCP_FIN | TCP_RST) != 0 {
-        CT_ST_CLOSING
+    if tcp_flags & TCP_RST != 0 {
+        CT_ST_RESET
     } else if tcp_flags & TCP_SYN != 0 {
-        // A SYN on a closing entry reuses the tuple for a new connection.
-        if state == CT_ST_CLOSING {
+        // A SYN on a closed entry reuses the tuple for a new connection.
+        if state == CT_ST_CLOSING || state == CT_ST_RESET {
             CT_ST_NEW
         } else {
             state
         }
+    } else if state == CT_ST_RESET {
+        // Stray segments after a reset do not reopen the flow.
+        CT_ST_RESET
+    } else if tcp_flags & TCP_FIN != 0 {
+        CT_ST_CLOSING
     } else if state == CT_ST_NEW {
         CT_ST_ESTABLISHED
     } else {
@@ -565,10 +573,16 @@ mod tests {
         assert_eq!(s, CT_ST_CLOSING);
         assert_eq!(ct_next_state(s, PROTO_TCP, 0x10), CT_ST_CLOSING);
         assert_eq!(ct_next_state(s, PROTO_TCP, TCP_SYN), CT_ST_NEW);
+        let r = ct_next_state(CT_ST_ESTABLISHED, PROTO_TCP, TCP_RST | 0x10);
+        assert_eq!(r, CT_ST_RESET);
         assert_eq!(
-            ct_next_state(CT_ST_ESTABLISHED, PROTO_TCP, TCP_RST),
-            CT_ST_CLOSING
+            ct_next_state(CT_ST_CLOSING, PROTO_TCP, TCP_RST),
+            CT_ST_RESET
         );
+        // Stray segments after the reset keep it; a SYN reopens the tuple.
+        assert_eq!(ct_next_state(r, PROTO_TCP, 0x10), CT_ST_RESET);
+        assert_eq!(ct_next_state(r, PROTO_TCP, TCP_FIN | 0x10), CT_ST_RESET);
+        assert_eq!(ct_next_state(r, PROTO_TCP, TCP_SYN), CT_ST_NEW);
         assert_eq!(ct_next_state(CT_ST_NEW, PROTO_UDP, 0), CT_ST_ESTABLISHED);
     }
 }

@@ -14,9 +14,9 @@ use aya_ebpf::{
 };
 use netdriver_common::{
     CT_ACT_DNAT, CT_ACT_REDIRECT, CT_ACT_REDIRECT_NEIGH, CT_ACT_SNAT, CT_DIR_IN, CT_DIR_OUT,
-    CT_KIND_FORWARD, CT_KIND_MASQ, CT_RECLAIM_IDLE_NS, CT_ST_CLOSING, CT_ST_NEW, CtEntry, CtKey,
-    CtTimes, DROP_CT_FAILED, DROP_NAT_EXHAUSTED, NAT_PORT_ATTEMPTS, NetInfo, PROTO_ICMP,
-    PROTO_SCTP, PROTO_TCP, TCP_ACK, TCP_SYN, ct_next_state, nat_port_candidate,
+    CT_KIND_FORWARD, CT_KIND_MASQ, CT_RECLAIM_IDLE_NS, CT_ST_CLOSING, CT_ST_NEW, CT_ST_RESET,
+    CtEntry, CtKey, CtTimes, DROP_CT_FAILED, DROP_NAT_EXHAUSTED, NAT_PORT_ATTEMPTS, NetInfo,
+    PROTO_ICMP, PROTO_SCTP, PROTO_TCP, TCP_ACK, TCP_SYN, ct_next_state, nat_port_candidate,
 };
 
 use crate::{
@@ -143,9 +143,9 @@ fn claim_port(
 
 /// The search behind masquerade of both families: stores `back` under the reply key `key`
 /// with the destination port (`set_port`) of the first candidate port (`first`, if given,
-/// then the NAT range) that is not `published` and free; that port (`key` keeps it). A TCP SYN (`opens`) may take
-/// over the port of a closed, idle masqueraded flow, as Linux conntrack reopens a closed
-/// tuple, instead of waiting for the sweeper.
+/// then the NAT range) that is not `published` and free; that port (`key` keeps it). A TCP SYN
+/// (`opens`) may take over the port of a reset, or closed and idle, masqueraded flow, as Linux
+/// conntrack reopens a closed tuple, instead of waiting for the sweeper.
 #[inline(always)]
 pub fn claim_free_port<K: Flow>(
     key: &mut K,
@@ -184,11 +184,12 @@ pub fn claim_free_port<K: Flow>(
     Err(DROP_NAT_EXHAUSTED)
 }
 
-/// Removes the masqueraded TCP flow whose reply entry is `key` if it is closed (FIN or RST
-/// seen) and idle for `CT_RECLAIM_IDLE_NS`, both its entries; whether it did. The idle time
-/// spares a half-closed flow that still carries data (its entries are refreshed at least
-/// every `CT_REFRESH_NS` while packets flow). A BPF function of its own: the port search is
-/// unrolled, and inlined, each call site would take its own partner key on the stack.
+/// Removes the masqueraded TCP flow whose reply entry is `key` if it is over, both its
+/// entries; whether it did. Over: reset (a RST seen either way; nothing more is carried), or
+/// closed (a FIN seen) and idle for `CT_RECLAIM_IDLE_NS`; the idle time spares a half-closed
+/// flow that still carries data (its entries are refreshed at least every `CT_REFRESH_NS`
+/// while packets flow). A BPF function of its own: the port search is unrolled, and inlined,
+/// each call site would take its own partner key on the stack.
 #[inline(never)]
 fn reclaim_closed<K: Flow>(key: &K) -> bool {
     let Some(old) = K::table().get_ptr(key) else {
@@ -204,8 +205,17 @@ fn reclaim_closed<K: Flow>(key: &K) -> bool {
             key.partner(&*old),
         )
     };
+    if kind != CT_KIND_MASQ {
+        return false;
+    }
+    // The reset usually travels one way only (the client's RST), so the partner's state counts.
+    let partner_state = partner
+        .and_then(|p| K::table().get_ptr(&p))
+        // SAFETY: as above.
+        .map_or(CT_ST_NEW, |e| unsafe { (*e).state() });
+    let reset = state == CT_ST_RESET || partner_state == CT_ST_RESET;
     let idle = ct::now().wrapping_sub(seen);
-    if kind != CT_KIND_MASQ || state != CT_ST_CLOSING || idle < CT_RECLAIM_IDLE_NS {
+    if !reset && (state != CT_ST_CLOSING || idle < CT_RECLAIM_IDLE_NS) {
         return false;
     }
     if let Some(partner) = partner {

@@ -11,9 +11,9 @@ use std::{
 
 use aya::maps::{HashMap as BpfHashMap, IterableMap, MapData};
 use netdriver_common::{
-    CT_DIR_IN, CT_KIND_PUBLISHED, CT_REFRESH_NS, CT_ST_CLOSING, CT_ST_ESTABLISHED, CtEntry,
-    CtEntry6, CtKey, CtKey6, CtTimes, MAP_CT, MAP_CT6, PROTO_ICMP, PROTO_ICMPV6, PROTO_SCTP,
-    PROTO_TCP,
+    CT_DIR_IN, CT_KIND_PUBLISHED, CT_REFRESH_NS, CT_ST_CLOSING, CT_ST_ESTABLISHED, CT_ST_RESET,
+    CtEntry, CtEntry6, CtKey, CtKey6, CtTimes, MAP_CT, MAP_CT6, PROTO_ICMP, PROTO_ICMPV6,
+    PROTO_SCTP, PROTO_TCP,
 };
 
 use super::{Dataplane, DataplaneError, is_not_found, map_err};
@@ -102,7 +102,7 @@ impl CtTimeouts {
         match key.proto() {
             PROTO_TCP => match entry.state() {
                 CT_ST_ESTABLISHED => self.tcp_established,
-                CT_ST_CLOSING => self.tcp_closing,
+                CT_ST_CLOSING | CT_ST_RESET => self.tcp_closing,
                 _ => self.tcp_syn,
             },
             PROTO_ICMP | PROTO_ICMPV6 => self.icmp,
@@ -398,6 +398,8 @@ mod tests {
         e.state = CT_ST_ESTABLISHED;
         assert_eq!(t.of(&key, &e), t.tcp_established);
         e.state = CT_ST_CLOSING;
+        assert_eq!(t.of(&key, &e), t.tcp_closing);
+        e.state = CT_ST_RESET;
         assert_eq!(t.of(&key, &e), t.tcp_closing);
         let icmp = CtKey {
             proto: PROTO_ICMP,
