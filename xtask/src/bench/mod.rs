@@ -47,10 +47,15 @@ pub struct BenchArgs {
     /// release build of xtask).
     #[arg(long)]
     pub agent_bin: Option<PathBuf>,
+    /// Measure only these scenarios (keys such as `masq_crr`, comma-separated); the control
+    /// measurements (endpoint latency, publishing a range) are skipped then.
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
 }
 
 struct Params {
     mode: &'static str,
+    only: Vec<String>,
     runs: usize,
     d: Durations,
     sizes: control::Sizes,
@@ -82,6 +87,7 @@ impl Params {
         };
         Self {
             mode,
+            only: args.only.clone(),
             runs,
             d: Durations { secs, tput_secs },
             sizes,
@@ -103,26 +109,37 @@ pub fn run(args: &BenchArgs, netdriver: &Path, agent: &Path) -> Result<()> {
         netdriver: world::Netdriver::new(&tag, agent, netdriver)?,
     };
     let mut results = scenarios(&worlds, agent, measure::BASE, &p);
+    // The published range stays in place (`_bulk_ns`) for the scale scenarios.
+    let (control, _bulk_ns) = if p.only.is_empty() {
+        controls(&worlds, &tag, &p)
+    } else {
+        (json!({}), None)
+    };
+    results.extend(scenarios(&worlds, agent, measure::SCALE, &p));
+    output(args, &p, &results, &control)
+}
+
+/// The control-plane measurements: endpoint create latency and publishing a port range.
+fn controls(worlds: &Worlds, tag: &str, p: &Params) -> (Value, Option<sys::Ns>) {
     eprintln!("bench: endpoint create latency");
     // A failure here is reported, and the rest still runs.
-    let latency = control::endpoint_latency(&worlds, &tag, &p.sizes).unwrap_or_else(|e| {
+    let latency = control::endpoint_latency(worlds, tag, &p.sizes).unwrap_or_else(|e| {
         eprintln!("bench: endpoint create latency failed: {e:#}");
         json!({ "error": format!("{e:#}") })
     });
     eprintln!("bench: publishing {} ports", p.sizes.range_ports);
-    let (range, _bulk_ns) = match control::publish_range(&worlds, &tag, &p.sizes) {
+    let (range, bulk_ns) = match control::publish_range(worlds, tag, &p.sizes) {
         Ok((range, ns)) => (range, Some(ns)),
         Err(e) => {
             eprintln!("bench: publishing the range failed: {e:#}");
             (json!({ "error": format!("{e:#}") }), None)
         }
     };
-    results.extend(scenarios(&worlds, agent, measure::SCALE, &p));
     let control = json!({ "publish_range": range, "endpoint_create": latency });
-    output(args, &p, &results, &control)
+    (control, bulk_ns)
 }
 
-/// Every scenario `runs` times; inside a run each scenario visits the contenders in an
+/// Every scenario `runs` times (those of `--only`, if given); inside a run each scenario visits the contenders in an
 /// order that rotates from run to run.
 fn scenarios(
     w: &Worlds,
@@ -132,6 +149,7 @@ fn scenarios(
 ) -> Vec<ScenarioResult> {
     let mut results: Vec<ScenarioResult> = list
         .iter()
+        .filter(|s| p.only.is_empty() || p.only.iter().any(|k| k == s.key))
         .map(|scenario| ScenarioResult {
             scenario,
             cells: Default::default(),
@@ -178,7 +196,12 @@ fn output(args: &BenchArgs, p: &Params, results: &[ScenarioResult], control: &Va
     let machine = machine();
     let table = report::table(results);
     let scale = report::scale_table(results, p.sizes.range_ports);
-    let control_md = control_table(control);
+    // `--only` measures no controls.
+    let control_md = if control.as_object().is_some_and(serde_json::Map::is_empty) {
+        String::new()
+    } else {
+        control_table(control)
+    };
     println!(
         "## netdriver bench ({} mode, median of {} runs)\n",
         p.mode, p.runs
