@@ -210,7 +210,7 @@ fn reclaim_closed<K: Flow>(key: &K) -> bool {
     }
     // The reset usually travels one way only (the client's RST), so the partner's state counts.
     let partner_state = partner
-        .and_then(|p| K::table().get_ptr(&p))
+        .and_then(|p| K::table().get_ptr(p))
         // SAFETY: as above.
         .map_or(CT_ST_NEW, |e| unsafe { (*e).state() });
     let reset = state == CT_ST_RESET || partner_state == CT_ST_RESET;
