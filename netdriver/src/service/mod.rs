@@ -121,6 +121,7 @@ impl Service {
         state.sync_reservations()?;
         state.sync_uplinks().await?;
         state.dp.release_stale_links()?;
+        state.dp.release_stale_veths()?;
         Ok(Self {
             state: Mutex::new(state),
         })
