@@ -4,9 +4,7 @@
 use netdriver_common::{MAP_VETHS, PROG_FROM_CONTAINER, VethInfo};
 use nix::net::if_::if_nametoindex;
 
-use super::{
-    Dataplane, DataplaneError, attach, detach, ifindex, is_not_found, joined, map_err,
-};
+use super::{Dataplane, DataplaneError, attach, detach, ifindex, is_not_found, joined, map_err};
 
 impl Dataplane {
     /// Attaches `nd_from_container` to the tc ingress of a container's host-side veth and
@@ -77,8 +75,11 @@ impl Dataplane {
         Ok(released)
     }
 
-    fn set_veth(&mut self, index: u32, veth: VethInfo) -> Result<(), DataplaneError> {
-        let veth = VethInfo { _pad: [0; 2], ..veth };
+    pub(super) fn set_veth(&mut self, index: u32, veth: VethInfo) -> Result<(), DataplaneError> {
+        let veth = VethInfo {
+            _pad: [0; 2],
+            ..veth
+        };
         self.veths
             .insert(index, veth, 0)
             .map_err(map_err("insert into", MAP_VETHS))
