@@ -64,6 +64,11 @@ pub const MAP_PORT_RANGES6: &str = "ND_PORT_RANGES6";
 /// host address fails, as it would against the docker-proxy holding that address and port.
 pub const MAP_BIND_PORTS: &str = "ND_BIND_PORTS";
 
+/// Containers' host-side veths: ifindex (`u32`) -> `VethInfo`. What `nd_from_container`
+/// cannot tell from a packet whose addresses are in no subnet (IPv6 link-local): the veth's
+/// network and its bridge.
+pub const MAP_VETHS: &str = "ND_VETHS";
+
 /// Program names (the functions in netdriver-ebpf).
 pub const PROG_FROM_UPLINK: &str = "nd_from_uplink";
 pub const PROG_FROM_CONTAINER: &str = "nd_from_container";
@@ -119,6 +124,8 @@ pub const HAIRPIN_MAX_ENTRIES: u32 = 65536;
 pub const NETS_MAX_ENTRIES: u32 = 1024;
 /// Capacity of the legacy-link map.
 pub const LINKS_MAX_ENTRIES: u32 = 16384;
+/// Capacity of the container-veth map (one entry per endpoint).
+pub const VETHS_MAX_ENTRIES: u32 = 65536;
 
 /// Drop reasons, the index into `ND_DROPS` (a per-CPU array of counters).
 pub const DROP_UNPUBLISHED: u32 = 0;
@@ -459,6 +466,20 @@ pub struct LinkKey {
     pub _pad: u8,
 }
 const _: () = assert!(size_of::<LinkKey>() == 12);
+
+/// Value of `ND_VETHS` (key: the host-side veth's ifindex): the veth's network as seen from
+/// its packets.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct VethInfo {
+    /// The network's `NET_F_*` bits.
+    pub flags: u32,
+    /// MAC address of the network's bridge: frames addressed to it go to the host, any other
+    /// unicast MAC is another container of the bridge.
+    pub bridge_mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(size_of::<VethInfo>() == 12);
 
 #[cfg(test)]
 mod tests {
@@ -885,7 +906,7 @@ mod user {
         BindPortKey, CtEntry, CtEntry6, CtKey, CtKey6, HairpinEntry, HairpinKey, LinkKey, LinkKey6,
         NetInfo, NetInfo6, PortKey, PortKey6, PortRangeKey, PortRangeKey6, PortRangeTarget,
         PortRangeTarget6, PortTarget, PortTarget6, SockRnatKey, SockRnatKey6, SockRnatValue,
-        SockRnatValue6,
+        SockRnatValue6, VethInfo,
     };
 
     macro_rules! aya_pod {
@@ -919,5 +940,6 @@ mod user {
         BindPortKey,
         SockRnatKey6,
         SockRnatValue6,
+        VethInfo,
     );
 }

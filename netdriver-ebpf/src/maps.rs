@@ -13,6 +13,7 @@ use netdriver_common::{
     NETS_MAX_ENTRIES, NetInfo, NetInfo6, PORT_RANGES_MAX_ENTRIES, PORTS_MAX_ENTRIES, PortKey,
     PortKey6, PortRangeKey, PortRangeKey6, PortRangeTarget, PortRangeTarget6, PortTarget,
     PortTarget6, SOCK_RNAT_MAX_ENTRIES, SockRnatKey, SockRnatKey6, SockRnatValue, SockRnatValue6,
+    VETHS_MAX_ENTRIES, VethInfo,
 };
 
 /// Published ports.
@@ -101,6 +102,10 @@ pub static ND_BIND_PORTS: LpmTrie<BindPortKey, u32, { BIND_PORTS_MAX_ENTRIES as 
 #[btf_map]
 pub static ND_HAIRPIN: LruHashMap<HairpinKey, HairpinEntry, { HAIRPIN_MAX_ENTRIES as usize }> =
     LruHashMap::new();
+
+/// Containers' host-side veths by ifindex: their network's flags and bridge MAC.
+#[btf_map]
+pub static ND_VETHS: HashMap<u32, VethInfo, { VETHS_MAX_ENTRIES as usize }> = HashMap::new();
 
 /// Drop counters, indexed by `DROP_*` reason.
 #[btf_map]
@@ -210,4 +215,12 @@ pub fn published_on_any(port: u16, proto: u8, family: u8) -> bool {
 #[inline(always)]
 pub fn net6_of(addr: &[u8; 16]) -> Option<NetInfo6> {
     ND_NETS6.get(&Key::new(128, *addr)).copied()
+}
+
+/// The container veth `ifindex` (the daemon fills it when it attaches `nd_from_container`);
+/// `None` for a veth attached by a version that did not.
+#[inline(always)]
+pub fn veth_of(ifindex: u32) -> Option<VethInfo> {
+    // SAFETY: the value is copied out at once.
+    unsafe { ND_VETHS.get(ifindex) }.copied()
 }

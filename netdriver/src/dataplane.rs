@@ -12,6 +12,7 @@ mod ranges;
 mod sock;
 #[cfg(test)]
 mod tests;
+mod veths;
 mod xdp;
 
 use std::{
@@ -42,10 +43,10 @@ use netdriver_common::{
     HairpinEntry, HairpinKey, LinkKey, LinkKey6, MAP_BIND_PORTS, MAP_CT, MAP_CT6, MAP_DROPS,
     MAP_HAIRPIN, MAP_HOST_ADDRS, MAP_HOST_ADDRS6, MAP_LINKS, MAP_LINKS6, MAP_NETS, MAP_NETS6,
     MAP_PORT_RANGES, MAP_PORT_RANGES6, MAP_PORTS, MAP_PORTS6, MAP_SOCK_RNAT, MAP_SOCK_RNAT6,
-    NAT_PORT_MAX_DEFAULT, NAT_PORT_MIN_DEFAULT, NetInfo, NetInfo6, PROG_FROM_CONTAINER,
+    MAP_VETHS, NAT_PORT_MAX_DEFAULT, NAT_PORT_MIN_DEFAULT, NetInfo, NetInfo6, PROG_FROM_CONTAINER,
     PROG_FROM_UPLINK, PROG_XDP_UPLINK, PortKey, PortKey6, PortRangeKey, PortRangeKey6,
     PortRangeTarget, PortRangeTarget6, PortTarget, PortTarget6, SockRnatKey, SockRnatKey6,
-    SockRnatValue, SockRnatValue6,
+    SockRnatValue, SockRnatValue6, VethInfo,
 };
 use nix::{
     mount::{MsFlags, mount},
@@ -59,7 +60,7 @@ pub use xdp::UplinkMode;
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netdriver"));
 
 /// Every map of the object; all are pinned under the pin directory.
-const MAP_NAMES: [&str; 17] = [
+const MAP_NAMES: [&str; 18] = [
     MAP_PORTS,
     MAP_PORTS6,
     MAP_HOST_ADDRS6,
@@ -77,6 +78,7 @@ const MAP_NAMES: [&str; 17] = [
     MAP_HAIRPIN,
     MAP_BIND_PORTS,
     MAP_SOCK_RNAT6,
+    MAP_VETHS,
 ];
 
 /// Load-time sizes and knobs of the data path.
@@ -236,6 +238,7 @@ pub struct Dataplane {
     bind_ports: LpmTrie<MapData, BindPortKey, u32>,
     host_addrs6: HashMap<MapData, [u8; 16], u32>,
     sock_rnat6: HashMap<MapData, SockRnatKey6, SockRnatValue6>,
+    veths: HashMap<MapData, u32, VethInfo>,
     cgroup: sock::CgroupLinks,
     uplinks: BTreeMap<String, Attachment>,
     /// `nd_xdp_uplink` attachments (`UplinkMode::Xdp`), in front of the tc ones.
@@ -320,6 +323,7 @@ impl Dataplane {
             bind_ports: take_map(&mut ebpf, pin_dir, MAP_BIND_PORTS)?,
             host_addrs6: take_map(&mut ebpf, pin_dir, MAP_HOST_ADDRS6)?,
             sock_rnat6: take_map(&mut ebpf, pin_dir, MAP_SOCK_RNAT6)?,
+            veths: take_map(&mut ebpf, pin_dir, MAP_VETHS)?,
             cgroup: sock::CgroupLinks::default(),
             ebpf,
             pin_dir: pin_dir.to_owned(),
@@ -370,22 +374,6 @@ impl Dataplane {
     #[must_use]
     pub fn uplinks(&self) -> Vec<String> {
         self.uplinks.keys().cloned().collect()
-    }
-
-    /// Attaches `nd_from_container` to the tc ingress of a container's host-side veth.
-    pub fn attach_container(&mut self, ifname: &str) -> Result<(), DataplaneError> {
-        attach(
-            &mut self.ebpf,
-            &self.pin_dir,
-            &mut self.containers,
-            PROG_FROM_CONTAINER,
-            ifname,
-        )
-    }
-
-    /// Detaches `nd_from_container`; succeeds if the interface is already gone.
-    pub fn detach_container(&mut self, ifname: &str) -> Result<(), DataplaneError> {
-        detach(&mut self.containers, PROG_FROM_CONTAINER, ifname)
     }
 
     /// Publishes (or re-targets) a host port. Ports are in host order, addresses in network

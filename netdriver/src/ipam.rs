@@ -146,6 +146,25 @@ pub fn mac_from_ip(addr: Ipv4Addr) -> [u8; 6] {
     [0x02, 0x42, a, b, c, d]
 }
 
+/// A random locally administered unicast MAC (a bridge's, fixed at creation).
+#[must_use]
+pub fn random_mac() -> [u8; 6] {
+    let mut mac = random_bytes::<6>();
+    mac[0] = (mac[0] & 0xfe) | 0x02;
+    mac
+}
+
+/// `N` random bytes from getrandom(2).
+#[must_use]
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    // SAFETY: the buffer is `N` writable bytes. getrandom(2) never returns short for
+    // requests up to 256 bytes.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), N, 0) };
+    assert_eq!(usize::try_from(n).ok(), Some(N), "getrandom failed");
+    bytes
+}
+
 #[must_use]
 pub fn format_mac(mac: [u8; 6]) -> String {
     mac.iter()

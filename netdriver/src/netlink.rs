@@ -111,6 +111,11 @@ pub enum NetlinkError {
         master: u32,
         source: Box<rtnetlink::Error>,
     },
+    #[error("setting the MAC address of link with index {index}")]
+    SetMac {
+        index: u32,
+        source: Box<rtnetlink::Error>,
+    },
     #[error("renaming link {from:?} to {to:?} and setting its MAC address and MTU")]
     ConfigureLink {
         from: String,
@@ -285,12 +290,16 @@ impl Netlink {
 
     /// Creates a Linux bridge, left down (the caller adds its address, then calls
     /// [`Self::set_up`]). Fails with [`NetlinkError::LinkExists`] if the name is taken.
+    /// Its MAC is random and set explicitly, as Docker does: a bridge whose MAC nobody set
+    /// takes the lowest MAC of its ports, which changes as containers come and go (and the
+    /// data path tells frames to the host by the bridge's MAC).
     pub async fn create_bridge(
         &self,
         name: &str,
         mtu: Option<u32>,
     ) -> Result<LinkInfo, NetlinkError> {
-        let builder = LinkMessageBuilder::<LinkBridge>::new(name);
+        let builder =
+            LinkMessageBuilder::<LinkBridge>::new(name).address(crate::ipam::random_mac().to_vec());
         let builder = match mtu {
             Some(mtu) => builder.mtu(mtu),
             None => builder,
@@ -352,6 +361,19 @@ impl Netlink {
         result.map_err(|source| NetlinkError::SetMaster {
             index,
             master,
+            source: source.into(),
+        })
+    }
+
+    /// Sets a link's MAC address. On a bridge this also pins the MAC (setting the one it
+    /// has keeps it from following its ports).
+    pub async fn set_mac(&self, index: u32, mac: [u8; 6]) -> Result<(), NetlinkError> {
+        let message = LinkUnspec::new_with_index(index)
+            .address(mac.to_vec())
+            .build();
+        let result = self.handle.link().set(message).execute().await;
+        result.map_err(|source| NetlinkError::SetMac {
+            index,
             source: source.into(),
         })
     }

@@ -10,9 +10,11 @@ use std::{
 };
 
 use common::{
-    EXT_IP6, HOST_IP6, Netns, SILENCE, TIMEOUT, TcpServer, UdpServer, World, drops, endpoint6,
-    network6, ping, sa6, tcp_request, udp_request,
+    Daemon, EXT_IP6, HOST_IP6, Netns, SILENCE, TIMEOUT, TcpServer, UdpServer, World,
+    create_endpoint, drops, endpoint6, map_dump, network6, ping, run, sa6, tcp_request,
+    udp_request,
 };
+use serde_json::Value;
 
 /// Whether container `from` reaches a TCP server on `[to_ip]:port` of container `to`.
 fn connects6(world: &World, from: &str, to: &str, to_ip: &str, port: u16) -> bool {
@@ -158,6 +160,170 @@ fn ipv6_icc_isolation_and_internal_networks() {
     assert!(tcp_request(world.container_ns("v"), &sa6(EXT_IP6, 7000), SILENCE).is_err());
     assert!(!ping(world.container_ns("v"), EXT_IP6));
     assert!(drops(&daemon, "internal") > 0);
+}
+
+/// `ip -j ARGS` in `ns`, parsed.
+fn ip_json(ns: &Netns, args: &[&str]) -> Value {
+    let mut all = vec!["-j"];
+    all.extend_from_slice(args);
+    let out = ns.ip(&all);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("ip -j {args:?}: {e}: {out}"))
+}
+
+/// The link-local address of `eth0` in container `role`, with the interface's index (its
+/// scope), once duplicate address detection has let go of it.
+fn link_local(world: &World, role: &str) -> (String, u64) {
+    let ns = world.container_ns(role);
+    let mut link = Value::Null;
+    for _ in 0..50 {
+        link = ip_json(ns, &["-6", "addr", "show", "dev", "eth0", "scope", "link"])[0].take();
+        let usable = (link["addr_info"].as_array()).and_then(|a| {
+            (a.iter())
+                .filter(|a| a["tentative"].is_null())
+                .find_map(|a| a["local"].as_str())
+        });
+        if let Some(addr) = usable {
+            return (addr.to_string(), link["ifindex"].as_u64().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{role}: no usable link-local address on eth0 after 5 s: {link}");
+}
+
+/// Creates endpoint `role` on `net`; returns its IPv6 address and its host-side veth as
+/// `ip -j link` shows it.
+fn endpoint_veth(world: &mut World, daemon: &Daemon, net: &str, role: &str) -> (String, Value) {
+    let ep = create_endpoint(world, daemon, net, role, &[]);
+    let ifname = ep["host_ifname"].as_str().expect("host_ifname");
+    let veth = ip_json(&world.host, &["link", "show", "dev", ifname])[0].clone();
+    (ep["ip6"].as_str().expect("ip6").to_string(), veth)
+}
+
+/// The `ND_VETHS` entry of a host-side veth (`ip -j link` output), if any.
+fn veth_entry(daemon: &Daemon, veth: &Value) -> Option<Value> {
+    map_dump(daemon, "ND_VETHS")
+        .into_iter()
+        .find(|e| e["key"] == veth["ifindex"])
+        .map(|e| e["value"].clone())
+}
+
+/// Deletes the `ND_VETHS` entry of a host-side veth behind the daemon's back.
+fn delete_veth_entry(daemon: &Daemon, veth: &Value) {
+    let index = u32::try_from(veth["ifindex"].as_u64().unwrap()).unwrap();
+    let key: Vec<String> = index.to_le_bytes().iter().map(u8::to_string).collect();
+    let pin = daemon.bpffs.join("ND_VETHS");
+    let mut args = vec!["map", "delete", "pinned", pin.to_str().unwrap(), "key"];
+    args.extend(key.iter().map(String::as_str));
+    run("bpftool", &args);
+    assert!(veth_entry(daemon, veth).is_none(), "{veth}");
+}
+
+/// The entry of `veth` says its network's ICC and its bridge's MAC.
+fn assert_veth_entry(world: &World, daemon: &Daemon, veth: &Value, icc: bool) {
+    let entry = veth_entry(daemon, veth).unwrap_or_else(|| panic!("no ND_VETHS entry: {veth}"));
+    assert_eq!(entry["flags"].as_u64().unwrap() & 1 == 1, icc, "{entry}");
+    let bridge = veth["master"].as_str().expect("veth on a bridge");
+    let bridge_mac = &ip_json(&world.host, &["link", "show", "dev", bridge])[0]["address"];
+    let mac: Vec<String> = (entry["bridge_mac"].as_array().unwrap().iter())
+        .map(|b| format!("{:02x}", b.as_u64().unwrap()))
+        .collect();
+    assert_eq!(bridge_mac.as_str(), Some(mac.join(":").as_str()), "{entry}");
+}
+
+/// TCP from container `from` to `[to_ll%eth0]:port`; a server in container `to` answers.
+fn ll_request(
+    world: &World,
+    from: &str,
+    to: &str,
+    to_ll: &str,
+    port: u16,
+) -> Result<String, String> {
+    let _srv = TcpServer::start(world.container_ns(to), &sa6("::", port), "ll");
+    let (_, scope) = link_local(world, from);
+    tcp_request(
+        world.container_ns(from),
+        &sa6(&format!("{to_ll}%{scope}"), port),
+        SILENCE,
+    )
+}
+
+#[test]
+fn ipv6_icc_off_covers_link_local_addresses() {
+    let mut world = World::new();
+    let mut daemon = world.daemon();
+    network6(&daemon, "llopen6", "10.88.0.0/24", "2001:db8:88::/64", &[]);
+    network6(
+        &daemon,
+        "llclosed6",
+        "10.89.0.0/24",
+        "2001:db8:89::/64",
+        &["--icc", "false"],
+    );
+    let (_, a_veth) = endpoint_veth(&mut world, &daemon, "llopen6", "a");
+    endpoint_veth(&mut world, &daemon, "llopen6", "b");
+    let (x_ip, x_veth) = endpoint_veth(&mut world, &daemon, "llclosed6", "x");
+    let (_, y_veth) = endpoint_veth(&mut world, &daemon, "llclosed6", "y");
+    // Every veth has its network's ICC and bridge MAC in ND_VETHS.
+    assert_eq!(map_dump(&daemon, "ND_VETHS").len(), 4);
+    assert_veth_entry(&world, &daemon, &a_veth, true);
+    assert_veth_entry(&world, &daemon, &x_veth, false);
+    let [(a_ll, _), (b_ll, _), (x_ll, _), (y_ll, _)] =
+        ["a", "b", "x", "y"].map(|role| link_local(&world, role));
+
+    // ICC on: containers talk over their link-local addresses.
+    let answer = ll_request(&world, "a", "b", &b_ll, 80).expect("open: a -> b link-local");
+    assert_eq!(answer, format!("ll saw {a_ll} said hello"));
+    // ICC off: refused both ways, counted as ICC drops.
+    let before = drops(&daemon, "icc");
+    assert!(
+        ll_request(&world, "x", "y", &y_ll, 80).is_err(),
+        "closed: x -> y link-local"
+    );
+    assert!(
+        ll_request(&world, "y", "x", &x_ll, 80).is_err(),
+        "closed: y -> x link-local"
+    );
+    assert!(drops(&daemon, "icc") > before);
+
+    // The host stays reachable over link-local (the bridge's fe80::1) and over the gateway's
+    // global address, which takes neighbour discovery first.
+    let x = world.container_ns("x");
+    assert!(
+        ping(x, "fe80::1%eth0"),
+        "closed: ping the gateway's fe80::1"
+    );
+    let _gw = TcpServer::start(&world.host, &sa6("::", 8000), "gw");
+    let (_, scope) = link_local(&world, "x");
+    let answer = tcp_request(x, &sa6(&format!("fe80::1%{scope}"), 8000), TIMEOUT)
+        .expect("closed: x -> [fe80::1]:8000");
+    assert_eq!(answer, format!("gw saw {x_ll} said hello"));
+    x.ip(&["-6", "neigh", "flush", "dev", "eth0"]);
+    let answer =
+        tcp_request(x, &sa6("2001:db8:89::1", 8000), TIMEOUT).expect("closed: x -> [gateway]:8000");
+    assert_eq!(answer, format!("gw saw {x_ip} said hello"));
+
+    // Veths without entries (attached by a version before ND_VETHS) pass as before; a
+    // restarted daemon fills the entries back in.
+    for veth in [&x_veth, &y_veth] {
+        delete_veth_entry(&daemon, veth);
+    }
+    let answer = ll_request(&world, "x", "y", &y_ll, 80).expect("no entries: x -> y passes");
+    assert_eq!(answer, format!("ll saw {x_ll} said hello"));
+    daemon.restart();
+    assert_veth_entry(&world, &daemon, &x_veth, false);
+    assert_veth_entry(&world, &daemon, &y_veth, false);
+    assert!(
+        ll_request(&world, "x", "y", &y_ll, 80).is_err(),
+        "after restart: x -> y"
+    );
+
+    // The entry goes with the endpoint.
+    daemon.json(&["endpoint", "rm", "y"]);
+    assert!(
+        veth_entry(&daemon, &y_veth).is_none(),
+        "entry left after endpoint rm"
+    );
+    assert_eq!(map_dump(&daemon, "ND_VETHS").len(), 3);
 }
 
 /// A server "far away" at `2001:db8:ee::10`, behind the external namespace acting as a router

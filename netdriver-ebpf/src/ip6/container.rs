@@ -1,5 +1,6 @@
-//! `nd_from_container` for IPv6: link machinery and link-local traffic pass, tracked flows by
-//! their `ND_CT6` entry, new flows through the policy. (No IPv6 hairpin.)
+//! `nd_from_container` for IPv6: link machinery and multicast pass, link-local unicast by the
+//! ICC rule of the veth's network, tracked flows by their `ND_CT6` entry, new flows through
+//! the policy.
 
 use aya_ebpf::{bindings::TC_ACT_OK, programs::TcContext};
 use netdriver_common::CT_DIR_OUT;
@@ -13,12 +14,13 @@ use crate::{ct, nat::Hop};
 
 #[inline(always)]
 pub fn from_container(ctx: &TcContext, ip: &Ipv6) -> Result<i32, u32> {
-    // NDP, RS/RA and MLD; link-local and multicast traffic never leaves the bridge's link.
-    if parse::is_link_control(ctx, ip)
-        || parse::is_link_local(&ip.saddr)
-        || parse::is_multicast(&ip.daddr)
-    {
+    // NDP, RS/RA and MLD; multicast traffic never leaves the bridge's link.
+    if parse::is_link_control(ctx, ip) || parse::is_multicast(&ip.daddr) {
         return Ok(TC_ACT_OK);
+    }
+    // Link-local traffic is not routed or translated either, but ICC still applies to it.
+    if parse::is_link_local(&ip.saddr) || parse::is_link_local(&ip.daddr) {
+        return policy::link_local(ctx, ip);
     }
     let ports = parse::ports(ctx, ip);
     if let Some(ports) = ports

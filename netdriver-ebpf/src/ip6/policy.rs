@@ -1,6 +1,7 @@
 //! What a container may start over IPv6: ICC inside its network (with legacy links,
-//! `ND_LINKS6`, opening single ports when it is off), isolation between networks, internal
-//! networks; a flow that may leave is handed to `egress` (`GO_OUTBOUND`).
+//! `ND_LINKS6`, opening single ports when it is off; link-local traffic by its veth's entry
+//! in `ND_VETHS`), isolation between networks, internal networks; a flow that may leave is
+//! handed to `egress` (`GO_OUTBOUND`).
 
 use aya_ebpf::{bindings::TC_ACT_OK, programs::TcContext};
 use netdriver_common::{
@@ -11,8 +12,9 @@ use netdriver_common::{
 use super::parse::{Ipv6, same_addr};
 use crate::{
     ct,
-    maps::{ND_LINKS6, net6_of},
+    maps::{ND_LINKS6, net6_of, veth_of},
     parse::Ports,
+    pkt::Packet,
 };
 
 /// The first packet of a flow from a container (no `ND_CT6` entry matched).
@@ -43,6 +45,37 @@ pub fn new_flow(ctx: &TcContext, ip: &Ipv6, ports: Option<Ports>) -> Result<i32,
     };
     let _ = (ctx, ports);
     Ok(super::GO_OUTBOUND)
+}
+
+/// Link-local unicast (or unspecified-source) traffic that is not link control: its addresses
+/// are in no subnet, so the veth says which network it is on. With ICC off only frames to the
+/// bridge's MAC (the host: the gateway's `fe80::1` or the bridge's own link-local address)
+/// pass; a frame bridged to another container is dropped, as Docker's `-i br -o br -j DROP`
+/// does. Legacy links name global addresses, so they open nothing here. A veth without an
+/// entry (attached by a version that did not fill `ND_VETHS`) passes.
+#[inline(always)]
+pub fn link_local(ctx: &TcContext, ip: &Ipv6) -> Result<i32, u32> {
+    let Some(veth) = veth_of(ctx.ifindex()) else {
+        return Ok(TC_ACT_OK);
+    };
+    if veth.flags & NET_F_ICC != 0 || same_mac(&ip.eth_dst, &veth.bridge_mac) {
+        return Ok(TC_ACT_OK);
+    }
+    Err(DROP_ICC)
+}
+
+/// Whether two MAC addresses are equal, compared as a 32- and a 16-bit word (no `memcmp`
+/// call for the BPF backend to lower).
+#[inline(always)]
+fn same_mac(a: &[u8; 6], b: &[u8; 6]) -> bool {
+    let word = |m: &[u8; 6]| {
+        (
+            u32::from_ne_bytes([m[0], m[1], m[2], m[3]]),
+            u16::from_ne_bytes([m[4], m[5]]),
+        )
+    };
+    let ((a0, a1), (b0, b1)) = (word(a), word(b));
+    a0 == b0 && a1 == b1
 }
 
 /// ICC is off: only a legacy link lets the flow through (one port, one way), and its replies

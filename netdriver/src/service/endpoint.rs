@@ -5,7 +5,7 @@ use std::{
     path::Path,
 };
 
-use netdriver_common::{PortKey, PortTarget};
+use netdriver_common::{PortKey, PortTarget, VethInfo};
 
 use super::{ServiceError, State, new_id, timing::Stopwatch, validate_ifname, validate_name};
 use crate::{
@@ -260,8 +260,14 @@ impl State {
                 ))
             })?;
         let bridge = self.bridge_link(&ep.network).await?;
+        let gw_mac = bridge.mac.unwrap_or_default();
         t.lap("link lookups");
-        self.dp.attach_container(&ep.host_ifname)?;
+        let veth = VethInfo {
+            flags: super::network::net_flags(&self.networks[&ep.network].net),
+            bridge_mac: gw_mac,
+            _pad: [0; 2],
+        };
+        self.dp.attach_container(&ep.host_ifname, veth)?;
         t.lap("tc attach");
         let target = PortTarget {
             addr_be: u32::from_ne_bytes(ep.ip.octets()),
@@ -269,7 +275,7 @@ impl State {
             _pad0: 0,
             ifindex: host.index,
             mac: ipam::parse_mac(&ep.mac).expect("stored MAC is valid"),
-            gw_mac: bridge.mac.unwrap_or_default(),
+            gw_mac,
         };
         // Runs of consecutive ports are one range in the data path, whatever their length.
         for run in ports::runs(&ep.ports) {

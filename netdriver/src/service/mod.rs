@@ -121,6 +121,7 @@ impl Service {
         state.sync_reservations()?;
         state.sync_uplinks().await?;
         state.dp.release_stale_links()?;
+        state.dp.release_stale_veths()?;
         Ok(Self {
             state: Mutex::new(state),
         })
@@ -316,14 +317,12 @@ fn attach_cgroup(dp: &mut Dataplane, explicit: Option<&Path>) -> Result<(), Serv
 
 /// A random 64-hex-digit id, like Docker's.
 fn new_id() -> String {
-    let mut bytes = [0u8; 32];
-    // getrandom(2) never returns short for 32 bytes.
-    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
-    assert_eq!(n, 32, "getrandom failed");
-    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    crate::ipam::random_bytes::<32>()
+        .iter()
+        .fold(String::with_capacity(64), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// Names of networks and endpoints: Docker's rule `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, at most 64.

@@ -196,6 +196,11 @@ impl State {
     /// subnet with the data path.
     pub(super) async fn ensure_bridge(&mut self, net: &Network) -> Result<(), ServiceError> {
         let index = if let Some(link) = self.nl.link_by_name(&net.bridge).await? {
+            // A bridge made by a version that left its MAC to the kernel: pinned where it is
+            // now, so the endpoints' `ND_VETHS` entries stay true.
+            if let Some(mac) = link.mac {
+                self.nl.set_mac(link.index, mac).await?;
+            }
             link.index
         } else {
             {

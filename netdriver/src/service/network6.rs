@@ -149,9 +149,5 @@ fn parse_gateway6(s: &str, subnet: Ipv6Net) -> Result<Ipv6Addr, ServiceError> {
 
 /// The 40 random bits of an RFC 4193 global id.
 pub(super) fn random_id() -> [u8; 5] {
-    let mut id = [0u8; 5];
-    // getrandom(2) never returns short for 5 bytes.
-    let n = unsafe { libc::getrandom(id.as_mut_ptr().cast(), id.len(), 0) };
-    assert_eq!(n, 5, "getrandom failed");
-    id
+    crate::ipam::random_bytes()
 }

@@ -649,3 +649,5 @@ fn ipv6_port_ranges_map_every_port_of_the_range() {
         assert_eq!(dp.run(PROG_FROM_UPLINK, &frame), (TC_ACT_OK, frame));
     });
 }
+
+mod link_local;
