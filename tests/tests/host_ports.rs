@@ -9,9 +9,10 @@ use std::{
     time::Duration,
 };
 
-use common::sockets::{bind, tcp_with_peer, udp_with_source};
 use common::{
-    Daemon, HOST_IP, Netns, SILENCE, TIMEOUT, TcpServer, UdpServer, World, run, tcp_request,
+    Daemon, HOST_IP, Netns, SILENCE, TIMEOUT, TcpServer, UdpServer, World, run,
+    sockets::{bind, tcp_with_peer, udp_with_source},
+    tcp_request,
 };
 use serde_json::Value;
 

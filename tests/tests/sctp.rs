@@ -18,8 +18,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::sctp::{CHUNK_INIT, CHUNK_INIT_ACK, IPPROTO_SCTP, crc_ok, init_ack, init_body, packet};
-use common::{EXT_IP, HOST_IP, OUTSIDE_IP, SILENCE, TIMEOUT, World, endpoint, tcp_request};
+use common::{
+    EXT_IP, HOST_IP, OUTSIDE_IP, SILENCE, TIMEOUT, World, endpoint,
+    sctp::{CHUNK_INIT, CHUNK_INIT_ACK, IPPROTO_SCTP, crc_ok, init_ack, init_body, packet},
+    tcp_request,
+};
 
 /// The INIT-ACK the container answers an INIT with (so the client knows what to expect).
 fn init_ack_for(init: &Seen) -> Vec<u8> {

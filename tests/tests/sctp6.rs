@@ -19,8 +19,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::sctp::{CHUNK_INIT, CHUNK_INIT_ACK, IPPROTO_SCTP, crc_ok, init_ack, init_body, packet};
-use common::{EXT_IP6, HOST_IP6, Netns, SILENCE, TIMEOUT, World, endpoint6, network6};
+use common::{
+    EXT_IP6, HOST_IP6, Netns, SILENCE, TIMEOUT, World, endpoint6, network6,
+    sctp::{CHUNK_INIT, CHUNK_INIT_ACK, IPPROTO_SCTP, crc_ok, init_ack, init_body, packet},
+};
 
 /// The INIT-ACK the responder answers an INIT with.
 fn init_ack_for(init: &Seen) -> Vec<u8> {
