@@ -340,10 +340,12 @@ fn ipv6_containers_reach_published_ports_through_the_host_address() {
     for (role, ip) in [("near", &near), ("far", &far), ("web", &gateway)] {
         let c = world.container_ns(role);
         for _ in 0..5 {
-            let answer = tcp_request(c, &sa6(HOST_IP6, 8080), TIMEOUT).expect("hairpin TCP");
+            let answer = tcp_request(c, &sa6(HOST_IP6, 8080), TIMEOUT)
+                .unwrap_or_else(|e| panic!("{role}: hairpin TCP: {e}"));
             assert_eq!(answer, format!("web saw {ip} said hello"), "{role}");
         }
-        let answer = udp_request(c, &sa6(HOST_IP6, 5353), TIMEOUT).expect("hairpin UDP");
+        let answer = udp_request(c, &sa6(HOST_IP6, 5353), TIMEOUT)
+            .unwrap_or_else(|e| panic!("{role}: hairpin UDP: {e}"));
         assert_eq!(answer, format!("dns saw {ip}"), "{role}");
     }
     // A port nobody published on the host address stays the host's (refused).
@@ -370,7 +372,7 @@ fn ipv6_containers_reach_published_ports_through_the_host_address() {
     );
 }
 
-/// The gateway of network "hpa" (2001:db8:98::/64): its first address.
+/// The gateway of network "hpa" (`2001:db8:98::/64`): its first address.
 const HPA_GATEWAY6: &str = "2001:db8:98::1";
 
 /// The `ND_CT6` entries as [source, destination, owner] addresses.
