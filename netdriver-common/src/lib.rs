@@ -250,6 +250,12 @@ pub const CT_ACT_DNAT: u8 = 2;
 pub const CT_ACT_REDIRECT: u8 = 4;
 /// Redirect to the egress of `ifindex`, L2 filled in by the kernel's neighbour table.
 pub const CT_ACT_REDIRECT_NEIGH: u8 = 8;
+/// A container's flow to its own published port (IPv6 hairpin): the other end is rewritten
+/// too, keeping its port. With `CT_ACT_DNAT` (the container's packets) the source becomes
+/// the gateway of `owner_addr`'s network; with `CT_ACT_SNAT` (its replies) the destination
+/// becomes `owner_addr`. The container then sees itself reached from its gateway, as with
+/// Docker (its own address would be a martian there).
+pub const CT_ACT_SELF_HAIRPIN: u8 = 16;
 
 /// `CtEntry::kind`: the reply direction of a published-port flow (its forward direction is
 /// `ND_PORTS`, so it has no partner entry).

@@ -138,6 +138,14 @@ pub fn peek<K: Flow>(key: &K) -> Option<K::Entry> {
     unsafe { K::table().get(key) }.copied()
 }
 
+/// The entry under `key` where it is stored, without recording a packet: no copy on the
+/// stack, for BPF functions short of it.
+#[inline(always)]
+pub fn find<K: Flow>(key: &K) -> Option<&'static K::Entry> {
+    // SAFETY: the entry stays valid for this program run (see `lookup`).
+    unsafe { K::table().get(key) }
+}
+
 #[inline(always)]
 pub fn remove<K: Flow>(key: &K) {
     let _ = K::table().remove(key);

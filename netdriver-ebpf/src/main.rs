@@ -89,6 +89,11 @@ fn outbound6(skb: *mut __sk_buff) -> i32 {
     ip6::egress::outbound(&TcContext::new(skb)).unwrap_or_else(maps::drop_packet)
 }
 
+#[inline(never)]
+fn hairpin6(skb: *mut __sk_buff) -> i32 {
+    ip6::hairpin::from_container(&TcContext::new(skb)).unwrap_or_else(maps::drop_packet)
+}
+
 /// XDP on an uplink (`--uplink-mode xdp`): the same code as `nd_from_uplink`, run before the
 /// kernel builds a socket buffer, for IPv4 only. What it passes on (IPv6 and other non-IPv4, TTL expiring, not for a
 /// container) meets `nd_from_uplink` on tc ingress next, which passes it to the kernel.
@@ -113,9 +118,12 @@ pub fn nd_xdp_uplink(ctx: XdpContext) -> u32 {
 )]
 pub fn nd_from_container(ctx: TcContext) -> i32 {
     if ip6::parse::is_ipv6(&ctx) {
-        let verdict = container6(ctx.skb.skb);
+        let mut verdict = container6(ctx.skb.skb);
         if verdict == ip6::GO_OUTBOUND {
-            return outbound6(ctx.skb.skb);
+            verdict = outbound6(ctx.skb.skb);
+        }
+        if verdict == ip6::GO_HAIRPIN {
+            return hairpin6(ctx.skb.skb);
         }
         return verdict;
     }

@@ -5,7 +5,7 @@ mod common;
 
 use std::{
     io::{Read, Write},
-    net::{Shutdown, SocketAddr, TcpListener, TcpStream},
+    net::{Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream},
     time::Duration,
 };
 
@@ -488,7 +488,7 @@ fn ipv6_containers_reach_published_ports_through_the_host_address() {
     let daemon = world.daemon();
     network6(&daemon, "hpa", "10.98.0.0/24", "2001:db8:98::/64", &[]);
     network6(&daemon, "hpb", "10.99.0.0/24", "2001:db8:99::/64", &[]);
-    endpoint6(
+    let web = endpoint6(
         &mut world,
         &daemon,
         "hpa",
@@ -499,16 +499,64 @@ fn ipv6_containers_reach_published_ports_through_the_host_address() {
     let far = endpoint6(&mut world, &daemon, "hpb", "far", &[]);
     let _tcp = TcpServer::start(world.container_ns("web"), &sa6("::", 80), "web");
     let _udp = UdpServer::start(world.container_ns("web"), &sa6("::", 53), "dns");
-    // From the same network and from another one; the server sees the client's address.
-    for (role, ip) in [("near", &near), ("far", &far)] {
+    // From the same network and from another one, the server sees the client's address;
+    // from "web" itself, its gateway (its own address would be a martian inside it), as with
+    // Docker.
+    let gateway = HPA_GATEWAY6.to_string();
+    for (role, ip) in [("near", &near), ("far", &far), ("web", &gateway)] {
         let c = world.container_ns(role);
-        for _ in 0..3 {
-            let answer = tcp_request(c, &sa6(HOST_IP6, 8080), TIMEOUT).expect("hairpin TCP");
+        for _ in 0..5 {
+            let answer = tcp_request(c, &sa6(HOST_IP6, 8080), TIMEOUT)
+                .unwrap_or_else(|e| panic!("{role}: hairpin TCP: {e}"));
             assert_eq!(answer, format!("web saw {ip} said hello"), "{role}");
         }
-        let answer = udp_request(c, &sa6(HOST_IP6, 5353), TIMEOUT).expect("hairpin UDP");
+        let answer = udp_request(c, &sa6(HOST_IP6, 5353), TIMEOUT)
+            .unwrap_or_else(|e| panic!("{role}: hairpin UDP: {e}"));
         assert_eq!(answer, format!("dns saw {ip}"), "{role}");
     }
     // A port nobody published on the host address stays the host's (refused).
     assert!(tcp_request(world.container_ns("near"), &sa6(HOST_IP6, 8081), SILENCE).is_err());
+    // "web"'s flows to its own port are tracked as both directions: its packets to the host
+    // address, its replies to the gateway. They go with the endpoint, like all its flows.
+    let web: Ipv6Addr = web.parse().unwrap();
+    let ct = ct6_flows(&daemon);
+    for (to, what) in [
+        (HOST_IP6, "to the host address"),
+        (HPA_GATEWAY6, "to the gateway"),
+    ] {
+        let to: Ipv6Addr = to.parse().unwrap();
+        assert!(
+            ct.iter().any(|f| f[0] == web && f[1] == to),
+            "no ND_CT6 entry of web {what}: {ct:?}"
+        );
+    }
+    daemon.json(&["endpoint", "rm", "web"]);
+    let ct = ct6_flows(&daemon);
+    assert!(
+        !ct.iter().any(|f| f.contains(&web)),
+        "web's flows left: {ct:?}"
+    );
+}
+
+/// The gateway of network "hpa" (`2001:db8:98::/64`): its first address.
+const HPA_GATEWAY6: &str = "2001:db8:98::1";
+
+/// The `ND_CT6` entries as [source, destination, owner] addresses.
+fn ct6_flows(daemon: &Daemon) -> Vec<[Ipv6Addr; 3]> {
+    let addr = |v: &serde_json::Value| {
+        let bytes: Vec<u8> = serde_json::from_value(v.clone())
+            .unwrap_or_else(|e| panic!("an IPv6 address in ND_CT6: {e}: {v}"));
+        let octets: [u8; 16] = bytes.try_into().expect("16 bytes");
+        Ipv6Addr::from(octets)
+    };
+    common::map_dump(daemon, "ND_CT6")
+        .iter()
+        .map(|e| {
+            [
+                addr(&e["key"]["saddr"]),
+                addr(&e["key"]["daddr"]),
+                addr(&e["value"]["owner_addr"]),
+            ]
+        })
+        .collect()
 }

@@ -1,9 +1,9 @@
 //! `nd_from_container` for IPv6: link machinery and multicast pass, link-local unicast by the
-//! ICC rule of the veth's network, tracked flows by their `ND_CT6` entry, new flows through
-//! the policy.
+//! ICC rule of the veth's network, tracked flows by their `ND_CT6` entry (a container's flows
+//! to its own published port in a BPF function of their own), new flows through the policy.
 
 use aya_ebpf::{bindings::TC_ACT_OK, programs::TcContext};
-use netdriver_common::CT_DIR_OUT;
+use netdriver_common::{CT_ACT_SELF_HAIRPIN, CT_DIR_OUT};
 
 use super::{
     ct as ct6,
@@ -26,6 +26,9 @@ pub fn from_container(ctx: &TcContext, ip: &Ipv6) -> Result<i32, u32> {
     if let Some(ports) = ports
         && let Some(entry) = ct::lookup(&ct6::key(ip, ports, CT_DIR_OUT), ports.tcp_flags)
     {
+        if entry.action & CT_ACT_SELF_HAIRPIN != 0 {
+            return Ok(super::GO_HAIRPIN);
+        }
         return ct::apply(ctx, ip, ports, &entry, Hop::Egress);
     }
     policy::new_flow(ctx, ip, ports)

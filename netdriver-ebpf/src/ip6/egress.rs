@@ -1,6 +1,6 @@
 //! IPv6 flows leaving the container networks: the route, then masquerade (a NAT port
 //! claimed in `ND_CT6` by the shared search) or plain forwarding, tracked both ways; local
-//! destinations may be hairpin traffic (`hairpin`).
+//! destinations may be hairpin traffic (`hairpin`, reached with `GO_HAIRPIN`).
 
 use core::mem::zeroed;
 
@@ -19,7 +19,7 @@ use netdriver_common::{
 };
 
 use super::{
-    ct as ct6, hairpin,
+    ct as ct6,
     nat::{fib_words, from_fib_words},
     parse::{Ipv6, ipv6, ports, same_addr},
     published,
@@ -64,7 +64,7 @@ fn outbound_flow(ctx: &TcContext, ip: &Ipv6, ports: Ports, net: &NetInfo6) -> Re
     match find_route(ctx.skb.skb, ip, &ports, &mut route) {
         ROUTED => {}
         // A host address: a published port there is hairpin traffic.
-        LOCAL => return hairpin::from_container(ctx, ip, ports),
+        LOCAL => return Ok(super::GO_HAIRPIN),
         _ => return Ok(TC_ACT_OK),
     }
     let scratch = ND_SCRATCH6.get_ptr_mut(0).ok_or(DROP_CT_FAILED)?;

@@ -30,3 +30,9 @@ pub const GO_OUTBOUND: i32 = i32::MIN;
 /// The same for an `ICMPv6` error arriving on an uplink: `nd_from_uplink` then runs
 /// `icmp_err::from_uplink` as a separate BPF function.
 pub const GO_ICMP_ERROR: i32 = i32::MIN + 1;
+
+/// The same for the first packet of a flow to a host address (the route lookup says local:
+/// maybe a hairpin flow to a published port), and for the packets of a container's flow to its
+/// own published port (`ND_CT6` entries with `CT_ACT_SELF_HAIRPIN`): `nd_from_container` then
+/// runs `hairpin::from_container`, whose work would not fit in the callers' frames.
+pub const GO_HAIRPIN: i32 = i32::MIN + 2;

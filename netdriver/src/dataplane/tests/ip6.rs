@@ -5,8 +5,8 @@ use std::net::Ipv6Addr;
 
 use ipnet::Ipv6Net;
 use netdriver_common::{
-    CT_ACT_DNAT, CT_ACT_REDIRECT, CT_DIR_IN, CtEntry6, CtKey6, NetInfo6, PROTO_ICMPV6, PortKey6,
-    PortTarget6, crc32c::crc32c,
+    CT_ACT_DNAT, CT_ACT_REDIRECT, CT_ACT_SELF_HAIRPIN, CT_DIR_IN, CtEntry6, CtKey6, NetInfo6,
+    PROTO_ICMPV6, PortKey6, PortTarget6, crc32c::crc32c,
 };
 
 use super::*;
@@ -307,6 +307,82 @@ fn ipv6_masqueraded_flows_are_translated_both_ways() {
         assert_eq!(report.removed, 4);
         assert!(dp.conntrack6().unwrap().is_empty());
         let _ = CT_DIR_IN;
+    });
+}
+
+/// A frame builder: source address and port, destination address and port.
+type Frame6 = fn([u8; 16], u16, [u8; 16], u16) -> Vec<u8>;
+
+/// The two `ND_CT6` entries of a flow from `C1_6` port 40000 to its own published port
+/// (host `HOST6` 8080 -> 80), as `hairpin::from_container` records them.
+fn self_hairpin_entries(dp: &mut Dataplane, proto: u8, gw: [u8; 16]) {
+    let (host, c1) = (a6(HOST6), a6(C1_6));
+    let entry = |xlate_addr, xlate_port, action| CtEntry6 {
+        xlate_addr,
+        owner_addr: c1,
+        xlate_port,
+        action: action | CT_ACT_REDIRECT | CT_ACT_SELF_HAIRPIN,
+        ifindex: 1,
+        smac: [2, 0, 0, 0, 0, 9],
+        dmac: C1_MAC,
+        kind: CT_KIND_PUBLISHED,
+        ..CtEntry6::default()
+    };
+    let key = |daddr, sport, dport| CtKey6 {
+        saddr: c1,
+        daddr,
+        sport,
+        dport,
+        proto,
+        dir: CT_DIR_OUT,
+        _pad: [0; 2],
+    };
+    dp.ct6
+        .insert(key(host, 40000, 8080), entry(c1, 80, CT_ACT_DNAT), 0)
+        .unwrap();
+    dp.ct6
+        .insert(key(gw, 80, 40000), entry(host, 8080, CT_ACT_SNAT), 0)
+        .unwrap();
+}
+
+#[test]
+#[ignore = "needs root and BPF; run by cargo xtask test"]
+fn ipv6_a_container_reaches_its_own_port_from_its_gateway() {
+    with_dataplane(|dp| {
+        net6(dp, "2001:db8:1::/64", 10, NET_F_ICC | NET_F_MASQUERADE);
+        let (host, c1, gw) = (a6(HOST6), a6(C1_6), a6("2001:db8:1::1"));
+        let tcp: Frame6 = |src, sport, dst, dport| tcp6(src, sport, dst, dport, 0x10);
+        for (proto, frame) in [(PROTO_TCP, tcp), (PROTO_UDP, udp6 as Frame6)] {
+            self_hairpin_entries(dp, proto, gw);
+            // To its own port: both ends rewritten, back to its own veth.
+            let (verdict, out) = dp.run(PROG_FROM_CONTAINER, &frame(c1, 40000, host, 8080));
+            assert_eq!(verdict, TC_ACT_REDIRECT, "proto {proto}");
+            assert_eq!(&out[0..6], &C1_MAC);
+            assert_eq!(src6(&out), &gw, "source: the gateway");
+            assert_eq!(&out[54..56], &40000u16.to_be_bytes(), "its port kept");
+            assert_eq!(dst6(&out), &c1);
+            assert_eq!(&out[56..58], &80u16.to_be_bytes());
+            assert_eq!(out[21], 63, "hop limit");
+            assert_checksum6(&out);
+            // Its reply to the gateway: from the host address and port, to itself.
+            let (verdict, out) = dp.run(PROG_FROM_CONTAINER, &frame(c1, 80, gw, 40000));
+            assert_eq!(verdict, TC_ACT_REDIRECT);
+            assert_eq!(src6(&out), &host);
+            assert_eq!(&out[54..56], &8080u16.to_be_bytes());
+            assert_eq!(dst6(&out), &c1, "destination: back to itself");
+            assert_eq!(&out[56..58], &40000u16.to_be_bytes());
+            assert_checksum6(&out);
+            // No hop left: the kernel's, untranslated (not half).
+            let mut last_hop = frame(c1, 40000, host, 8080);
+            last_hop[21] = 1;
+            assert_eq!(
+                dp.run(PROG_FROM_CONTAINER, &last_hop),
+                (TC_ACT_OK, last_hop)
+            );
+        }
+        // Both entries of each flow are the container's.
+        assert_eq!(dp.flush_conntrack6(Ipv6Addr::from(c1)).unwrap(), 4);
+        assert!(dp.conntrack6().unwrap().is_empty());
     });
 }
 
