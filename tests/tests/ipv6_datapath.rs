@@ -502,20 +502,38 @@ fn ipv6_containers_reach_published_ports_through_the_host_address() {
     // From the same network and from another one, the server sees the client's address;
     // from "web" itself, its gateway (its own address would be a martian inside it), as with
     // Docker.
+    // The same through the network's gateway address, another of the host's addresses.
     let gateway = HPA_GATEWAY6.to_string();
     for (role, ip) in [("near", &near), ("far", &far), ("web", &gateway)] {
         let c = world.container_ns(role);
-        for _ in 0..5 {
-            let answer = tcp_request(c, &sa6(HOST_IP6, 8080), TIMEOUT)
-                .unwrap_or_else(|e| panic!("{role}: hairpin TCP: {e}"));
-            assert_eq!(answer, format!("web saw {ip} said hello"), "{role}");
+        for host in [HOST_IP6, HPA_GATEWAY6] {
+            for _ in 0..5 {
+                let answer = tcp_request(c, &sa6(host, 8080), TIMEOUT)
+                    .unwrap_or_else(|e| panic!("{role} -> {host}: hairpin TCP: {e}"));
+                assert_eq!(
+                    answer,
+                    format!("web saw {ip} said hello"),
+                    "{role} -> {host}"
+                );
+            }
+            let answer = udp_request(c, &sa6(host, 5353), TIMEOUT)
+                .unwrap_or_else(|e| panic!("{role} -> {host}: hairpin UDP: {e}"));
+            assert_eq!(answer, format!("dns saw {ip}"), "{role} -> {host}");
         }
-        let answer = udp_request(c, &sa6(HOST_IP6, 5353), TIMEOUT)
-            .unwrap_or_else(|e| panic!("{role}: hairpin UDP: {e}"));
-        assert_eq!(answer, format!("dns saw {ip}"), "{role}");
     }
-    // A port nobody published on the host address stays the host's (refused).
+    // A port nobody published on a host address stays the host's: refused, or answered by
+    // the host's own server.
     assert!(tcp_request(world.container_ns("near"), &sa6(HOST_IP6, 8081), SILENCE).is_err());
+    let _host = TcpServer::start(&world.host, &sa6("::", 8081), "host");
+    let answer = tcp_request(
+        world.container_ns("near"),
+        &sa6(HPA_GATEWAY6, 8081),
+        TIMEOUT,
+    );
+    assert_eq!(
+        answer.as_deref(),
+        Ok(format!("host saw {near} said hello").as_str())
+    );
     // "web"'s flows to its own port are tracked as both directions: its packets to the host
     // address, its replies to the gateway. They go with the endpoint, like all its flows.
     let web: Ipv6Addr = web.parse().unwrap();

@@ -24,9 +24,14 @@ pub fn new_flow(ctx: &TcContext, ip: &Ipv6, ports: Option<Ports>) -> Result<i32,
         return Err(DROP_SPOOFED);
     };
     if let Some(dst) = net6_of(&ip.daddr) {
-        // A gateway address is the host's.
+        // A gateway address is the host's: a published port there is hairpin traffic (of
+        // any network's container, as through any other host address), the rest the host's.
         if same_addr(&ip.daddr, &dst.gateway) {
-            return Ok(TC_ACT_OK);
+            return Ok(if ports.is_some() {
+                super::GO_HAIRPIN
+            } else {
+                TC_ACT_OK
+            });
         }
         if dst.bridge_ifindex != src.bridge_ifindex {
             return Err(DROP_ISOLATED);
