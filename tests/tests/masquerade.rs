@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use common::{
     Daemon, EXT_IP, HOST_IP, OUTSIDE_IP, SILENCE, TIMEOUT, TcpServer, UdpServer, World,
-    assert_no_firewall_rules, drops, endpoint, map_dump, ping, tcp_request, udp_ask,
-    udp_peer_server, udp_request, udp_socket,
+    assert_no_firewall_rules, drops, endpoint, map_dump, ping, tcp_request, tcp_request_reset,
+    udp_ask, udp_peer_server, udp_request, udp_socket,
 };
 use serde_json::Value;
 
@@ -218,11 +218,12 @@ fn nat_ports_avoid_published_ports_and_exhaustion_is_visible() {
     });
 }
 
-#[test]
-fn a_new_connection_takes_over_the_nat_port_of_a_closed_idle_flow() {
+/// A container "c" masqueraded through one NAT port, which neither the closing timeout nor
+/// the sweeper would free in time, and an external TCP server; the world, the daemon and
+/// the server's address.
+fn one_nat_port() -> (World, Daemon, TcpServer, String) {
     let mut world = World::new();
     world.route_outside();
-    // One NAT port, and neither the closing timeout nor the sweeper would free it in time.
     let daemon = Daemon::start(
         &world,
         &[
@@ -235,9 +236,15 @@ fn a_new_connection_takes_over_the_nat_port_of_a_closed_idle_flow() {
         ],
     );
     container(&mut world, &daemon, "out", "10.89.0.0/24", &[], "c");
-    let _srv = TcpServer::start(&world.ext, &format!("{OUTSIDE_IP}:7100"), "out");
-    let c = world.container_ns("c");
     let target = format!("{OUTSIDE_IP}:7100");
+    let srv = TcpServer::start(&world.ext, &target, "out");
+    (world, daemon, srv, target)
+}
+
+#[test]
+fn a_new_connection_takes_over_the_nat_port_of_a_closed_idle_flow() {
+    let (world, _daemon, _srv, target) = one_nat_port();
+    let c = world.container_ns("c");
     let first = tcp_request(c, &target, TIMEOUT).expect("first connection");
     assert_eq!(first, format!("out saw {HOST_IP} said hello"));
     // Closed (FIN both ways) and idle for longer than the reclaim delay.
@@ -246,64 +253,15 @@ fn a_new_connection_takes_over_the_nat_port_of_a_closed_idle_flow() {
     assert_eq!(second, format!("out saw {HOST_IP} said hello"));
 }
 
-/// `tcp_request`, closed with a RST (`SO_LINGER` 0) as load generators and impatient
-/// clients do.
-fn tcp_request_reset(ns: &common::Netns, addr: &str) -> Result<String, String> {
-    use std::{
-        io::{Read, Write},
-        net::{SocketAddr, TcpStream},
-        os::fd::AsRawFd,
-    };
-    let addr: SocketAddr = addr.parse().unwrap();
-    ns.run(move || {
-        let mut s = TcpStream::connect_timeout(&addr, TIMEOUT).map_err(|e| e.to_string())?;
-        s.set_read_timeout(Some(TIMEOUT)).unwrap();
-        s.write_all(b"hello").map_err(|e| e.to_string())?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).map_err(|e| e.to_string())?;
-        let linger = libc::linger {
-            l_onoff: 1,
-            l_linger: 0,
-        };
-        // SAFETY: a valid socket and a `linger` of the size given.
-        let rc = unsafe {
-            libc::setsockopt(
-                s.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_LINGER,
-                std::ptr::from_ref(&linger).cast(),
-                u32::try_from(size_of::<libc::linger>()).unwrap(),
-            )
-        };
-        assert_eq!(rc, 0, "SO_LINGER");
-        Ok(out)
-    })
-}
-
 #[test]
 fn a_reset_flow_gives_its_nat_port_to_the_next_connection_at_once() {
-    let mut world = World::new();
-    world.route_outside();
-    // One NAT port, and neither the closing timeout nor the sweeper would free it in time.
-    let daemon = Daemon::start(
-        &world,
-        &[
-            "--nat-port-range",
-            "61000-61000",
-            "--ct-timeout-tcp-close",
-            "600",
-            "--ct-sweep-interval",
-            "600",
-        ],
-    );
-    container(&mut world, &daemon, "out", "10.89.0.0/24", &[], "c");
-    let _srv = TcpServer::start(&world.ext, &format!("{OUTSIDE_IP}:7100"), "out");
+    let (world, daemon, _srv, target) = one_nat_port();
     let c = world.container_ns("c");
-    let target = format!("{OUTSIDE_IP}:7100");
     // Each connection ends with the client's RST; the next one, a moment later, needs the
     // only NAT port (a closed flow that was not reset would keep it for 2 s).
     for round in 0..10 {
-        let answer = tcp_request_reset(c, &target).unwrap_or_else(|e| panic!("round {round}: {e}"));
+        let answer =
+            tcp_request_reset(c, &target, TIMEOUT).unwrap_or_else(|e| panic!("round {round}: {e}"));
         assert_eq!(answer, format!("out saw {HOST_IP} said hello"));
         std::thread::sleep(Duration::from_millis(50));
     }

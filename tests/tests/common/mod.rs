@@ -822,6 +822,16 @@ impl Drop for UdpServer {
 
 /// Connects from `ns` to `addr`, says hello, returns the answer (Err on refusal or timeout).
 pub fn tcp_request(ns: &Netns, addr: &str, wait: Duration) -> Result<String, String> {
+    tcp_exchange(ns, addr, wait, false)
+}
+
+/// [`tcp_request`], the connection closed with a RST (`SO_LINGER` 0) as load generators and
+/// impatient clients do.
+pub fn tcp_request_reset(ns: &Netns, addr: &str, wait: Duration) -> Result<String, String> {
+    tcp_exchange(ns, addr, wait, true)
+}
+
+fn tcp_exchange(ns: &Netns, addr: &str, wait: Duration, reset: bool) -> Result<String, String> {
     let addr: SocketAddr = addr.parse().unwrap();
     ns.run(move || {
         let mut s = TcpStream::connect_timeout(&addr, wait).map_err(|e| e.to_string())?;
@@ -829,8 +839,31 @@ pub fn tcp_request(ns: &Netns, addr: &str, wait: Duration) -> Result<String, Str
         s.write_all(b"hello").map_err(|e| e.to_string())?;
         let mut out = String::new();
         s.read_to_string(&mut out).map_err(|e| e.to_string())?;
+        if reset {
+            linger_zero(&s);
+        }
         Ok(out)
     })
+}
+
+/// `SO_LINGER` 0: closing the socket sends a RST.
+fn linger_zero(s: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid socket and a `linger` of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            std::ptr::from_ref(&linger).cast(),
+            u32::try_from(size_of::<libc::linger>()).unwrap(),
+        )
+    };
+    assert_eq!(rc, 0, "SO_LINGER");
 }
 
 /// Sends one datagram from `ns` and waits for one answer.
