@@ -32,7 +32,7 @@ fn arp() -> Vec<u8> {
     f
 }
 
-/// An MLDv2 report to `ff02::16` behind a hop-by-hop header (router alert), as Linux sends it.
+/// An `MLDv2` report to `ff02::16` behind a hop-by-hop header (router alert), as Linux sends it.
 fn mld_report(src: [u8; 16]) -> Vec<u8> {
     let mut f = ndp(src, a6("ff02::16"), 143, [0; 16]);
     let hbh = [58, 0, 5, 2, 0, 0, 1, 0];
