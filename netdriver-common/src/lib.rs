@@ -65,8 +65,8 @@ pub const MAP_PORT_RANGES6: &str = "ND_PORT_RANGES6";
 pub const MAP_BIND_PORTS: &str = "ND_BIND_PORTS";
 
 /// Containers' host-side veths: ifindex (`u32`) -> `VethInfo`. What `nd_from_container`
-/// cannot tell from a packet whose addresses are in no subnet (IPv6 link-local): the veth's
-/// network and its bridge.
+/// cannot tell from a packet whose addresses are in no subnet (IPv6 link-local) or that goes
+/// to a group (multicast, broadcast): the veth's network and its bridge.
 pub const MAP_VETHS: &str = "ND_VETHS";
 
 /// Program names (the functions in netdriver-ebpf).
@@ -484,8 +484,11 @@ pub struct VethInfo {
     /// unicast MAC is another container of the bridge.
     pub bridge_mac: [u8; 6],
     pub _pad: [u8; 2],
+    /// Ifindex of that bridge: with ICC off, a container's multicast and broadcast frames are
+    /// handed to the host there (and to no other container).
+    pub bridge_ifindex: u32,
 }
-const _: () = assert!(size_of::<VethInfo>() == 12);
+const _: () = assert!(size_of::<VethInfo>() == 16);
 
 #[cfg(test)]
 mod tests {

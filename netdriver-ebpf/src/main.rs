@@ -11,6 +11,7 @@
 mod container;
 mod ct;
 mod egress;
+mod group;
 mod hairpin;
 mod icmp_err;
 mod ip6;

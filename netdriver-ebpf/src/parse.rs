@@ -26,6 +26,8 @@ const ICMP_ECHO_REPLY: u8 = 0;
 const ICMP_ECHO_REQUEST: u8 = 8;
 const ICMPV6_ECHO_REQUEST: u8 = 128;
 const ICMPV6_ECHO_REPLY: u8 = 129;
+/// IGMP: multicast group membership on an IPv4 link.
+pub const PROTO_IGMP: u8 = 2;
 /// Fragment offset bits of the IPv4 `frag_off` field, and its "more fragments" flag.
 const IP_OFFSET_MASK: u16 = 0x1fff;
 const IP_MF: u16 = 0x2000;

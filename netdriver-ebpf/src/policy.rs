@@ -1,5 +1,6 @@
-//! What a container may start: ICC and links inside its network, isolation between networks,
-//! internal networks, and the way out (masquerade or plain forwarding).
+//! What a container may start: ICC and links inside its network (for multicast and broadcast
+//! too), isolation between networks, internal networks, and the way out (masquerade or plain
+//! forwarding).
 
 use aya_ebpf::{bindings::TC_ACT_OK, programs::TcContext};
 use netdriver_common::{
@@ -8,9 +9,9 @@ use netdriver_common::{
 };
 
 use crate::{
-    ct, egress,
+    ct, egress, group,
     maps::{ND_CT, ND_LINKS, net_of},
-    parse::{Ipv4, Ports},
+    parse::{Ipv4, PROTO_IGMP, Ports},
 };
 
 /// The first packet of a flow from a container (no `ND_CT` entry matched).
@@ -37,6 +38,21 @@ pub fn new_flow(ctx: &TcContext, ip: &Ipv4, ports: Option<Ports>) -> Result<i32,
         return Ok(TC_ACT_OK);
     };
     egress::outbound(ctx, ip, ports, &src, src.flags & NET_F_MASQUERADE != 0)
+}
+
+/// A multicast or broadcast packet from a container: IGMP, the link's own machinery, passes
+/// (its reports may come from `0.0.0.0`); the rest needs a source in a container network and
+/// follows the ICC rule of its veth's network (see `group`). None of it is routed or
+/// translated: the bridge floods it, and the host's stack does not forward it.
+#[inline(always)]
+pub fn group(ctx: &TcContext, ip: &Ipv4) -> Result<i32, u32> {
+    if ip.proto == PROTO_IGMP {
+        return Ok(TC_ACT_OK);
+    }
+    if net_of(ip.saddr_be).is_none() {
+        return Err(DROP_SPOOFED);
+    }
+    group::from_container(ctx)
 }
 
 /// Traffic between two containers of one network (bridged, L2).

@@ -3,9 +3,15 @@
 
 mod common;
 
+use std::{
+    net::{SocketAddr, UdpSocket},
+    thread::JoinHandle,
+    time::Duration,
+};
+
 use common::{
-    EXT_IP, HOST_IP, OUTSIDE_IP, SILENCE, TIMEOUT, TcpServer, UdpServer, World,
-    assert_no_firewall_rules, drops, endpoint, ping, tcp_request, udp_request,
+    Daemon, EXT_IP, HOST_IP, Netns, OUTSIDE_IP, SILENCE, TIMEOUT, TcpServer, UdpServer, World,
+    assert_no_firewall_rules, drops, endpoint, network6, ping, tcp_request, udp_request,
 };
 
 /// TCP from `from` to `to_ip:port` where `to` listens.
@@ -417,4 +423,152 @@ fn policy_survives_a_daemon_restart() {
         .unwrap(),
         format!("outside saw {HOST_IP} said hello")
     );
+}
+
+/// A UDP socket bound to `bind` in a namespace, waiting a bounded time for one datagram.
+struct Catch(JoinHandle<Option<(String, SocketAddr)>>);
+
+impl Catch {
+    /// Binds (before it returns) and waits at most `wait`.
+    fn start(ns: &Netns, bind: &str, wait: Duration) -> Self {
+        let bind: SocketAddr = bind.parse().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let handle = ns.spawn(move || {
+            let sock = UdpSocket::bind(bind).unwrap_or_else(|e| panic!("bind {bind}: {e}"));
+            sock.set_read_timeout(Some(wait)).unwrap();
+            tx.send(()).unwrap();
+            let mut buf = [0u8; 64];
+            let (n, peer) = sock.recv_from(&mut buf).ok()?;
+            Some((String::from_utf8_lossy(&buf[..n]).into_owned(), peer))
+        });
+        rx.recv_timeout(TIMEOUT).expect("listener bound");
+        Self(handle)
+    }
+
+    /// The datagram (payload, sender), or `None` if none came in time.
+    fn caught(self) -> Option<(String, SocketAddr)> {
+        self.0.join().expect("listener thread")
+    }
+}
+
+/// The index of `ifname` in `ns`.
+fn ifindex(ns: &Netns, ifname: &str) -> u32 {
+    let name = std::ffi::CString::new(ifname).unwrap();
+    // SAFETY: a valid C string; the call only reads it.
+    let index = ns.run(move || unsafe { libc::if_nametoindex(name.as_ptr()) });
+    assert_ne!(index, 0, "no interface {ifname} in {}", ns.name);
+    index
+}
+
+/// Sends one datagram (`SO_BROADCAST` set) from container `role` to the group address `to`;
+/// returns the address it came from (the source the kernel chose for it).
+fn send_to_group(world: &World, role: &str, to: SocketAddr) -> SocketAddr {
+    world.container_ns(role).run(move || {
+        let any = if to.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" };
+        let sock = UdpSocket::bind(any).unwrap();
+        sock.set_broadcast(true).unwrap();
+        sock.connect(to)
+            .unwrap_or_else(|e| panic!("connect {to}: {e}"));
+        sock.send(b"to the group")
+            .unwrap_or_else(|e| panic!("send {to}: {e}"));
+        sock.local_addr().unwrap()
+    })
+}
+
+/// A datagram from container `from` to the group address `to`: whether container `peer`,
+/// listening on the wildcard address, got it. The host, listening on `host_bind` (an address
+/// of the bridge's link only), must get it in any case, from `from`'s address.
+fn group_reaches(world: &World, [from, peer]: [&str; 2], to: &str, host_bind: &str) -> bool {
+    let to: SocketAddr = to.parse().unwrap();
+    let wild = if to.is_ipv6() { "[::]" } else { "0.0.0.0" };
+    let listen = Catch::start(
+        world.container_ns(peer),
+        &format!("{wild}:{}", to.port()),
+        SILENCE,
+    );
+    let host = Catch::start(&world.host, host_bind, TIMEOUT);
+    let sender = send_to_group(world, from, to);
+    // Compared without the scope: each side names the link by its own interface.
+    let plain = |a: SocketAddr| (a.ip(), a.port());
+    let (payload, seen) = host
+        .caught()
+        .unwrap_or_else(|| panic!("the host got nothing sent to {to}"));
+    assert_eq!(
+        (payload.as_str(), plain(seen)),
+        ("to the group", plain(sender)),
+        "host, {to}"
+    );
+    let got = listen.caught();
+    if let Some((payload, seen)) = &got {
+        assert_eq!(
+            (payload.as_str(), plain(*seen)),
+            ("to the group", plain(sender)),
+            "{peer}, {to}"
+        );
+    }
+    got.is_some()
+}
+
+/// Multicast and broadcast from container `from` on network `net` (subnet `10.N.0.0/24`):
+/// whether container `peer` gets a datagram to `ff02::1`, to the subnet's broadcast address
+/// and to `255.255.255.255`. The host gets every one (`group_reaches` asserts it).
+fn groups_reach(world: &World, daemon: &Daemon, net: &str, n: u8, roles: [&str; 2]) -> [bool; 3] {
+    let inspect = daemon.json(&["network", "inspect", net]);
+    let bridge = ifindex(
+        &world.host,
+        inspect["bridge"].as_str().expect("bridge name"),
+    );
+    let eth0 = ifindex(world.container_ns(roles[0]), "eth0");
+    let port = 7000 + u16::from(n) * 10;
+    let bcast = format!("10.{n}.0.255:{}", port + 1);
+    let lbcast = format!("255.255.255.255:{}", port + 2);
+    [
+        group_reaches(
+            world,
+            roles,
+            &format!("[ff02::1%{eth0}]:{port}"),
+            &format!("[ff02::1%{bridge}]:{port}"),
+        ),
+        group_reaches(world, roles, &bcast, &bcast),
+        group_reaches(world, roles, &lbcast, &lbcast),
+    ]
+}
+
+#[test]
+fn icc_off_keeps_multicast_and_broadcast_between_containers_but_not_from_the_host() {
+    let mut world = World::new();
+    let daemon = world.daemon();
+    network6(&daemon, "mcopen", "10.86.0.0/24", "2001:db8:86::/64", &[]);
+    network6(
+        &daemon,
+        "mcclosed",
+        "10.87.0.0/24",
+        "2001:db8:87::/64",
+        &["--icc", "false"],
+    );
+    for (net, role) in [
+        ("mcopen", "a"),
+        ("mcopen", "b"),
+        ("mcclosed", "x"),
+        ("mcclosed", "y"),
+    ] {
+        endpoint(&mut world, &daemon, net, role, &[]);
+    }
+
+    // ICC on: the bridge floods them to the other container and to the host.
+    assert_eq!(
+        groups_reach(&world, &daemon, "mcopen", 86, ["a", "b"]),
+        [true; 3]
+    );
+    assert_eq!(drops(&daemon, "icc"), 0);
+    // ICC off: only the host gets them (a copy enters the bridge), counted as ICC drops.
+    assert_eq!(
+        groups_reach(&world, &daemon, "mcclosed", 87, ["x", "y"]),
+        [false; 3]
+    );
+    assert_eq!(
+        groups_reach(&world, &daemon, "mcclosed", 87, ["y", "x"]),
+        [false; 3]
+    );
+    assert!(drops(&daemon, "icc") >= 6);
 }

@@ -1,5 +1,5 @@
-//! `nd_from_container` for IPv6: link machinery and multicast pass, link-local unicast by the
-//! ICC rule of the veth's network, tracked flows by their `ND_CT6` entry (a container's flows
+//! `nd_from_container` for IPv6: link machinery passes, multicast and link-local unicast by
+//! the ICC rule of the veth's network, tracked flows by their `ND_CT6` entry (a container's flows
 //! to its own published port in a BPF function of their own), new flows through the policy.
 
 use aya_ebpf::{bindings::TC_ACT_OK, programs::TcContext};
@@ -10,13 +10,17 @@ use super::{
     parse::{self, Ipv6},
     policy,
 };
-use crate::{ct, nat::Hop};
+use crate::{ct, group, nat::Hop};
 
 #[inline(always)]
 pub fn from_container(ctx: &TcContext, ip: &Ipv6) -> Result<i32, u32> {
-    // NDP, RS/RA and MLD; multicast traffic never leaves the bridge's link.
-    if parse::is_link_control(ctx, ip) || parse::is_multicast(&ip.daddr) {
+    // NDP, RS/RA and MLD reach every neighbour.
+    if parse::is_link_control(ctx, ip) {
         return Ok(TC_ACT_OK);
+    }
+    // Other multicast never leaves the bridge's link: by the ICC rule of the veth's network.
+    if group::is_group(&ip.eth_dst) || parse::is_multicast(&ip.daddr) {
+        return group::from_container(ctx);
     }
     // Link-local traffic is not routed or translated either, but ICC still applies to it.
     if parse::is_link_local(&ip.saddr) || parse::is_link_local(&ip.daddr) {

@@ -19,6 +19,8 @@ pub const IP6_DADDR_OFF: usize = ETH_HLEN + 24;
 const ICMPV6_MLD_QUERY: u8 = 130;
 const ICMPV6_REDIRECT: u8 = 137;
 const ICMPV6_MLD2_REPORT: u8 = 143;
+/// The hop-by-hop options header's next-header value.
+const IPPROTO_HOPOPTS: u8 = 0;
 
 /// The fixed IPv6 header.
 #[repr(C)]
@@ -97,18 +99,33 @@ pub fn ports<P: Packet>(ctx: &P, ip: &Ipv6) -> Option<Ports> {
 }
 
 /// Whether the packet is `ICMPv6` of the link's own machinery (NDP, RS/RA, MLD), which must
-/// always pass untouched.
+/// always pass untouched. MLD messages carry a hop-by-hop header (the router alert option,
+/// RFC 3810 section 5): one is looked past.
 #[inline(always)]
 pub fn is_link_control<P: Packet>(ctx: &P, ip: &Ipv6) -> bool {
-    if ip.proto != PROTO_ICMPV6 {
-        return false;
-    }
-    let Some(kind) = ptr_at::<u8, P>(ctx, ip.l4_off) else {
-        return false;
+    let kind = match ip.proto {
+        PROTO_ICMPV6 => ptr_at::<u8, P>(ctx, ip.l4_off).map(|kind| {
+            // SAFETY: `ptr_at` checked the byte lies inside the packet.
+            unsafe { *kind }
+        }),
+        IPPROTO_HOPOPTS => icmp6_behind_hop_by_hop(ctx, ip.l4_off),
+        _ => None,
     };
-    // SAFETY: `ptr_at` checked the byte lies inside the packet.
-    let kind = unsafe { *kind };
-    (ICMPV6_MLD_QUERY..=ICMPV6_REDIRECT).contains(&kind) || kind == ICMPV6_MLD2_REPORT
+    kind.is_some_and(|kind| {
+        (ICMPV6_MLD_QUERY..=ICMPV6_REDIRECT).contains(&kind) || kind == ICMPV6_MLD2_REPORT
+    })
+}
+
+/// The `ICMPv6` type behind the hop-by-hop header at `off`, if `ICMPv6` follows it. Copied out
+/// (`load`): its offset depends on the header's length, and a direct read there is one the
+/// verifier cannot prove in bounds (LLVM turns the bounds check into `pkt >= pkt_end`).
+#[inline(always)]
+fn icmp6_behind_hop_by_hop<P: Packet>(ctx: &P, off: usize) -> Option<u8> {
+    let [next, len] = ctx.load::<[u8; 2]>(off)?;
+    if next != PROTO_ICMPV6 {
+        return None;
+    }
+    ctx.load::<u8>(off + (usize::from(len) + 1) * 8)
 }
 
 /// Whether `addr` is link-local unicast (`fe80::/10`) or unspecified (`::`): never routed,

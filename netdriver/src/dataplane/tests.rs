@@ -483,4 +483,28 @@ fn icmp_errors_about_translated_flows_reach_the_container() {
     });
 }
 
+/// The bridge MAC of the test veth: `frame` and `frame6` address their frames to it.
+const BRIDGE_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
+/// Another container's MAC on the same bridge.
+const PEER_MAC: [u8; 6] = [2, 0x42, 10, 1, 0, 3];
+
+fn to_mac(mut frame: Vec<u8>, mac: [u8; 6]) -> Vec<u8> {
+    frame[0..6].copy_from_slice(&mac);
+    frame
+}
+
+/// `BPF_PROG_TEST_RUN` runs a frame as received on `lo` (ifindex 1): the test's "veth", whose
+/// "bridge" is `lo` too (down in the test's namespace: a clone sent there goes nowhere).
+fn attach_lo(dp: &mut Dataplane, flags: u32) {
+    let veth = VethInfo {
+        flags,
+        bridge_mac: BRIDGE_MAC,
+        _pad: [0; 2],
+        bridge_ifindex: 1,
+    };
+    dp.attach_container("lo", veth).unwrap();
+    assert_eq!(dp.veths().unwrap(), vec![(1, veth)]);
+}
+
+mod group;
 mod ip6;

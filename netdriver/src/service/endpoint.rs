@@ -266,6 +266,7 @@ impl State {
             flags: super::network::net_flags(&self.networks[&ep.network].net),
             bridge_mac: gw_mac,
             _pad: [0; 2],
+            bridge_ifindex: bridge.index,
         };
         self.dp.attach_container(&ep.host_ifname, veth)?;
         t.lap("tc attach");

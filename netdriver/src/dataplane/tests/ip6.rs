@@ -11,7 +11,7 @@ use netdriver_common::{
 
 use super::*;
 
-fn a6(s: &str) -> [u8; 16] {
+pub(super) fn a6(s: &str) -> [u8; 16] {
     s.parse::<Ipv6Addr>().unwrap().octets()
 }
 
@@ -85,7 +85,7 @@ fn tcp6(src: [u8; 16], sport: u16, dst: [u8; 16], dport: u16, flags: u8) -> Vec<
     frame6(src, dst, PROTO_TCP, l4)
 }
 
-fn udp6(src: [u8; 16], sport: u16, dst: [u8; 16], dport: u16) -> Vec<u8> {
+pub(super) fn udp6(src: [u8; 16], sport: u16, dst: [u8; 16], dport: u16) -> Vec<u8> {
     let mut l4 = ports_l4(sport, dport);
     l4.extend_from_slice(&[0, 13, 0, 0]);
     l4.extend_from_slice(b"hello");
@@ -100,7 +100,7 @@ fn echo6(src: [u8; 16], dst: [u8; 16], kind: u8, id: u16) -> Vec<u8> {
 }
 
 /// A neighbour solicitation (or another ICMP message of type `kind`) for `target`.
-fn ndp(src: [u8; 16], dst: [u8; 16], kind: u8, target: [u8; 16]) -> Vec<u8> {
+pub(super) fn ndp(src: [u8; 16], dst: [u8; 16], kind: u8, target: [u8; 16]) -> Vec<u8> {
     let mut l4 = vec![kind, 0, 0, 0, 0, 0, 0, 0];
     l4.extend_from_slice(&target);
     l4.extend_from_slice(&[1, 1, 2, 0, 0, 0, 0, 1]);
