@@ -269,6 +269,9 @@ pub enum EndpointCmd {
     Inspect { name: String },
     /// Remove an endpoint: its veth pair, address and ports.
     Rm { name: String },
+    /// Compare an endpoint with the kernel (veth pair, container interface, MAC,
+    /// addresses); fails listing what is missing.
+    Check { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -461,6 +464,24 @@ fn endpoint(cli: &Cli, cmd: &EndpointCmd) -> Result<Output> {
         EndpointCmd::Rm { name } => {
             call(s, "DELETE", &format!("/v1/endpoints/{}", seg(name)), None)?;
             Output::line(json!({"removed": name}), |_| name.clone())
+        }
+        EndpointCmd::Check { name } => {
+            let v = call(
+                s,
+                "GET",
+                &format!("/v1/endpoints/{}/check", seg(name)),
+                None,
+            )?;
+            let problems: Vec<&str> = v["problems"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            if !problems.is_empty() {
+                anyhow::bail!("endpoint {name}: {}", problems.join("; "));
+            }
+            Output::line(v, |_| "ok".into())
         }
     })
 }
