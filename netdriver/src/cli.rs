@@ -6,7 +6,10 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use serde_json::{Value, json};
 
-use crate::client::call;
+use crate::client::{call, path_segment as seg};
+
+/// Where the daemon serves its API unless told otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/netdriver/netdriver.sock";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -16,7 +19,7 @@ use crate::client::call;
 )]
 pub struct Cli {
     /// The daemon's API socket.
-    #[arg(long, global = true, default_value = "/run/netdriver/netdriver.sock")]
+    #[arg(long, global = true, default_value = DEFAULT_SOCKET)]
     pub socket: PathBuf,
     /// Print machine-readable JSON.
     #[arg(long, global = true)]
@@ -43,6 +46,10 @@ pub enum Command {
     /// Remove everything netdriver made (programs, pins, bridges, veths, store entries)
     /// while no daemon runs.
     Cleanup(CleanupArgs),
+    /// Act as a CNI plugin: `CNI_*` environment variables, the network configuration on
+    /// stdin, the result on stdout (what runtimes run as /opt/cni/bin/netdriver; see the
+    /// README).
+    Cni,
 }
 
 #[derive(Debug, Args)]
@@ -284,7 +291,9 @@ pub enum PortCmd {
 pub fn run_client(cli: &Cli) -> Result<()> {
     let s = &cli.socket;
     let out = match &cli.command {
-        Command::Daemon(_) | Command::Cleanup(_) => unreachable!("handled by main"),
+        Command::Daemon(_) | Command::Cleanup(_) | Command::Cni => {
+            unreachable!("handled by main")
+        }
         Command::Network(cmd) => network(cli, cmd)?,
         Command::Endpoint(cmd) => endpoint(cli, cmd)?,
         Command::Port(PortCmd::Ls) => {
@@ -511,16 +520,6 @@ fn binding(b: &Value) -> String {
         str_of(&b["container_port"]),
         str_of(&b["proto"])
     )
-}
-
-/// Names go into a URL path: only the characters names may hold pass, others are escaped.
-fn seg(name: &str) -> String {
-    name.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 fn str_of(v: &Value) -> String {
