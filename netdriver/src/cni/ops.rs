@@ -86,12 +86,25 @@ fn add(d: &Daemon, conf: &NetConf, att: &Attachment) -> Result<Value, CniError> 
         }
     };
     let bridge = network["bridge"].as_str().unwrap_or_default();
+    let first = first_in_netns(d, &endpoint)?;
     Ok(out::add_result(
         &conf.cni_version,
         bridge,
         &endpoint,
         &att.netns,
+        first,
     ))
+}
+
+/// Whether `endpoint` is the only netdriver attachment in its namespace: the first one
+/// has the container's default routes, later ones keep them (see the README).
+fn first_in_netns(d: &Daemon, endpoint: &Value) -> Result<bool, CniError> {
+    let all = d.call("GET", "/v1/endpoints", None)?;
+    Ok(!all
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|e| e["netns"] == endpoint["netns"] && e["name"] != endpoint["name"]))
 }
 
 /// The configuration's network, created if missing; whether this call created it.

@@ -85,9 +85,15 @@ pub fn version_info() -> Value {
 
 /// The ADD result for `endpoint` (the daemon's `Endpoint`) on a network whose bridge is
 /// `bridge`: the bridge, the host end, the container interface (index 2, with its
-/// namespace), its addresses and default routes.
+/// namespace), its addresses and, when it has them (`default_routes`), default routes.
 #[must_use]
-pub fn add_result(version: &str, bridge: &str, endpoint: &Value, sandbox: &str) -> Value {
+pub fn add_result(
+    version: &str,
+    bridge: &str,
+    endpoint: &Value,
+    sandbox: &str,
+    default_routes: bool,
+) -> Value {
     let text = |k: &str| endpoint[k].as_str().unwrap_or_default().to_string();
     let interfaces = json!([
         {"name": bridge},
@@ -111,7 +117,9 @@ pub fn add_result(version: &str, bridge: &str, endpoint: &Value, sandbox: &str) 
         }
         if let Some(gw) = endpoint[gw].as_str() {
             entry.insert("gateway".into(), gw.into());
-            routes.push(json!({"dst": default, "gw": gw}));
+            if default_routes {
+                routes.push(json!({"dst": default, "gw": gw}));
+            }
         }
         entry.insert("interface".into(), 2.into());
         ips.push(Value::Object(entry));
@@ -131,7 +139,7 @@ mod tests {
 
     #[test]
     fn result_in_the_requested_format() {
-        let r = add_result("1.0.0", "br0", &endpoint(), "/var/run/netns/c1");
+        let r = add_result("1.0.0", "br0", &endpoint(), "/var/run/netns/c1", true);
         assert_eq!(
             r,
             json!({"cniVersion": "1.0.0",
@@ -141,13 +149,14 @@ mod tests {
                 "routes": [{"dst": "0.0.0.0/0", "gw": "10.22.0.1"}],
                 "dns": {}})
         );
-        let r = add_result("0.4.0", "br0", &endpoint(), "/x");
+        let r = add_result("0.4.0", "br0", &endpoint(), "/x", false);
         assert_eq!(r["ips"][0]["version"], "4");
+        assert_eq!(r["routes"], json!([]));
         let mut ep = endpoint();
         ep["ip6"] = "2001:db8::2".into();
         ep["prefix_len6"] = 64.into();
         ep["gateway6"] = "2001:db8::1".into();
-        let r = add_result("1.1.0", "br0", &ep, "/x");
+        let r = add_result("1.1.0", "br0", &ep, "/x", true);
         assert_eq!(r["ips"][1]["address"], "2001:db8::2/64");
         assert_eq!(r["routes"][1], json!({"dst": "::/0", "gw": "2001:db8::1"}));
     }
