@@ -358,8 +358,8 @@ fn bad_requests_get_cni_errors_and_change_nothing() {
         err["details"].as_str().unwrap().contains("10.82.0.0/24"),
         "{err}"
     );
-    let nets = daemon.json(&["network", "ls"]);
-    assert_eq!(nets.as_array().unwrap().len(), 1, "{nets}");
+    let networks = daemon.json(&["network", "ls"]);
+    assert_eq!(networks.as_array().unwrap().len(), 1, "{networks}");
     assert!(endpoint_names(&daemon).is_empty());
     let links = world.container_ns("a").ip(&["-o", "link", "show"]);
     assert!(!links.contains("eth0"), "{links}");
