@@ -32,6 +32,7 @@ pub fn router(service: Shared) -> Router {
             "/v1/endpoints/{name}",
             get(inspect_endpoint).delete(remove_endpoint),
         )
+        .route("/v1/endpoints/{name}/check", get(check_endpoint))
         .route("/v1/ports", get(list_ports))
         .route("/v1/status", get(status))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such API path".into()) })
@@ -140,6 +141,13 @@ async fn inspect_endpoint(State(s): State<Shared>, Path(name): Path<String>) -> 
 async fn remove_endpoint(State(s): State<Shared>, Path(name): Path<String>) -> Response {
     match s.remove_endpoint(&name).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn check_endpoint(State(s): State<Shared>, Path(name): Path<String>) -> Response {
+    match s.check_endpoint(&name).await {
+        Ok(c) => ok(StatusCode::OK, c),
         Err(e) => e.into_response(),
     }
 }

@@ -6,7 +6,10 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use serde_json::{Value, json};
 
-use crate::client::call;
+use crate::client::{call, path_segment as seg};
+
+/// Where the daemon serves its API unless told otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/netdriver/netdriver.sock";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -16,7 +19,7 @@ use crate::client::call;
 )]
 pub struct Cli {
     /// The daemon's API socket.
-    #[arg(long, global = true, default_value = "/run/netdriver/netdriver.sock")]
+    #[arg(long, global = true, default_value = DEFAULT_SOCKET)]
     pub socket: PathBuf,
     /// Print machine-readable JSON.
     #[arg(long, global = true)]
@@ -43,6 +46,10 @@ pub enum Command {
     /// Remove everything netdriver made (programs, pins, bridges, veths, store entries)
     /// while no daemon runs.
     Cleanup(CleanupArgs),
+    /// Act as a CNI plugin: `CNI_*` environment variables, the network configuration on
+    /// stdin, the result on stdout (what runtimes run as /opt/cni/bin/netdriver; see the
+    /// README).
+    Cni,
 }
 
 #[derive(Debug, Args)]
@@ -269,6 +276,9 @@ pub enum EndpointCmd {
     Inspect { name: String },
     /// Remove an endpoint: its veth pair, address and ports.
     Rm { name: String },
+    /// Compare an endpoint with the kernel (veth pair, container interface, MAC,
+    /// addresses); fails listing what is missing.
+    Check { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -281,7 +291,9 @@ pub enum PortCmd {
 pub fn run_client(cli: &Cli) -> Result<()> {
     let s = &cli.socket;
     let out = match &cli.command {
-        Command::Daemon(_) | Command::Cleanup(_) => unreachable!("handled by main"),
+        Command::Daemon(_) | Command::Cleanup(_) | Command::Cni => {
+            unreachable!("handled by main")
+        }
         Command::Network(cmd) => network(cli, cmd)?,
         Command::Endpoint(cmd) => endpoint(cli, cmd)?,
         Command::Port(PortCmd::Ls) => {
@@ -462,6 +474,24 @@ fn endpoint(cli: &Cli, cmd: &EndpointCmd) -> Result<Output> {
             call(s, "DELETE", &format!("/v1/endpoints/{}", seg(name)), None)?;
             Output::line(json!({"removed": name}), |_| name.clone())
         }
+        EndpointCmd::Check { name } => {
+            let v = call(
+                s,
+                "GET",
+                &format!("/v1/endpoints/{}/check", seg(name)),
+                None,
+            )?;
+            let problems: Vec<&str> = v["problems"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            if !problems.is_empty() {
+                anyhow::bail!("endpoint {name}: {}", problems.join("; "));
+            }
+            Output::line(v, |_| "ok".into())
+        }
     })
 }
 
@@ -490,16 +520,6 @@ fn binding(b: &Value) -> String {
         str_of(&b["container_port"]),
         str_of(&b["proto"])
     )
-}
-
-/// Names go into a URL path: only the characters names may hold pass, others are escaped.
-fn seg(name: &str) -> String {
-    name.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 fn str_of(v: &Value) -> String {

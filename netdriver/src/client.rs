@@ -54,6 +54,17 @@ pub fn call(socket: &Path, method: &str, path: &str, body: Option<&Value>) -> Re
     Err(anyhow!("{msg}"))
 }
 
+/// A name as a URL path segment: the characters names may hold pass, others are escaped.
+#[must_use]
+pub fn path_segment(name: &str) -> String {
+    name.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 fn parse_response(raw: &[u8]) -> Result<(u16, Value)> {
     let split = raw
         .windows(4)

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod cli;
 pub mod client;
+pub mod cni;
 pub mod daemon;
 pub mod dataplane;
 pub mod fault;

@@ -3,11 +3,15 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use netdriver::cli::{Cli, Command};
+use netdriver::cli::{Cli, Command, DEFAULT_SOCKET};
 
 fn main() -> ExitCode {
+    if netdriver::cni::invoked_as_plugin() {
+        return netdriver::cni::run(std::path::Path::new(DEFAULT_SOCKET));
+    }
     let cli = Cli::parse();
     let result = match &cli.command {
+        Command::Cni => return netdriver::cni::run(&cli.socket),
         Command::Daemon(args) => run_daemon(&cli, args),
         Command::Cleanup(args) => run_cleanup(&cli, args),
         _ => netdriver::cli::run_client(&cli),

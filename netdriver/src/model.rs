@@ -111,6 +111,10 @@ pub struct Endpoint {
     /// Endpoints of the same network this one (the parent) may reach on their exposed ports.
     #[serde(default)]
     pub links: Vec<String>,
+    /// Free-form KEY -> VALUE pairs the creator attached (the CNI plugin marks its
+    /// endpoints with them); netdriver only stores them.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// `POST /v1/networks`.
@@ -176,6 +180,15 @@ pub struct CreateEndpoint {
     /// `NAME[:ALIAS]` of endpoints on the same network.
     #[serde(default)]
     pub links: Vec<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// `GET /v1/endpoints/{name}/check`: what no longer matches the stored endpoint in the
+/// kernel (empty: everything is in place).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointCheck {
+    pub problems: Vec<String>,
 }
 
 /// One row of `GET /v1/ports`.

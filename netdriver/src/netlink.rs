@@ -487,7 +487,9 @@ impl Netlink {
         self.add_default(route, index, gateway.into()).await
     }
 
-    /// Adds `route`, a default route via `gateway` out of `index` (either family).
+    /// Adds `route`, a default route via `gateway` out of `index` (either family). When the
+    /// namespace already has one (the container's attachment to another network), that one
+    /// stays: one default gateway per container, as Docker gives it.
     async fn add_default(
         &self,
         route: RouteMessage,
@@ -495,6 +497,12 @@ impl Netlink {
         gateway: IpAddr,
     ) -> Result<(), NetlinkError> {
         let result = self.handle.route().add(route).execute().await;
+        if let Err(e) = &result
+            && is_errno(e, Errno::EEXIST)
+        {
+            tracing::info!(%gateway, index, "the namespace has a default route already; keeping it");
+            return Ok(());
+        }
         result.map_err(|source| NetlinkError::AddDefaultRoute {
             gateway,
             index,

@@ -5,8 +5,9 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use ipnet::IpNet;
 use nix::sched::{CloneFlags, setns};
-use rtnetlink::{Handle, LinkUnspec};
+use rtnetlink::{Handle, LinkUnspec, packet_route::AddressFamily};
 use tokio::{runtime, sync::oneshot};
 
 use super::{Connection, LinkInfo, LinkRef, Netlink, NetlinkError, THREAD_NETNS, open_netns};
@@ -110,6 +111,32 @@ impl NetnsHandle {
     pub async fn link_by_name(&self, name: &str) -> Result<Option<LinkInfo>, NetlinkError> {
         let result = self.netlink.link_by_name(name).await;
         result.map_err(|error| self.in_netns(error))
+    }
+
+    /// The IPv4 and IPv6 addresses of link `index`, with their prefix lengths.
+    pub async fn link_addresses(&self, index: u32) -> Result<Vec<IpNet>, NetlinkError> {
+        let lookup = async {
+            let v4 = (self.netlink)
+                .dump_addresses(
+                    AddressFamily::Inet,
+                    |a| super::ipv4_address(a).map(|n| (a.header.index, IpNet::V4(n))),
+                    NetlinkError::ListAddresses,
+                )
+                .await?;
+            let v6 = (self.netlink)
+                .dump_addresses(
+                    AddressFamily::Inet6,
+                    |a| super::v6::ipv6_address(a).map(|n| (a.header.index, IpNet::V6(n))),
+                    NetlinkError::ListAddresses6,
+                )
+                .await?;
+            Ok(v4
+                .into_iter()
+                .chain(v6)
+                .filter_map(|(i, n)| (i == index).then_some(n))
+                .collect())
+        };
+        lookup.await.map_err(|error| self.in_netns(error))
     }
 
     /// Deletes link `name`; succeeds if it is already gone.

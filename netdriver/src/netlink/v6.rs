@@ -144,7 +144,7 @@ fn route_destination6(route: &RouteMessage) -> Option<Ipv6Net> {
         .filter(|net| !is_link_scope(net))
 }
 
-fn ipv6_address(address: &AddressMessage) -> Option<Ipv6Net> {
+pub(super) fn ipv6_address(address: &AddressMessage) -> Option<Ipv6Net> {
     address
         .attributes
         .iter()

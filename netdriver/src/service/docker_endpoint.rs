@@ -111,6 +111,7 @@ impl State {
             // default bridge.
             expose: Vec::new(),
             links: Vec::new(),
+            labels: std::collections::BTreeMap::new(),
         };
         let record = DockerEndpoint {
             endpoint_id: req.endpoint_id.clone(),

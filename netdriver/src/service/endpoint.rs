@@ -7,7 +7,9 @@ use std::{
 
 use netdriver_common::{PortKey, PortTarget, VethInfo};
 
-use super::{ServiceError, State, new_id, timing::Stopwatch, validate_ifname, validate_name};
+use super::{
+    ServiceError, State, new_id, timing::Stopwatch, validate_ifname, validate_labels, validate_name,
+};
 use crate::{
     dataplane::UplinkMode,
     fault,
@@ -85,6 +87,7 @@ impl State {
             }
         }
         let requests = bindings_for_network(net, requests)?;
+        validate_labels(&req.labels)?;
         let mut expose = Vec::new();
         for spec in &req.expose {
             expose.extend(super::links::parse_expose(spec)?);
@@ -107,6 +110,7 @@ impl State {
             ports: Vec::new(),
             expose,
             links: req.links,
+            labels: req.labels,
         };
         self.check_links(&ep)?;
         Ok((ep, requests, wanted))

@@ -7,6 +7,7 @@ mod docker;
 mod docker_endpoint;
 mod docker_ipam;
 mod endpoint;
+mod endpoint_check;
 mod error;
 mod links;
 mod network;
@@ -168,6 +169,15 @@ impl Service {
         let removed = state.remove_endpoint(name).await;
         state.sync_reservations_or_warn();
         removed
+    }
+
+    /// Compares endpoint `name` with the kernel: its veth pair, the container interface,
+    /// its MAC and addresses.
+    pub async fn check_endpoint(
+        &self,
+        name: &str,
+    ) -> Result<crate::model::EndpointCheck, ServiceError> {
+        self.state.lock().await.check_endpoint(name).await
     }
 
     pub async fn endpoints(&self) -> Vec<Endpoint> {
@@ -338,6 +348,25 @@ fn validate_name(kind: &str, name: &str) -> Result<(), ServiceError> {
             "invalid {kind} name {name:?}: use letters, digits, '_', '.', '-' (starting with a letter or digit), at most 64"
         )))
     }
+}
+
+/// Endpoint labels: at most 32, keys of 1-128 printable characters, values up to 1024.
+fn validate_labels(labels: &BTreeMap<String, String>) -> Result<(), ServiceError> {
+    let printable = |s: &str| !s.chars().any(char::is_control);
+    if labels.len() > 32 {
+        return Err(ServiceError::Invalid(format!(
+            "{} labels: at most 32",
+            labels.len()
+        )));
+    }
+    for (k, v) in labels {
+        if k.is_empty() || k.len() > 128 || v.len() > 1024 || !printable(k) || !printable(v) {
+            return Err(ServiceError::Invalid(format!(
+                "invalid label {k:?}: keys 1-128 characters, values up to 1024, no control characters"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Interface names: 1-15 bytes, no '/', ':' or whitespace, not "." or "..".
