@@ -58,13 +58,6 @@ struct Ipv4Hdr {
     daddr: [u8; 4],
 }
 
-/// The first four bytes of TCP, UDP and SCTP headers.
-#[repr(C)]
-struct L4Ports {
-    src: [u8; 2],
-    dst: [u8; 2],
-}
-
 /// The one bounds-checked access to packet data: a pointer to a `T` at `offset` from the
 /// start of the frame, or `None` if the linear data is too short.
 #[inline(always)]
@@ -75,6 +68,19 @@ pub(crate) fn ptr_at<T, P: Packet>(ctx: &P, offset: usize) -> Option<*const T> {
         return None;
     }
     Some((start + offset) as *const T)
+}
+
+/// Reads a `T` at `offset`: directly (`ptr_at`) at an offset the verifier can bound (IPv4's,
+/// from the IHL field), copied out (`Packet::load`) when `COPY` (IPv6's, behind extension
+/// headers of any length).
+#[inline(always)]
+fn read<T: Copy, P: Packet, const COPY: bool>(ctx: &P, offset: usize) -> Option<T> {
+    if COPY {
+        return ctx.load(offset);
+    }
+    let p = ptr_at::<T, P>(ctx, offset)?;
+    // SAFETY: `ptr_at` checked that the `T` lies inside the packet.
+    Some(unsafe { p.read_unaligned() })
 }
 
 /// An IPv4 packet's addresses, as read before any rewrite.
@@ -90,16 +96,6 @@ pub struct Ipv4 {
     pub frag_offset: u16,
     /// Offset of the L4 header in the frame, from the IHL field.
     pub l4_off: usize,
-}
-
-/// The first eight bytes of an ICMP echo header.
-#[repr(C)]
-struct IcmpEcho {
-    kind: u8,
-    code: u8,
-    check: [u8; 2],
-    id: [u8; 2],
-    seq: [u8; 2],
 }
 
 /// TCP or UDP ports (host order) of a first fragment; for ICMP echo, the identifier as the
@@ -155,46 +151,52 @@ pub fn ports<P: Packet>(ctx: &P, ip: &Ipv4) -> Option<Ports> {
     if ip.frag_offset != 0 {
         return None;
     }
-    transport(ctx, ip.proto, ip.l4_off)
+    transport::<P, false>(ctx, ip.proto, ip.l4_off)
 }
 
 /// The ports of the TCP, UDP or SCTP header at `l4_off`, or the identifier of the ICMP or
 /// `ICMPv6` echo there (whichever `proto` says); `None` for anything else. Shared by both
-/// families.
+/// families (`COPY`: see [`read`]).
 #[inline(always)]
-pub fn transport<P: Packet>(ctx: &P, proto: u8, l4_off: usize) -> Option<Ports> {
+pub fn transport<P: Packet, const COPY: bool>(ctx: &P, proto: u8, l4_off: usize) -> Option<Ports> {
     match proto {
-        PROTO_ICMP => icmp_echo(ctx, l4_off, ICMP_ECHO_REQUEST, ICMP_ECHO_REPLY),
-        PROTO_ICMPV6 => icmp_echo(ctx, l4_off, ICMPV6_ECHO_REQUEST, ICMPV6_ECHO_REPLY),
-        PROTO_TCP | PROTO_UDP | PROTO_SCTP => l4_ports(ctx, proto, l4_off),
+        PROTO_ICMP => icmp_echo::<P, COPY>(ctx, l4_off, ICMP_ECHO_REQUEST, ICMP_ECHO_REPLY),
+        PROTO_ICMPV6 => icmp_echo::<P, COPY>(ctx, l4_off, ICMPV6_ECHO_REQUEST, ICMPV6_ECHO_REPLY),
+        PROTO_TCP | PROTO_UDP | PROTO_SCTP => l4_ports::<P, COPY>(ctx, proto, l4_off),
         _ => None,
     }
 }
 
+/// The ports: the first four bytes of TCP, UDP and SCTP headers.
 #[inline(always)]
-fn l4_ports<P: Packet>(ctx: &P, proto: u8, l4_off: usize) -> Option<Ports> {
-    let l4 = ptr_at::<L4Ports, P>(ctx, l4_off)?;
-    // SAFETY: `ptr_at` checked that the ports lie inside the packet.
-    let (src, dst) = unsafe { ((*l4).src, (*l4).dst) };
+fn l4_ports<P: Packet, const COPY: bool>(ctx: &P, proto: u8, l4_off: usize) -> Option<Ports> {
+    let [s0, s1, d0, d1] = read::<[u8; 4], P, COPY>(ctx, l4_off)?;
     let tcp_flags = if proto == PROTO_TCP {
-        let flags = ptr_at::<u8, P>(ctx, l4_off + TCP_FLAGS_OFF)?;
-        // SAFETY: as above.
-        unsafe { *flags }
+        read::<u8, P, COPY>(ctx, l4_off + TCP_FLAGS_OFF)?
     } else {
         0
     };
     Some(Ports {
-        src: u16::from_be_bytes(src),
-        dst: u16::from_be_bytes(dst),
+        src: u16::from_be_bytes([s0, s1]),
+        dst: u16::from_be_bytes([d0, d1]),
         tcp_flags,
     })
 }
 
+/// The identifier of an echo request (as the source port) or reply (the destination port),
+/// from the first eight bytes of its header: type, code, checksum, identifier, sequence.
 #[inline(always)]
-fn icmp_echo<P: Packet>(ctx: &P, l4_off: usize, request: u8, reply: u8) -> Option<Ports> {
-    let icmp = ptr_at::<IcmpEcho, P>(ctx, l4_off)?;
-    // SAFETY: `ptr_at` checked that the echo header lies inside the packet.
-    let (kind, id) = unsafe { ((*icmp).kind, u16::from_be_bytes((*icmp).id)) };
+fn icmp_echo<P: Packet, const COPY: bool>(
+    ctx: &P,
+    l4_off: usize,
+    request: u8,
+    reply: u8,
+) -> Option<Ports> {
+    let head = read::<[u8; 8], P, COPY>(ctx, l4_off)?;
+    let (kind, id) = (
+        head[0],
+        u16::from_be_bytes([head[ICMP_ID_OFF], head[ICMP_ID_OFF + 1]]),
+    );
     if kind == request {
         Some(Ports {
             src: id,

@@ -4,9 +4,11 @@
 //! conntrack table operations (`ct::Flow`) and the masquerade port search
 //! (`egress::claim_free_port`).
 //!
-//! Only the fixed header is parsed: a packet whose next header is not TCP, UDP, SCTP or `ICMPv6`
-//! (extension headers, fragments) has no ports and is handled like an IPv4 packet without
-//! ports (passed to the kernel, or dropped where policy says so). `ICMPv6` errors about
+//! Up to four hop-by-hop, destination-options and routing (no segment left) headers are walked
+//! past to the L4 header (`parse::ipv6`). A packet whose L4 header is not TCP, UDP, SCTP or
+//! `ICMPv6` behind them (fragments, routing headers with segments left, ESP, AH) has no ports
+//! and is handled like an IPv4 packet without ports (passed to the kernel, or dropped where
+//! policy says so). `ICMPv6` errors about
 //! translated flows are translated back to the container (`icmp_err`). `ICMPv6` neighbour discovery,
 //! router solicitation/advertisement and MLD always pass untouched.
 

@@ -48,8 +48,8 @@ pub fn rewrite(
     rewrite_port(ctx, ip.proto, ip.l4_off, end, old_port, port)
 }
 
-/// An SCTP port rewrite: the CRC32C is updated incrementally over the payload's length (the
-/// L4 length, since no extension header is parsed; see `crate::sctp`).
+/// An SCTP port rewrite: the CRC32C is updated incrementally over the L4 length (the payload
+/// length less the extension headers; see `crate::sctp`).
 #[inline(always)]
 fn rewrite_sctp_port(ctx: &TcContext, ip: &Ipv6, end: End, old: u16, new: u16) -> Result<(), u32> {
     if old == new {
@@ -57,7 +57,7 @@ fn rewrite_sctp_port(ctx: &TcContext, ip: &Ipv6, end: End, old: u16, new: u16) -
     }
     let at = if end == End::Src { 0 } else { 2 };
     let (old_be, new_be) = (old.to_be(), new.to_be());
-    sctp::port_rewritten(ctx, ip.l4_off, ip.payload_len, at, old_be, new_be)?;
+    sctp::port_rewritten(ctx, ip.l4_off, ip.l4_len, at, old_be, new_be)?;
     Packet::store(ctx, ip.l4_off + at, &new_be).map_err(|()| DROP_CSUM)
 }
 

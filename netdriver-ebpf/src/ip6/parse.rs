@@ -1,4 +1,5 @@
-//! IPv6 header parsing: Ethernet and the fixed 40-byte header.
+//! IPv6 header parsing: Ethernet, the fixed 40-byte header and the extension headers in
+//! front of the L4 header (hop-by-hop, routing with no segment left, destination options).
 
 use netdriver_common::PROTO_ICMPV6;
 
@@ -19,8 +20,17 @@ pub const IP6_DADDR_OFF: usize = ETH_HLEN + 24;
 const ICMPV6_MLD_QUERY: u8 = 130;
 const ICMPV6_REDIRECT: u8 = 137;
 const ICMPV6_MLD2_REPORT: u8 = 143;
-/// The hop-by-hop options header's next-header value.
+/// Next-header values of the extension headers walked past: hop-by-hop options, routing
+/// (only with no segment left) and destination options. Each starts with its next header and
+/// its length in 8-byte units, not counting the first 8.
 const IPPROTO_HOPOPTS: u8 = 0;
+const IPPROTO_ROUTING: u8 = 43;
+const IPPROTO_DSTOPTS: u8 = 60;
+/// Offset of a routing header's "segments left" byte.
+const ROUTING_SEGMENTS_LEFT: usize = 3;
+/// How many extension headers are walked: RFC 8200 section 4.1 allows each of these once
+/// (destination options twice), so a real packet has at most four in front of its L4 header.
+const MAX_EXT_HDRS: usize = 4;
 
 /// The fixed IPv6 header.
 #[repr(C)]
@@ -40,11 +50,17 @@ pub struct Ipv6 {
     pub eth_src: [u8; 6],
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
-    /// The fixed header's next header: the L4 protocol, or an extension header.
+    /// The L4 protocol behind the extension headers walked past; or the header where the
+    /// walk stopped (a fragment header, a routing header with segments left, a fifth
+    /// extension header, ESP, AH, a truncated header), which has no ports.
     pub proto: u8,
     pub hop_limit: u8,
-    /// The payload length: with no extension headers parsed, the L4 length.
-    pub payload_len: u16,
+    /// The L4 length: the payload length less the extension headers.
+    pub l4_len: u16,
+    /// Offset of the L4 header (of `proto`) in the frame. It depends on the extension
+    /// headers' lengths, so the L4 header is read with `Packet::load` (a direct read at such
+    /// an offset is one the verifier cannot prove in bounds: LLVM turns the bounds check into
+    /// `pkt >= pkt_end`).
     pub l4_off: usize,
 }
 
@@ -79,6 +95,8 @@ pub fn ipv6<P: Packet>(ctx: &P) -> Option<Ipv6> {
     if vcf[0] >> 4 != 6 {
         return None;
     }
+    let (proto, l4_off) = skip_ext_headers(ctx, proto, ETH_HLEN + IP6_HLEN);
+    let ext_len = u16::try_from(l4_off - (ETH_HLEN + IP6_HLEN)).unwrap_or(u16::MAX);
     Some(Ipv6 {
         eth_dst,
         eth_src,
@@ -86,46 +104,51 @@ pub fn ipv6<P: Packet>(ctx: &P) -> Option<Ipv6> {
         daddr,
         proto,
         hop_limit,
-        payload_len: u16::from_be_bytes(payload_len),
-        l4_off: ETH_HLEN + IP6_HLEN,
+        l4_len: u16::from_be_bytes(payload_len).saturating_sub(ext_len),
+        l4_off,
     })
 }
 
-/// The ports (or echo identifier) of a packet whose fixed header is followed by TCP, UDP,
-/// SCTP or `ICMPv6` echo; `None` otherwise (extension headers included).
+/// Walks past up to [`MAX_EXT_HDRS`] hop-by-hop, destination-options and routing headers
+/// (routing only with no segment left: with segments left the packet's final destination is
+/// another address, so it is not ours to translate) from the header `next` at `off`; returns
+/// the header where the walk stopped and its offset. Fragment headers stop it: a later
+/// fragment has no L4 header, and translating only the first one would split a datagram
+/// between two flows. Read with `load` (see `Ipv6::l4_off`).
+#[inline(always)]
+fn skip_ext_headers<P: Packet>(ctx: &P, mut next: u8, mut off: usize) -> (u8, usize) {
+    for _ in 0..MAX_EXT_HDRS {
+        if !matches!(next, IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS) {
+            break;
+        }
+        let Some(hdr) = ctx.load::<[u8; 4]>(off) else {
+            break;
+        };
+        if next == IPPROTO_ROUTING && hdr[ROUTING_SEGMENTS_LEFT] != 0 {
+            break;
+        }
+        next = hdr[0];
+        off += (usize::from(hdr[1]) + 1) * 8;
+    }
+    (next, off)
+}
+
+/// The ports (or echo identifier) of a TCP, UDP, SCTP or `ICMPv6` echo packet behind the
+/// extension headers; `None` otherwise.
 #[inline(always)]
 pub fn ports<P: Packet>(ctx: &P, ip: &Ipv6) -> Option<Ports> {
-    transport(ctx, ip.proto, ip.l4_off)
+    transport::<P, true>(ctx, ip.proto, ip.l4_off)
 }
 
 /// Whether the packet is `ICMPv6` of the link's own machinery (NDP, RS/RA, MLD), which must
 /// always pass untouched. MLD messages carry a hop-by-hop header (the router alert option,
-/// RFC 3810 section 5): one is looked past.
+/// RFC 3810 section 5), which `ipv6` walked past.
 #[inline(always)]
 pub fn is_link_control<P: Packet>(ctx: &P, ip: &Ipv6) -> bool {
-    let kind = match ip.proto {
-        PROTO_ICMPV6 => ptr_at::<u8, P>(ctx, ip.l4_off).map(|kind| {
-            // SAFETY: `ptr_at` checked the byte lies inside the packet.
-            unsafe { *kind }
-        }),
-        IPPROTO_HOPOPTS => icmp6_behind_hop_by_hop(ctx, ip.l4_off),
-        _ => None,
-    };
-    kind.is_some_and(|kind| {
-        (ICMPV6_MLD_QUERY..=ICMPV6_REDIRECT).contains(&kind) || kind == ICMPV6_MLD2_REPORT
-    })
-}
-
-/// The `ICMPv6` type behind the hop-by-hop header at `off`, if `ICMPv6` follows it. Copied out
-/// (`load`): its offset depends on the header's length, and a direct read there is one the
-/// verifier cannot prove in bounds (LLVM turns the bounds check into `pkt >= pkt_end`).
-#[inline(always)]
-fn icmp6_behind_hop_by_hop<P: Packet>(ctx: &P, off: usize) -> Option<u8> {
-    let [next, len] = ctx.load::<[u8; 2]>(off)?;
-    if next != PROTO_ICMPV6 {
-        return None;
-    }
-    ctx.load::<u8>(off + (usize::from(len) + 1) * 8)
+    ip.proto == PROTO_ICMPV6
+        && ctx.load::<u8>(ip.l4_off).is_some_and(|kind| {
+            (ICMPV6_MLD_QUERY..=ICMPV6_REDIRECT).contains(&kind) || kind == ICMPV6_MLD2_REPORT
+        })
 }
 
 /// Whether `addr` is link-local unicast (`fe80::/10`) or unspecified (`::`): never routed,
