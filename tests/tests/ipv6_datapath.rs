@@ -5,14 +5,16 @@ mod common;
 
 use std::{
     io::{Read, Write},
-    net::{Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream},
+    net::{Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    sync::mpsc,
     time::Duration,
 };
 
 use common::{
     Daemon, EXT_IP6, HOST_IP6, Netns, SILENCE, TIMEOUT, TcpServer, UdpServer, World,
-    create_endpoint, drops, endpoint6, map_dump, network6, ping, run, sa6, tcp_request,
-    udp_request,
+    create_endpoint, drops, endpoint6, map_dump, network6, ping, run, sa6,
+    sockets::{send_options_header, tcp_request_with_options},
+    tcp_request, udp_request,
 };
 use serde_json::Value;
 
@@ -82,6 +84,55 @@ fn ipv6_published_ports_reach_the_container_with_the_client_address() {
         "published port still answers after endpoint rm"
     );
     assert!(udp_request(&world.ext, &sa6(HOST_IP6, 5353), SILENCE).is_err());
+}
+
+/// Packets behind hop-by-hop and destination-options headers, as sockets send them with
+/// `IPV6_HOPOPTS`/`IPV6_DSTOPTS`, reach published ports like any other: a TCP connection
+/// whose every segment carries destination options, and a UDP exchange with a header both
+/// ways (the answer goes back from the published address).
+#[test]
+fn ipv6_packets_behind_options_headers_reach_published_ports() {
+    let mut world = World::new();
+    world.ipv6_uplink();
+    let daemon = world.daemon();
+    network6(&daemon, "opts6", "10.91.0.0/24", "2001:db8:91::/64", &[]);
+    let ports = ["-p", "8080:80", "-p", "5353:53/udp"];
+    endpoint6(&mut world, &daemon, "opts6", "web", &ports);
+    let c = world.container_ns("web");
+    let _tcp = TcpServer::start(c, &sa6("::", 80), "web");
+    let answer = tcp_request_with_options(&world.ext, &sa6(HOST_IP6, 8080))
+        .expect("TCP with destination options to [::]:8080");
+    assert_eq!(answer, format!("web saw {EXT_IP6} said hello"));
+
+    let (ready, bound) = mpsc::channel();
+    let server = c.spawn(move || {
+        let sock = UdpSocket::bind("[::]:53").expect("bind UDP server");
+        send_options_header(&sock, libc::IPV6_DSTOPTS);
+        sock.set_read_timeout(Some(TIMEOUT)).unwrap();
+        ready.send(()).unwrap();
+        let mut buf = [0u8; 64];
+        let (n, peer) = sock.recv_from(&mut buf).expect("a datagram");
+        let said = String::from_utf8_lossy(&buf[..n]).into_owned();
+        sock.send_to(
+            format!("dns saw {} said {said}", peer.ip()).as_bytes(),
+            peer,
+        )
+        .unwrap();
+    });
+    bound.recv_timeout(TIMEOUT).expect("UDP server bound");
+    let to: SocketAddr = sa6(HOST_IP6, 5353).parse().unwrap();
+    let (answer, from) = world.ext.run(move || {
+        let sock = UdpSocket::bind("[::]:0").unwrap();
+        send_options_header(&sock, libc::IPV6_HOPOPTS);
+        sock.set_read_timeout(Some(TIMEOUT)).unwrap();
+        sock.send_to(b"hello", to).unwrap();
+        let mut buf = [0u8; 128];
+        let (n, from) = sock.recv_from(&mut buf).expect("UDP answer");
+        (String::from_utf8_lossy(&buf[..n]).into_owned(), from)
+    });
+    server.join().expect("UDP server");
+    assert_eq!(answer, format!("dns saw {EXT_IP6} said hello"));
+    assert_eq!(from, to, "the answer comes from the published address");
 }
 
 #[test]

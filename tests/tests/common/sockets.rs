@@ -1,8 +1,9 @@
-//! Client sockets for the published-port-from-the-host tests: what the application sees.
+//! Client sockets for the published-port tests: what the application sees.
 
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    os::fd::{AsRawFd, FromRawFd},
 };
 
 use super::{Netns, TIMEOUT};
@@ -51,5 +52,67 @@ pub fn bind(ns: &Netns, addr: &str, udp: bool) -> Result<(), std::io::ErrorKind>
             TcpListener::bind(addr).map(drop)
         }
         .map_err(|e| e.kind())
+    })
+}
+
+/// An 8-byte hop-by-hop or destination-options header holding one `PadN` option; the kernel
+/// fills in the next-header byte.
+const PADN_OPTIONS: [u8; 8] = [0, 0, 1, 4, 0, 0, 0, 0];
+
+/// Makes every packet `sock` sends carry an options header: `IPV6_HOPOPTS` or `IPV6_DSTOPTS`.
+pub fn send_options_header(sock: &impl AsRawFd, kind: libc::c_int) {
+    // SAFETY: the option value is 8 readable bytes, as its length says.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_IPV6,
+            kind,
+            PADN_OPTIONS.as_ptr().cast(),
+            8,
+        )
+    };
+    assert_eq!(rc, 0, "setsockopt: {}", std::io::Error::last_os_error());
+}
+
+/// A TCP request from `ns` whose every segment, the SYN included, carries a
+/// destination-options header: the answer, or the error.
+pub fn tcp_request_with_options(ns: &Netns, addr: &str) -> Result<String, String> {
+    let SocketAddr::V6(addr) = addr.parse().unwrap() else {
+        panic!("{addr}: not IPv6");
+    };
+    ns.run(move || {
+        // SAFETY: a plain socket call; the descriptor is owned by the stream at once.
+        let fd = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        // SAFETY: `fd` is a fresh socket nobody else owns.
+        let mut s = unsafe { TcpStream::from_raw_fd(fd) };
+        send_options_header(&s, libc::IPV6_DSTOPTS);
+        // SO_SNDTIMEO bounds `connect` too.
+        s.set_write_timeout(Some(TIMEOUT)).unwrap();
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let sa = libc::sockaddr_in6 {
+            sin6_family: libc::AF_INET6 as libc::sa_family_t,
+            sin6_port: addr.port().to_be(),
+            sin6_flowinfo: 0,
+            sin6_addr: libc::in6_addr {
+                s6_addr: addr.ip().octets(),
+            },
+            sin6_scope_id: 0,
+        };
+        // SAFETY: `sa` is a valid `sockaddr_in6` of the length given.
+        let rc = unsafe {
+            libc::connect(
+                fd,
+                (&raw const sa).cast(),
+                size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(format!("connect: {}", std::io::Error::last_os_error()));
+        }
+        s.write_all(b"hello").map_err(|e| e.to_string())?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).map_err(|e| e.to_string())?;
+        Ok(out)
     })
 }
