@@ -113,8 +113,8 @@ pub fn ipv6<P: Packet>(ctx: &P) -> Option<Ipv6> {
 /// (routing only with no segment left: with segments left the packet's final destination is
 /// another address, so it is not ours to translate) from the header `next` at `off`; returns
 /// the header where the walk stopped and its offset. Fragment headers stop it: a later
-/// fragment has no L4 header, and translating only the first one would split a datagram
-/// between two flows. Read with `load` (see `Ipv6::l4_off`).
+/// fragment has no L4 header, and translating the first one alone would send one datagram's
+/// fragments to two places. Read with `load` (see `Ipv6::l4_off`).
 #[inline(always)]
 fn skip_ext_headers<P: Packet>(ctx: &P, mut next: u8, mut off: usize) -> (u8, usize) {
     for _ in 0..MAX_EXT_HDRS {

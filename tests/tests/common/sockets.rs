@@ -91,7 +91,7 @@ pub fn tcp_request_with_options(ns: &Netns, addr: &str) -> Result<String, String
         s.set_write_timeout(Some(TIMEOUT)).unwrap();
         s.set_read_timeout(Some(TIMEOUT)).unwrap();
         let sa = libc::sockaddr_in6 {
-            sin6_family: libc::AF_INET6 as libc::sa_family_t,
+            sin6_family: libc::sa_family_t::try_from(libc::AF_INET6).unwrap(),
             sin6_port: addr.port().to_be(),
             sin6_flowinfo: 0,
             sin6_addr: libc::in6_addr {
@@ -104,7 +104,7 @@ pub fn tcp_request_with_options(ns: &Netns, addr: &str) -> Result<String, String
             libc::connect(
                 fd,
                 (&raw const sa).cast(),
-                size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+                libc::socklen_t::try_from(size_of::<libc::sockaddr_in6>()).unwrap(),
             )
         };
         if rc != 0 {
