@@ -89,7 +89,7 @@ fn the_host_reaches_ipv6_published_ports_on_loopback_and_its_own_address() {
         s.set_read_timeout(Some(TIMEOUT)).unwrap();
         s.send(b"hello").unwrap();
         let mut buf = [0u8; 128];
-        let (n, from) = s.recv_from(&mut buf).expect("answer");
+        let (n, from) = common::retry_interrupted(|| s.recv_from(&mut buf)).expect("answer");
         (String::from_utf8_lossy(&buf[..n]).into_owned(), from)
     });
     assert_eq!(answer, format!("dns6 saw {BRIDGE6}"));

@@ -71,7 +71,8 @@ fn udp6_request(ns: &Netns, addr: &str, wait: Duration) -> Result<String, String
         s.set_read_timeout(Some(wait)).unwrap();
         s.send_to(b"hello", addr).map_err(|e| e.to_string())?;
         let mut buf = [0u8; 128];
-        let (n, _) = s.recv_from(&mut buf).map_err(|e| e.to_string())?;
+        let (n, _) =
+            common::retry_interrupted(|| s.recv_from(&mut buf)).map_err(|e| e.to_string())?;
         Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
     })
 }

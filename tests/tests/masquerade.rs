@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use common::{
     Daemon, EXT_IP, HOST_IP, OUTSIDE_IP, SILENCE, TIMEOUT, TcpServer, UdpServer, World,
-    assert_no_firewall_rules, drops, endpoint, map_dump, ping, tcp_request, tcp_request_reset,
-    udp_ask, udp_peer_server, udp_request, udp_socket,
+    assert_no_firewall_rules, drops, endpoint, map_dump, ping, retry_interrupted, tcp_request,
+    tcp_request_reset, udp_ask, udp_peer_server, udp_request, udp_socket,
 };
 use serde_json::Value;
 
@@ -426,7 +426,7 @@ fn closed_tcp_flows_go_established_ones_stay() {
                 conn.set_read_timeout(Some(Duration::from_secs(30)))
                     .unwrap();
                 let mut buf = [0u8; 64];
-                while let Ok(n) = conn.read(&mut buf) {
+                while let Ok(n) = retry_interrupted(|| conn.read(&mut buf)) {
                     if n == 0 || conn.write_all(&buf[..n]).is_err() {
                         break;
                     }
@@ -487,7 +487,7 @@ fn icmp_errors_reach_the_container() {
     sock.connect(format!("{OUTSIDE_IP}:9")).unwrap();
     sock.send(b"anyone?").unwrap();
     let mut buf = [0u8; 16];
-    let err = sock.recv(&mut buf).expect_err("nothing listens on port 9");
+    let err = retry_interrupted(|| sock.recv(&mut buf)).expect_err("nothing listens on port 9");
     assert_eq!(
         err.kind(),
         std::io::ErrorKind::ConnectionRefused,

@@ -438,7 +438,7 @@ impl Catch {
             sock.set_read_timeout(Some(wait)).unwrap();
             tx.send(()).unwrap();
             let mut buf = [0u8; 64];
-            let (n, peer) = sock.recv_from(&mut buf).ok()?;
+            let (n, peer) = common::retry_interrupted(|| sock.recv_from(&mut buf)).ok()?;
             Some((String::from_utf8_lossy(&buf[..n]).into_owned(), peer))
         });
         rx.recv_timeout(TIMEOUT).expect("listener bound");

@@ -162,8 +162,7 @@ fn long_flows(ns: &common::Netns, addr: &str, count: u32) -> std::thread::JoinHa
             }
             let mut ubuf = [0u8; 64];
             if udp.send(msg.as_bytes()).is_ok()
-                && udp
-                    .recv(&mut ubuf)
+                && common::retry_interrupted(|| udp.recv(&mut ubuf))
                     .is_ok_and(|n| &ubuf[..n] == msg.as_bytes())
             {
                 udp_ok += 1;

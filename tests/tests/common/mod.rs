@@ -43,6 +43,25 @@ pub const SILENCE: Duration = Duration::from_millis(1500);
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
+/// `op` (one socket read), again while a signal interrupts it (for at most 60 s). A read
+/// with a timeout (`SO_RCVTIMEO`) is not restarted after a signal, even one that is then
+/// ignored, and this process does get such signals: when a short-lived child (`ip`,
+/// `bpftool`) exits before glibc's `posix_spawn` has unblocked signals in the thread that
+/// spawned it (a loaded machine), its `SIGCHLD` is queued and wakes another thread.
+/// `read_exact`, `read_to_string` and `write_all` retry by themselves; a plain `read`,
+/// `recv` or `recv_from` needs this.
+pub fn retry_interrupted<T>(mut op: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T> {
+    let start = Instant::now();
+    loop {
+        match op() {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::Interrupted
+                    && start.elapsed() < Duration::from_secs(60) => {}
+            result => return result,
+        }
+    }
+}
+
 /// A unique short tag per test world: `<pid mod 10000><counter>`.
 fn unique_tag() -> String {
     format!(
@@ -327,7 +346,7 @@ pub fn udp_ask(sock: &UdpSocket, addr: &str) -> Result<String, String> {
     let addr: SocketAddr = addr.parse().unwrap();
     sock.send_to(b"hello", addr).map_err(|e| e.to_string())?;
     let mut buf = [0u8; 128];
-    let (n, _) = sock.recv_from(&mut buf).map_err(|e| e.to_string())?;
+    let (n, _) = retry_interrupted(|| sock.recv_from(&mut buf)).map_err(|e| e.to_string())?;
     Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
 }
 
@@ -697,7 +716,7 @@ impl PluginConn {
             }
             assert!(Instant::now() < deadline, "no complete answer in 30s");
             let mut buf = [0u8; 4096];
-            let n = self.stream.read(&mut buf).expect("read plugin answer");
+            let n = retry_interrupted(|| self.stream.read(&mut buf)).expect("read plugin answer");
             assert!(n > 0, "plugin closed the connection");
             self.pending.extend_from_slice(&buf[..n]);
         }
@@ -751,7 +770,7 @@ fn serve_tcp(listener: &TcpListener, stop: &AtomicBool, tag: &str) {
                 conn.set_nonblocking(false).unwrap();
                 conn.set_read_timeout(Some(TIMEOUT)).unwrap();
                 let mut buf = [0u8; 64];
-                let n = conn.read(&mut buf).unwrap_or(0);
+                let n = retry_interrupted(|| conn.read(&mut buf)).unwrap_or(0);
                 let msg = String::from_utf8_lossy(&buf[..n]);
                 let _ = conn.write_all(format!("{tag} saw {} said {msg}", peer.ip()).as_bytes());
             }
@@ -879,7 +898,7 @@ pub fn udp_request(ns: &Netns, addr: &str, wait: Duration) -> Result<String, Str
         s.set_read_timeout(Some(wait)).unwrap();
         s.send_to(b"hello", addr).map_err(|e| e.to_string())?;
         let mut buf = [0u8; 128];
-        let (n, _) = s.recv_from(&mut buf).map_err(|e| e.to_string())?;
+        let (n, _) = retry_interrupted(|| s.recv_from(&mut buf)).map_err(|e| e.to_string())?;
         Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
     })
 }
@@ -942,7 +961,7 @@ impl EchoServer {
 
 fn echo_tcp(mut conn: TcpStream) {
     let mut buf = [0u8; 1500];
-    while let Ok(n) = conn.read(&mut buf) {
+    while let Ok(n) = retry_interrupted(|| conn.read(&mut buf)) {
         if n == 0 || conn.write_all(&buf[..n]).is_err() {
             return;
         }

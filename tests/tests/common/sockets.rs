@@ -6,7 +6,7 @@ use std::{
     os::fd::{AsRawFd, FromRawFd},
 };
 
-use super::{Netns, TIMEOUT};
+use super::{Netns, TIMEOUT, retry_interrupted};
 
 /// A TCP request from `ns` that also returns the peer `getpeername` reported.
 pub fn tcp_with_peer(ns: &Netns, addr: &str) -> (String, SocketAddr) {
@@ -37,7 +37,7 @@ pub fn udp_with_source(ns: &Netns, addr: &str) -> (String, SocketAddr) {
         s.set_read_timeout(Some(TIMEOUT)).unwrap();
         s.send_to(b"hello", addr).unwrap();
         let mut buf = [0u8; 128];
-        let (n, from) = s.recv_from(&mut buf).expect("UDP answer");
+        let (n, from) = retry_interrupted(|| s.recv_from(&mut buf)).expect("UDP answer");
         (String::from_utf8_lossy(&buf[..n]).into_owned(), from)
     })
 }
