@@ -8,7 +8,6 @@ mod common;
 
 use std::{
     net::Ipv4Addr,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -20,7 +19,7 @@ use std::{
 
 use common::{
     EXT_IP, HOST_IP, OUTSIDE_IP, SILENCE, TIMEOUT, World, endpoint,
-    sctp::{CHUNK_INIT, CHUNK_INIT_ACK, IPPROTO_SCTP, crc_ok, init_ack, init_body, packet},
+    sctp::{CHUNK_INIT, CHUNK_INIT_ACK, crc_ok, init_ack, init_body, packet},
     tcp_request,
 };
 
@@ -30,96 +29,8 @@ fn init_ack_for(init: &Seen) -> Vec<u8> {
     init_ack(init.sport, init.dport, init.initiate_tag, &cookie)
 }
 
-/// A raw IPv4 socket for protocol 132, created in the calling thread's namespace.
-struct RawSctp(OwnedFd);
-
-impl RawSctp {
-    fn open() -> Self {
-        // SAFETY: plain socket(2).
-        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, IPPROTO_SCTP) };
-        assert!(
-            fd >= 0,
-            "raw SCTP socket: {}",
-            std::io::Error::last_os_error()
-        );
-        let tv = libc::timeval {
-            tv_sec: 0,
-            tv_usec: 100_000,
-        };
-        // SAFETY: a valid socket and a timeval of the size passed.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&raw const tv).cast(),
-                u32::try_from(size_of::<libc::timeval>()).unwrap(),
-            )
-        };
-        assert_eq!(rc, 0);
-        // SAFETY: `fd` is a new descriptor we own.
-        Self(unsafe { OwnedFd::from_raw_fd(fd) })
-    }
-
-    /// A socket whose packets leave from `addr` (a raw socket's bind sets the source).
-    fn bound(addr: Ipv4Addr) -> Self {
-        let sock = Self::open();
-        let sa = sockaddr(addr);
-        // SAFETY: a valid address of the size passed.
-        let rc = unsafe {
-            libc::bind(
-                sock.0.as_raw_fd(),
-                (&raw const sa).cast(),
-                u32::try_from(size_of::<libc::sockaddr_in>()).unwrap(),
-            )
-        };
-        assert_eq!(rc, 0, "bind {addr}: {}", std::io::Error::last_os_error());
-        sock
-    }
-
-    /// Sends `sctp` (the kernel adds the IPv4 header) to `to`.
-    fn send(&self, to: Ipv4Addr, sctp: &[u8]) {
-        let addr = sockaddr(to);
-        // SAFETY: valid buffer and address of the sizes passed.
-        let n = unsafe {
-            libc::sendto(
-                self.0.as_raw_fd(),
-                sctp.as_ptr().cast(),
-                sctp.len(),
-                0,
-                (&raw const addr).cast(),
-                u32::try_from(size_of::<libc::sockaddr_in>()).unwrap(),
-            )
-        };
-        assert_eq!(
-            usize::try_from(n).ok(),
-            Some(sctp.len()),
-            "sendto: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-
-    /// The next packet (IPv4 header included), or `None` after the 100 ms receive timeout.
-    fn recv(&self) -> Option<Vec<u8>> {
-        let mut buf = vec![0u8; 2048];
-        // SAFETY: a valid buffer of the size passed.
-        let n = unsafe { libc::recv(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        let n = usize::try_from(n).ok()?;
-        buf.truncate(n);
-        Some(buf)
-    }
-}
-
-fn sockaddr(addr: Ipv4Addr) -> libc::sockaddr_in {
-    libc::sockaddr_in {
-        sin_family: u16::try_from(libc::AF_INET).unwrap(),
-        sin_port: 0,
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes(addr.octets()),
-        },
-        sin_zero: [0; 8],
-    }
-}
+/// Raw IPv4 SCTP sockets: packets come with their IPv4 header.
+type RawSctp = common::sctp::RawSctp<Ipv4Addr>;
 
 /// What one end received: one SCTP packet, parsed.
 #[derive(Debug, Clone)]
@@ -174,7 +85,7 @@ impl Responder {
             ready_tx.send(()).unwrap();
             let deadline = Instant::now() + Duration::from_secs(60);
             while !flag.load(Ordering::SeqCst) && Instant::now() < deadline {
-                let Some(p) = sock.recv().and_then(|p| parse(&p)) else {
+                let Some(p) = sock.recv().and_then(|(_, p)| parse(&p)) else {
                     continue;
                 };
                 if p.chunk_type == CHUNK_INIT && p.crc_ok {
@@ -236,7 +147,7 @@ fn associate_from(
         sock.send(to, &init);
         let deadline = Instant::now() + wait;
         while Instant::now() < deadline {
-            if let Some(p) = sock.recv().and_then(|p| parse(&p))
+            if let Some(p) = sock.recv().and_then(|(_, p)| parse(&p))
                 && p.dport == sport
             {
                 return Some(p);

@@ -9,7 +9,6 @@ mod common;
 
 use std::{
     net::Ipv6Addr,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -21,7 +20,7 @@ use std::{
 
 use common::{
     EXT_IP6, HOST_IP6, Netns, SILENCE, TIMEOUT, World, endpoint6, network6,
-    sctp::{CHUNK_INIT, CHUNK_INIT_ACK, IPPROTO_SCTP, crc_ok, init_ack, init_body, packet},
+    sctp::{CHUNK_INIT, CHUNK_INIT_ACK, crc_ok, init_ack, init_body, packet},
 };
 
 /// The INIT-ACK the responder answers an INIT with.
@@ -30,100 +29,9 @@ fn init_ack_for(init: &Seen) -> Vec<u8> {
     init_ack(init.sport, init.dport, init.initiate_tag, &cookie)
 }
 
-/// A raw IPv6 socket for protocol 132 bound to `addr`, created in the calling thread's
-/// namespace: it receives only packets addressed to `addr`, and sends from it.
-struct RawSctp6(OwnedFd);
-
-impl RawSctp6 {
-    fn bound(addr: Ipv6Addr) -> Self {
-        // SAFETY: plain socket(2).
-        let fd = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_RAW, IPPROTO_SCTP) };
-        assert!(fd >= 0, "raw SCTP6: {}", std::io::Error::last_os_error());
-        // SAFETY: `fd` is a new descriptor we own.
-        let sock = Self(unsafe { OwnedFd::from_raw_fd(fd) });
-        let tv = libc::timeval {
-            tv_sec: 0,
-            tv_usec: 100_000,
-        };
-        // SAFETY: a valid socket and a timeval of the size passed.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&raw const tv).cast(),
-                u32::try_from(size_of::<libc::timeval>()).unwrap(),
-            )
-        };
-        assert_eq!(rc, 0);
-        let sa = sockaddr6(addr);
-        // SAFETY: a valid address of the size passed.
-        let rc = unsafe {
-            libc::bind(
-                fd,
-                (&raw const sa).cast(),
-                u32::try_from(size_of::<libc::sockaddr_in6>()).unwrap(),
-            )
-        };
-        assert_eq!(rc, 0, "bind {addr}: {}", std::io::Error::last_os_error());
-        sock
-    }
-
-    fn send(&self, to: Ipv6Addr, sctp: &[u8]) {
-        let addr = sockaddr6(to);
-        // SAFETY: valid buffer and address of the sizes passed.
-        let n = unsafe {
-            libc::sendto(
-                self.0.as_raw_fd(),
-                sctp.as_ptr().cast(),
-                sctp.len(),
-                0,
-                (&raw const addr).cast(),
-                u32::try_from(size_of::<libc::sockaddr_in6>()).unwrap(),
-            )
-        };
-        assert_eq!(
-            usize::try_from(n).ok(),
-            Some(sctp.len()),
-            "sendto: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-
-    /// The next SCTP packet and its source, or `None` after the 100 ms receive timeout.
-    fn recv(&self) -> Option<(Ipv6Addr, Vec<u8>)> {
-        let mut buf = vec![0u8; 2048];
-        // SAFETY: all-zero is a valid sockaddr_in6.
-        let mut from: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
-        let mut len = u32::try_from(size_of::<libc::sockaddr_in6>()).unwrap();
-        // SAFETY: valid buffers of the sizes passed.
-        let n = unsafe {
-            libc::recvfrom(
-                self.0.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                0,
-                (&raw mut from).cast(),
-                &raw mut len,
-            )
-        };
-        let n = usize::try_from(n).ok()?;
-        buf.truncate(n);
-        Some((Ipv6Addr::from(from.sin6_addr.s6_addr), buf))
-    }
-}
-
-fn sockaddr6(addr: Ipv6Addr) -> libc::sockaddr_in6 {
-    libc::sockaddr_in6 {
-        sin6_family: u16::try_from(libc::AF_INET6).unwrap(),
-        sin6_port: 0,
-        sin6_flowinfo: 0,
-        sin6_addr: libc::in6_addr {
-            s6_addr: addr.octets(),
-        },
-        sin6_scope_id: 0,
-    }
-}
+/// Raw IPv6 SCTP sockets, each bound to its own address: packets come without the IPv6
+/// header, their source from `recvfrom`.
+type RawSctp6 = common::sctp::RawSctp<Ipv6Addr>;
 
 /// One SCTP packet one end received (addressed to the address its socket is bound to).
 #[derive(Debug, Clone)]

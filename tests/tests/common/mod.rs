@@ -1028,11 +1028,7 @@ pub fn endpoint6(
     role: &str,
     extra: &[&str],
 ) -> String {
-    let ep = create_endpoint(world, daemon, net, role, extra);
-    ep["ip6"]
-        .as_str()
-        .unwrap_or_else(|| panic!("endpoint {role} has no IPv6 address: {ep}"))
-        .to_string()
+    endpoint_addr(world, daemon, net, role, extra, "ip6")
 }
 
 /// Creates endpoint `role` (a new container namespace) on `net`; returns its address.
@@ -1043,9 +1039,22 @@ pub fn endpoint(
     role: &str,
     extra: &[&str],
 ) -> String {
-    create_endpoint(world, daemon, net, role, extra)["ip"]
+    endpoint_addr(world, daemon, net, role, extra, "ip")
+}
+
+/// Creates endpoint `role` on `net`; returns its address under `field` (`ip`, `ip6`).
+fn endpoint_addr(
+    world: &mut World,
+    daemon: &Daemon,
+    net: &str,
+    role: &str,
+    extra: &[&str],
+    field: &str,
+) -> String {
+    let ep = create_endpoint(world, daemon, net, role, extra);
+    ep[field]
         .as_str()
-        .unwrap()
+        .unwrap_or_else(|| panic!("endpoint {role} has no {field}: {ep}"))
         .to_string()
 }
 

@@ -1,6 +1,12 @@
 //! Crafted SCTP packets for the SCTP tests: the kernel here has no SCTP sockets, so both ends
 //! exchange INIT and INIT-ACK packets over raw sockets and check the CRC32C themselves.
 
+use std::{
+    marker::PhantomData,
+    net::{Ipv4Addr, Ipv6Addr},
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+};
+
 pub const IPPROTO_SCTP: i32 = 132;
 pub const CHUNK_INIT: u8 = 1;
 pub const CHUNK_INIT_ACK: u8 = 2;
@@ -66,4 +72,146 @@ pub fn init_ack(client: u16, server: u16, initiate_tag: u32, cookie: &[u8]) -> V
         CHUNK_INIT_ACK,
         &init_body(initiate_tag ^ 0xffff, cookie),
     )
+}
+
+/// An address family of [`RawSctp`]: its socket domain and `sockaddr` type.
+pub trait Family: Copy + std::fmt::Display {
+    /// A plain C struct, valid all-zero.
+    type SockAddr;
+    const DOMAIN: i32;
+    fn sockaddr(self) -> Self::SockAddr;
+    fn from_sockaddr(sa: &Self::SockAddr) -> Self;
+}
+
+impl Family for Ipv4Addr {
+    type SockAddr = libc::sockaddr_in;
+    const DOMAIN: i32 = libc::AF_INET;
+    fn sockaddr(self) -> libc::sockaddr_in {
+        libc::sockaddr_in {
+            sin_family: u16::try_from(libc::AF_INET).unwrap(),
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(self.octets()),
+            },
+            sin_zero: [0; 8],
+        }
+    }
+    fn from_sockaddr(sa: &libc::sockaddr_in) -> Self {
+        Ipv4Addr::from(sa.sin_addr.s_addr.to_ne_bytes())
+    }
+}
+
+impl Family for Ipv6Addr {
+    type SockAddr = libc::sockaddr_in6;
+    const DOMAIN: i32 = libc::AF_INET6;
+    fn sockaddr(self) -> libc::sockaddr_in6 {
+        libc::sockaddr_in6 {
+            sin6_family: u16::try_from(libc::AF_INET6).unwrap(),
+            sin6_port: 0,
+            sin6_flowinfo: 0,
+            sin6_addr: libc::in6_addr {
+                s6_addr: self.octets(),
+            },
+            sin6_scope_id: 0,
+        }
+    }
+    fn from_sockaddr(sa: &libc::sockaddr_in6) -> Self {
+        Ipv6Addr::from(sa.sin6_addr.s6_addr)
+    }
+}
+
+/// A raw socket for protocol 132 of family `A`, created in the calling thread's namespace;
+/// a receive gives up after 100 ms. An IPv4 raw socket delivers packets with their IP
+/// header, an IPv6 one without.
+pub struct RawSctp<A: Family>(OwnedFd, PhantomData<A>);
+
+impl<A: Family> RawSctp<A> {
+    pub fn open() -> Self {
+        // SAFETY: plain socket(2).
+        let fd = unsafe { libc::socket(A::DOMAIN, libc::SOCK_RAW, IPPROTO_SCTP) };
+        assert!(
+            fd >= 0,
+            "raw SCTP socket: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: `fd` is a new descriptor we own.
+        let sock = Self(unsafe { OwnedFd::from_raw_fd(fd) }, PhantomData);
+        let tv = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 100_000,
+        };
+        // SAFETY: a valid socket and a timeval of the size passed.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&raw const tv).cast(),
+                u32::try_from(size_of::<libc::timeval>()).unwrap(),
+            )
+        };
+        assert_eq!(rc, 0);
+        sock
+    }
+
+    /// A socket whose packets leave from `addr` (a raw socket's bind sets the source) and
+    /// that receives only packets addressed to it.
+    pub fn bound(addr: A) -> Self {
+        let sock = Self::open();
+        let sa = addr.sockaddr();
+        // SAFETY: a valid address of the size passed.
+        let rc = unsafe {
+            libc::bind(
+                sock.0.as_raw_fd(),
+                (&raw const sa).cast(),
+                u32::try_from(size_of::<A::SockAddr>()).unwrap(),
+            )
+        };
+        assert_eq!(rc, 0, "bind {addr}: {}", std::io::Error::last_os_error());
+        sock
+    }
+
+    /// Sends `sctp` (the kernel adds the IP header) to `to`.
+    pub fn send(&self, to: A, sctp: &[u8]) {
+        let addr = to.sockaddr();
+        // SAFETY: valid buffer and address of the sizes passed.
+        let n = unsafe {
+            libc::sendto(
+                self.0.as_raw_fd(),
+                sctp.as_ptr().cast(),
+                sctp.len(),
+                0,
+                (&raw const addr).cast(),
+                u32::try_from(size_of::<A::SockAddr>()).unwrap(),
+            )
+        };
+        assert_eq!(
+            usize::try_from(n).ok(),
+            Some(sctp.len()),
+            "sendto: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+
+    /// The next packet and its source, or `None` after the receive timeout.
+    pub fn recv(&self) -> Option<(A, Vec<u8>)> {
+        let mut buf = vec![0u8; 2048];
+        // SAFETY: all-zero is a valid `sockaddr_in`/`sockaddr_in6`.
+        let mut from: A::SockAddr = unsafe { std::mem::zeroed() };
+        let mut len = u32::try_from(size_of::<A::SockAddr>()).unwrap();
+        // SAFETY: valid buffers of the sizes passed.
+        let n = unsafe {
+            libc::recvfrom(
+                self.0.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                0,
+                (&raw mut from).cast(),
+                &raw mut len,
+            )
+        };
+        let n = usize::try_from(n).ok()?;
+        buf.truncate(n);
+        Some((A::from_sockaddr(&from), buf))
+    }
 }
