@@ -242,37 +242,7 @@ fn ipv6_masqueraded_flows_are_translated_both_ways() {
         let (remote, host, c1) = (a6(REMOTE6), a6(HOST6), a6(C1_6));
         // A masqueraded TCP flow and an echo, as nd_from_container records them.
         for (proto, sport, dport) in [(PROTO_TCP, 40000, 80), (PROTO_ICMPV6, 7, 0)] {
-            let out_key = CtKey6 {
-                saddr: c1,
-                daddr: remote,
-                sport,
-                dport,
-                proto,
-                dir: CT_DIR_OUT,
-                _pad: [0; 2],
-            };
-            let out = CtEntry6 {
-                xlate_addr: host,
-                owner_addr: c1,
-                xlate_port: 61000,
-                action: CT_ACT_SNAT | CT_ACT_REDIRECT_NEIGH,
-                ifindex: 1,
-                kind: CT_KIND_MASQ,
-                ..CtEntry6::default()
-            };
-            let in_key = out_key.partner(&out).unwrap();
-            let back = CtEntry6 {
-                xlate_addr: c1,
-                owner_addr: c1,
-                xlate_port: sport,
-                action: CT_ACT_DNAT | CT_ACT_REDIRECT,
-                ifindex: 1,
-                dmac: C1_MAC,
-                kind: CT_KIND_MASQ,
-                ..CtEntry6::default()
-            };
-            dp.ct6.insert(out_key, out, 0).unwrap();
-            dp.ct6.insert(in_key, back, 0).unwrap();
+            masq_flow6(dp, proto, (c1, sport), (remote, dport), (host, 61000));
         }
         let (verdict, out) = dp.run(PROG_FROM_CONTAINER, &tcp6(c1, 40000, remote, 80, 0x10));
         assert_eq!(verdict, TC_ACT_REDIRECT);
@@ -610,37 +580,7 @@ fn ipv6_sctp_published_ports_and_masquerade_update_the_crc() {
         assert_eq!(verdict, TC_ACT_OK, "TCP 9000 is not published");
 
         // Masquerade, as nd_from_container records a flow whose source port had to change.
-        let out_key = CtKey6 {
-            saddr: c1,
-            daddr: remote,
-            sport: 5000,
-            dport: 9999,
-            proto: PROTO_SCTP,
-            dir: CT_DIR_OUT,
-            _pad: [0; 2],
-        };
-        let out_entry = CtEntry6 {
-            xlate_addr: host,
-            owner_addr: c1,
-            xlate_port: 61000,
-            action: CT_ACT_SNAT | CT_ACT_REDIRECT_NEIGH,
-            ifindex: 1,
-            kind: CT_KIND_MASQ,
-            ..CtEntry6::default()
-        };
-        let in_key = out_key.partner(&out_entry).unwrap();
-        let back = CtEntry6 {
-            xlate_addr: c1,
-            owner_addr: c1,
-            xlate_port: 5000,
-            action: CT_ACT_DNAT | CT_ACT_REDIRECT,
-            ifindex: 1,
-            dmac: C1_MAC,
-            kind: CT_KIND_MASQ,
-            ..CtEntry6::default()
-        };
-        dp.ct6.insert(out_key, out_entry, 0).unwrap();
-        dp.ct6.insert(in_key, back, 0).unwrap();
+        masq_flow6(dp, PROTO_SCTP, (c1, 5000), (remote, 9999), (host, 61000));
         let sent = sctp6(c1, 5000, remote, 9999, 99);
         let (verdict, out) = dp.run(PROG_FROM_CONTAINER, &sent);
         assert_eq!(verdict, TC_ACT_REDIRECT);
@@ -723,3 +663,45 @@ fn ipv6_port_ranges_map_every_port_of_the_range() {
 
 mod exthdr;
 mod link_local;
+
+/// A masqueraded flow as `nd_from_container` records it: `container` to `remote` (address,
+/// port), translated to `nat`, leaving through ifindex 1; both directions.
+fn masq_flow6(
+    dp: &mut Dataplane,
+    proto: u8,
+    container: ([u8; 16], u16),
+    remote: ([u8; 16], u16),
+    nat: ([u8; 16], u16),
+) {
+    let out_key = CtKey6 {
+        saddr: container.0,
+        daddr: remote.0,
+        sport: container.1,
+        dport: remote.1,
+        proto,
+        dir: CT_DIR_OUT,
+        _pad: [0; 2],
+    };
+    let out = CtEntry6 {
+        xlate_addr: nat.0,
+        owner_addr: container.0,
+        xlate_port: nat.1,
+        action: CT_ACT_SNAT | CT_ACT_REDIRECT_NEIGH,
+        ifindex: 1,
+        kind: CT_KIND_MASQ,
+        ..CtEntry6::default()
+    };
+    let in_key = out_key.partner(&out).unwrap();
+    let back = CtEntry6 {
+        xlate_addr: container.0,
+        owner_addr: container.0,
+        xlate_port: container.1,
+        action: CT_ACT_DNAT | CT_ACT_REDIRECT,
+        ifindex: 1,
+        dmac: C1_MAC,
+        kind: CT_KIND_MASQ,
+        ..CtEntry6::default()
+    };
+    dp.ct6.insert(out_key, out, 0).unwrap();
+    dp.ct6.insert(in_key, back, 0).unwrap();
+}
